@@ -1,0 +1,145 @@
+"""`codesift embed`, `codesift models`, `codesift info`: the engine from the command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+MODEL_HELP = "Model: hub id, local folder, .gguf file, or 'offline' (all-MiniLM-L6-v2 fallback). Default: $CODESIFT_MODEL or jinaai/jina-code-embeddings-0.5b."
+
+
+def load_embedder(model: str | None, **kwargs):
+    """Build an Embedder for a CLI command (one place for the CLI's model default)."""
+    from codesift.model.embedder import Embedder
+    from codesift.model.loading import DEFAULT_MODEL, MODEL_ENV
+
+    return Embedder(model or os.environ.get(MODEL_ENV) or DEFAULT_MODEL, **kwargs)
+
+
+def _read_inputs(texts: list[str], input_file: Path | None) -> list[str]:
+    if texts and input_file:
+        raise ValueError("give texts as arguments or with --input, not both")
+    if texts:
+        return texts
+    if input_file is not None and str(input_file) != "-":
+        if not input_file.exists():
+            raise FileNotFoundError(f"input file {input_file} does not exist")
+        lines = input_file.read_text(encoding="utf-8").splitlines()
+    elif input_file is not None or not sys.stdin.isatty():
+        lines = sys.stdin.read().splitlines()
+    else:
+        raise ValueError("no input: pass texts as arguments, pipe lines on stdin, or use --input FILE.jsonl")
+    is_jsonl = input_file is not None and input_file.suffix in (".jsonl", ".json")
+    out = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        if is_jsonl:
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{input_file}:{n}: not JSON ({exc.msg}); each line must be a string or an object with 'text'") from None
+            if isinstance(obj, dict):
+                if "text" not in obj:
+                    raise ValueError(f"{input_file}:{n}: object has no 'text' field")
+                obj = obj["text"]
+            if not isinstance(obj, str):
+                raise ValueError(f"{input_file}:{n}: expected a string or an object with 'text'")
+            out.append(obj)
+        else:
+            out.append(line)
+    return out
+
+
+def register(app: typer.Typer) -> None:
+    """Add the engine's commands to the root app."""
+
+    @app.command("embed")
+    def embed(
+        texts: list[str] = typer.Argument(None, help="Texts to embed (else --input or stdin lines)."),
+        input_file: Optional[Path] = typer.Option(None, "--input", "-i", help="A .jsonl file (strings or {'text': ...}) or a text file, one input a line; '-' for stdin."),
+        output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write .npy (array) or .jsonl; default JSONL on stdout."),
+        task: str = typer.Option("nl2code", help="nl2code, qa, code2code, code2nl, code2completion (or nl2code.query ...)."),
+        role: str = typer.Option("query", help="query or document (passage)."),
+        dim: Optional[int] = typer.Option(None, help="Matryoshka dimension (truncate, then re-normalise)."),
+        model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP),
+        truncate: bool = typer.Option(False, help="Cut over-long inputs instead of failing (the prefix is kept)."),
+        batch_tokens: Optional[int] = typer.Option(None, help="Token budget per batch (padded tokens)."),
+        device: str = typer.Option("auto"),
+        dtype: str = typer.Option("auto"),
+    ) -> None:
+        """Embed texts with a task's query or document prefix."""
+        items = _read_inputs(texts or [], input_file)
+        emb = load_embedder(model, device=device, dtype=dtype)
+        vecs = emb.encode(items, task=task, role=role, dim=dim, truncate=truncate, batch_tokens=batch_tokens,
+                          show_progress=None)
+        if output is not None and output.suffix == ".npy":
+            import numpy as np
+
+            np.save(output, vecs)
+            typer.echo(f"wrote {vecs.shape[0]} x {vecs.shape[1]} vectors to {output}", err=True)
+            return
+        sink = open(output, "w", encoding="utf-8") if output else sys.stdout
+        try:
+            for i, v in enumerate(vecs):
+                sink.write(json.dumps({"index": i, "embedding": [round(float(x), 7) for x in v]}) + "\n")
+        finally:
+            if output:
+                sink.close()
+
+    @app.command("models")
+    def models(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+        """List the models available on this machine and the default."""
+        from codesift.model.registry import local_models
+
+        rows = local_models()
+        if as_json:
+            typer.echo(json.dumps(rows, indent=2))
+            return
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title="codesift models")
+        for col in ("name", "kind", "where", "note"):
+            table.add_column(col)
+        for r in rows:
+            table.add_row(r["name"], r["kind"], r["path"] or "-", r["note"])
+        Console().print(table)
+
+    @app.command("info")
+    def info(
+        model: Optional[str] = typer.Argument(None, help=MODEL_HELP),
+        as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    ) -> None:
+        """Load a model and show its dimension, Matryoshka dims, pooling, prefixes and limits."""
+        emb = load_embedder(model)
+        facts = {
+            "model": emb.name,
+            "layout": emb.source.layout,
+            "path": str(emb.source.path / (emb.source.gguf_file or "")),
+            "architecture": emb.model.config.model_type,
+            "decoder": emb.is_decoder,
+            "dimension": emb.dimension,
+            "matryoshka_dims": list(emb.matryoshka_dims),
+            "pooling": emb.pooling,
+            "max_length": emb.max_length,
+            "device": emb.device.type,
+            "dtype": str(emb.dtype).replace("torch.", ""),
+            "tokenizer_appends_eos": emb.appends_eos,
+            "padding_side": emb.tokenizer.padding_side,
+            "uses_prefixes": emb.uses_prefixes(),
+            "nl2code_query_prefix": emb.prefix("nl2code", "query"),
+            "nl2code_document_prefix": emb.prefix("nl2code", "document"),
+            "fingerprint": emb.fingerprint,
+            "offline_fallback": emb.source.is_fallback,
+        }
+        if as_json:
+            typer.echo(json.dumps(facts, indent=2))
+            return
+        for k, v in facts.items():
+            typer.echo(f"{k:24} {v!r}" if isinstance(v, str) and "\n" in v else f"{k:24} {v}")

@@ -1,0 +1,417 @@
+"""The Embedder: tokenize -> batch by tokens -> forward -> pool -> normalise -> truncate.
+
+One object turns texts into vectors with a code LLM (or any Hugging Face model), applying each
+task's instruction prefix for the query or the document side, exactly as the jina-code-embeddings
+model cards do: ``prefix + text`` tokenized as one string with the tokenizer's own special tokens,
+the hidden state of the last real token, L2-normalised, then Matryoshka truncation (truncate, then
+re-normalise).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from codesift.model.loading import (
+    CODESIFT_CONFIG,
+    DEFAULT_MODEL,
+    ModelSource,
+    resolve_model,
+    weights_fingerprint,
+)
+from codesift.model.pooling import LatentAttentionPooling, normalize_pooling, pool
+from codesift.tasks import TASKS, TaskRegistry
+
+log = logging.getLogger(__name__)
+
+# Encoder families: no instruction prefixes and mean pooling unless their folder says otherwise.
+_ENCODER_TYPES = {
+    "bert", "roberta", "xlm-roberta", "distilbert", "mpnet", "electra", "deberta", "deberta-v2", "albert",
+    "camembert", "modernbert", "nomic_bert", "xlm", "ernie", "t5", "mt5", "bge-m3", "new",
+}
+DEFAULT_BATCH_TOKENS = {"cpu": 8192, "cuda": 65536, "mps": 16384}
+MAX_BATCH_ROWS = 512
+PROGRESS_MIN_TOKENS = 50_000
+
+
+class InputTooLongError(ValueError):
+    """An input is longer than ``max_length`` tokens and ``truncate=False``."""
+
+
+@dataclass(frozen=True)
+class _Batch:
+    order: list[int]   # positions in the caller's list
+    width: int         # padded length
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    """``auto`` -> cuda, then mps, then cpu."""
+    if device != "auto":
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True when the CPU has native bf16 matmul instructions (AVX-512 BF16 or AMX)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            flags = fh.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def pick_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
+    """``auto``: bf16 where the hardware runs it well (CUDA with bf16, CPUs with AVX-512 BF16/AMX), else fp32."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    named = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+             "float16": torch.float16, "fp16": torch.float16}
+    if dtype != "auto":
+        try:
+            return named[dtype]
+        except KeyError:
+            raise ValueError(f"unknown dtype {dtype!r}; valid: auto, {', '.join(named)}") from None
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    if device.type == "cpu" and cpu_has_fast_bf16():
+        return torch.bfloat16
+    return torch.float32
+
+
+def default_matryoshka_dims(dimension: int) -> tuple[int, ...]:
+    """Powers of two from 64 below ``dimension``, then ``dimension`` (the paper's 0.5B: 64..512, 896)."""
+    dims = [d for d in (64, 128, 256, 512, 1024, 2048, 4096) if d < dimension]
+    return tuple(dims + [dimension])
+
+
+class Embedder:
+    """A code LLM (or any Hugging Face model) as a task-aware embedding model."""
+
+    def __init__(
+        self,
+        model: str | os.PathLike = DEFAULT_MODEL,
+        device: str = "auto",
+        dtype: str | torch.dtype = "auto",
+        max_length: int = 8192,
+        *,
+        pooling: str | None = None,
+        prompts: bool | dict[str, str] | None = None,
+        allow_fallback: bool | None = None,
+        tasks: TaskRegistry | None = None,
+        trust_remote_code: bool = False,
+    ) -> None:
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+        if not isinstance(max_length, int) or max_length < 2:
+            raise ValueError(f"max_length must be an integer >= 2, got {max_length!r}")
+        self.source: ModelSource = resolve_model(model, allow_fallback=allow_fallback)
+        self.device = pick_device(device)
+        self.dtype = pick_dtype(dtype, self.device)
+        self.tasks = tasks or TASKS
+        src = self.source
+        load_kw: dict = {"trust_remote_code": trust_remote_code}
+        if src.gguf_file:
+            load_kw["gguf_file"] = src.gguf_file
+        self.tokenizer = AutoTokenizer.from_pretrained(src.path, **load_kw)
+        config = AutoConfig.from_pretrained(src.path, **load_kw)
+        self.is_decoder = _is_decoder(config)
+        self.model = AutoModel.from_pretrained(src.path, dtype=self.dtype, **load_kw)
+        self.model.to(self.device).eval()
+
+        # Padding: decoders pad on the left (as the published models do); last-token pooling is correct either way.
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
+        if self.is_decoder:
+            self.tokenizer.padding_side = "left"
+        self.tokenizer.truncation_side = "right"  # a cut drops the end of the text, never the prefix
+
+        limits = [max_length, src.max_seq_length, getattr(config, "max_position_embeddings", None)]
+        self.max_length = int(min(x for x in limits if x))
+        if src.max_seq_length and max_length > src.max_seq_length:
+            log.info("max_length %d capped at the model's max_seq_length %d", max_length, src.max_seq_length)
+
+        self.pooling = normalize_pooling(pooling or src.pooling or ("lasttoken" if self.is_decoder else "mean"))
+        self.pooling_module: torch.nn.Module | None = None
+        if self.pooling == "latent_attention":
+            self.pooling_module = self._latent_pooler(config)
+
+        self._prompts_mode = prompts
+        self.prompts: dict[str, str] = dict(prompts) if isinstance(prompts, dict) else dict(src.prompts)
+        self.dimension = int(config.hidden_size)
+        self.matryoshka_dims: tuple[int, ...] = tuple(src.matryoshka_dims or default_matryoshka_dims(self.dimension))
+        self.appends_eos = self._detect_appended_eos()
+        self._fingerprint: str | None = None
+
+    # ---------------------------------------------------------------- properties and small helpers
+    @property
+    def fingerprint(self) -> str:
+        """A stable id of weights + pooling + dtype, for embedding caches."""
+        if self._fingerprint is None:
+            parts = [weights_fingerprint(self.source), self.pooling, str(self.dtype).replace("torch.", "")]
+            self._fingerprint = "-".join(parts)
+        return self._fingerprint
+
+    @property
+    def name(self) -> str:
+        return self.source.name
+
+    def uses_prefixes(self) -> bool:
+        """Whether task instruction prefixes are applied (decoders and prompt-configured models)."""
+        if self._prompts_mode is False:
+            return False
+        return bool(self._prompts_mode) or bool(self.prompts) or self.is_decoder
+
+    def prefix(self, task: str = "nl2code", role: str | None = "query") -> str:
+        """The instruction prefix this model uses for ``task`` and ``role`` ('' for plain encoders)."""
+        t, r = self.tasks.resolve(task, role)
+        if not self.uses_prefixes():
+            return ""
+        return self.prompts.get(f"{t.name}_{r}", t.prefix(r))
+
+    def _detect_appended_eos(self) -> bool:
+        ids = self.tokenizer("x", add_special_tokens=True)["input_ids"]
+        eos = self.tokenizer.eos_token_id
+        appended = eos is not None and len(ids) > 0 and ids[-1] == eos
+        log.info("tokenizer of %s %s an EOS token", self.name, "appends" if appended else "does not append")
+        return appended
+
+    def _latent_pooler(self, config) -> torch.nn.Module:
+        if self.source.pooling_module_dir is not None:
+            from codesift.model.st_modules import LatentAttentionPooling as STLatent
+
+            pooler = STLatent.load(str(self.source.pooling_module_dir)).pooler
+        else:
+            pooler = LatentAttentionPooling(int(config.hidden_size))
+        return pooler.to(self.device, dtype=self.dtype).eval()
+
+    # ---------------------------------------------------------------- tokenization
+    def _token_ids(self, texts: Sequence[str], prefix: str, truncate: bool) -> list[list[int]]:
+        if isinstance(texts, str):
+            raise ValueError("texts must be a list of strings, not one string: wrap it as [text]")
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise ValueError(f"texts[{i}] is {type(t).__name__}, not str")
+        ids = self.tokenizer([prefix + t for t in texts], add_special_tokens=True, truncation=False,
+                             verbose=False)["input_ids"]
+        too_long = [i for i, row in enumerate(ids) if len(row) > self.max_length]
+        if too_long and not truncate:
+            i = too_long[0]
+            more = f" (and {len(too_long) - 1} more)" if len(too_long) > 1 else ""
+            raise InputTooLongError(
+                f"input {i} is {len(ids[i])} tokens, over max_length={self.max_length}{more}; "
+                "pass truncate=True to cut the text (the instruction prefix is kept) or split the input"
+            )
+        if too_long:
+            prefix_len = len(self.tokenizer(prefix, add_special_tokens=True)["input_ids"]) if prefix else 0
+            if prefix_len >= self.max_length:
+                raise ValueError(f"max_length={self.max_length} leaves no room for the {prefix_len}-token prefix")
+            cut = self.tokenizer([prefix + texts[i] for i in too_long], add_special_tokens=True, truncation=True,
+                                 max_length=self.max_length)["input_ids"]
+            for i, row in zip(too_long, cut):
+                ids[i] = row
+        return ids
+
+    def count_tokens(self, texts: Sequence[str], task: str = "nl2code", role: str | None = "query") -> list[int]:
+        """Token count of each text with its prefix and special tokens (before any truncation)."""
+        prefix = self.prefix(task, role)
+        ids = self.tokenizer([prefix + t for t in texts], add_special_tokens=True, truncation=False, verbose=False)
+        return [len(row) for row in ids["input_ids"]]
+
+    def _pad(self, rows: list[list[int]]) -> dict[str, torch.Tensor]:
+        width = max(len(r) for r in rows)
+        pad_id = self.tokenizer.pad_token_id
+        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        left = self.tokenizer.padding_side == "left"
+        for j, row in enumerate(rows):
+            n = len(row)
+            if left:
+                ids[j, width - n:] = torch.tensor(row)
+                mask[j, width - n:] = 1
+            else:
+                ids[j, :n] = torch.tensor(row)
+                mask[j, :n] = 1
+        return {"input_ids": ids.to(self.device), "attention_mask": mask.to(self.device)}
+
+    def tokenize(self, texts: Sequence[str], task: str = "nl2code", role: str | None = "query",
+                 truncate: bool = True) -> dict[str, torch.Tensor]:
+        """Padded model inputs for ``texts`` with the task's prefix applied (for training loops)."""
+        return self._pad(self._token_ids(texts, self.prefix(task, role), truncate))
+
+    # ---------------------------------------------------------------- forward
+    def embed_features(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Pooled, un-normalised embeddings (B, D) of tokenized inputs; differentiable."""
+        kw = {"input_ids": features["input_ids"], "attention_mask": features["attention_mask"]}
+        if "token_type_ids" in features:
+            kw["token_type_ids"] = features["token_type_ids"]
+        elif not self.is_decoder and "token_type_ids" in getattr(self.tokenizer, "model_input_names", ()):
+            kw["token_type_ids"] = torch.zeros_like(features["input_ids"])
+        hidden = self.model(**kw).last_hidden_state
+        return pool(hidden, features["attention_mask"], self.pooling, self.pooling_module)
+
+    def _plan_batches(self, lengths: list[int], batch_tokens: int) -> list[_Batch]:
+        """Sort by token length (longest first) and cut batches whose PADDED size fits the budget."""
+        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+        batches: list[_Batch] = []
+        current: list[int] = []
+        width = 0
+        for i in order:
+            w = max(width, lengths[i])
+            if current and (w * (len(current) + 1) > batch_tokens or len(current) >= MAX_BATCH_ROWS):
+                batches.append(_Batch(current, width))
+                current, w = [], lengths[i]
+            current.append(i)
+            width = w
+        if current:
+            batches.append(_Batch(current, width))
+        return batches
+
+    def encode(
+        self,
+        texts: Sequence[str],
+        task: str = "nl2code",
+        role: str | None = "query",
+        dim: int | None = None,
+        normalize: bool = True,
+        truncate: bool = False,
+        batch_tokens: int | None = None,
+        show_progress: bool | None = None,
+    ) -> np.ndarray:
+        """Embed ``texts`` as ``role`` of ``task``: an (n, d) float32 array in the caller's order."""
+        dim = self._check_dim(dim)
+        prefix = self.prefix(task, role)
+        texts = list(texts) if not isinstance(texts, str) else texts
+        out_dim = dim or self.dimension
+        if len(texts) == 0:
+            return np.zeros((0, out_dim), dtype=np.float32)
+        ids = self._token_ids(texts, prefix, truncate)
+        lengths = [len(r) for r in ids]
+        budget = int(batch_tokens or DEFAULT_BATCH_TOKENS.get(self.device.type, 8192))
+        if budget < 1:
+            raise ValueError(f"batch_tokens must be positive, got {batch_tokens}")
+        batches = self._plan_batches(lengths, budget)
+        result = np.empty((len(texts), self.dimension), dtype=np.float32)
+        total = sum(lengths)
+        if show_progress is None:
+            show_progress = sys.stderr.isatty() and total >= PROGRESS_MIN_TOKENS
+        progress = None
+        if show_progress:
+            from tqdm.auto import tqdm
+
+            progress = tqdm(total=total, unit="tok", unit_scale=True, desc="embedding", disable=not show_progress)
+        with torch.inference_mode():
+            for batch in batches:
+                feats = self._pad([ids[i] for i in batch.order])
+                vecs = self.embed_features(feats).float()
+                result[batch.order] = vecs.cpu().numpy()
+                if progress is not None:
+                    progress.update(sum(lengths[i] for i in batch.order))
+        if progress is not None:
+            progress.close()
+        return finish_vectors(result, dim, normalize)
+
+    def _check_dim(self, dim: int | None) -> int | None:
+        if dim is None:
+            return None
+        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or not 1 <= int(dim) <= self.dimension:
+            raise ValueError(
+                f"dim must be an integer between 1 and {self.dimension}, got {dim!r}; "
+                f"this model was trained for Matryoshka dims {list(self.matryoshka_dims)}"
+            )
+        if int(dim) not in self.matryoshka_dims:
+            log.warning("dim %d is not one of the Matryoshka dims %s; quality may drop", dim, self.matryoshka_dims)
+        return int(dim)
+
+    @staticmethod
+    def similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Cosine similarity matrix between the rows of ``a`` and ``b``."""
+        a = np.atleast_2d(np.asarray(a, dtype=np.float32))
+        b = np.atleast_2d(np.asarray(b, dtype=np.float32))
+        if a.shape[1] != b.shape[1]:
+            raise ValueError(f"vectors have different dims: {a.shape[1]} vs {b.shape[1]}")
+        a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+        b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
+        return a @ b.T
+
+    # ---------------------------------------------------------------- saving
+    def save(self, out_dir: str | os.PathLike) -> Path:
+        """Write a sentence-transformers folder (weights, tokenizer, pooling, the ten prompts) and return it."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(out)
+        self.tokenizer.save_pretrained(out)
+        modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}]
+        if self.pooling == "latent_attention":
+            from codesift.model.st_modules import LatentAttentionPooling as STLatent
+
+            (out / "1_LatentAttentionPooling").mkdir(exist_ok=True)
+            STLatent.from_pooler(self.pooling_module).save(str(out / "1_LatentAttentionPooling"))
+            modules.append({"idx": 1, "name": "1", "path": "1_LatentAttentionPooling",
+                            "type": "codesift.model.st_modules.LatentAttentionPooling"})
+        else:
+            (out / "1_Pooling").mkdir(exist_ok=True)
+            pool_cfg = {"word_embedding_dimension": self.dimension, "pooling_mode_cls_token": self.pooling == "cls",
+                        "pooling_mode_mean_tokens": self.pooling == "mean", "pooling_mode_max_tokens": self.pooling == "max",
+                        "pooling_mode_mean_sqrt_len_tokens": False, "pooling_mode_weightedmean_tokens": False,
+                        "pooling_mode_lasttoken": self.pooling == "lasttoken", "include_prompt": True}
+            _write_json(out / "1_Pooling" / "config.json", pool_cfg)
+            modules.append({"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"})
+        (out / "2_Normalize").mkdir(exist_ok=True)
+        modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+        _write_json(out / "modules.json", modules)
+        _write_json(out / "sentence_bert_config.json", {"max_seq_length": self.max_length, "do_lower_case": False})
+        prompts = {}
+        if self.uses_prefixes():
+            for name in self.tasks.names():
+                for role in ("query", "document"):
+                    prompts[f"{name}_{role}"] = self.prefix(name, role)
+        _write_json(out / "config_sentence_transformers.json",
+                    {"prompts": prompts, "default_prompt_name": None, "similarity_fn_name": "cosine"})
+        _write_json(out / CODESIFT_CONFIG, {"matryoshka_dims": list(self.matryoshka_dims), "pooling": self.pooling,
+                                            "appends_eos": self.appends_eos, "source": self.name})
+        return out
+
+    def __repr__(self) -> str:
+        return (f"Embedder({self.name!r}, device={self.device.type}, dtype={str(self.dtype).replace('torch.', '')}, "
+                f"dim={self.dimension}, pooling={self.pooling}, max_length={self.max_length})")
+
+
+def finish_vectors(vectors: np.ndarray, dim: int | None, normalize: bool) -> np.ndarray:
+    """Matryoshka-truncate to ``dim`` and L2-normalise (truncate first, then normalise)."""
+    if dim is not None:
+        vectors = vectors[:, :dim]
+    if normalize:
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        vectors = vectors / np.maximum(norms, 1e-12)
+    return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+def _is_decoder(config) -> bool:
+    archs = " ".join(getattr(config, "architectures", None) or [])
+    if "CausalLM" in archs:
+        return True
+    if getattr(config, "is_encoder_decoder", False):
+        return False
+    return config.model_type not in _ENCODER_TYPES
+
+
+def _write_json(path: Path, obj) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(obj, fh, indent=2)
+        fh.write("\n")
+
+
+__all__ = ["Embedder", "InputTooLongError", "finish_vectors", "pick_device", "pick_dtype"]

