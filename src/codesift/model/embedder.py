@@ -129,6 +129,8 @@ class Embedder:
         config = AutoConfig.from_pretrained(src.path, **load_kw)
         self.is_decoder = _is_decoder(config)
         self.model = AutoModel.from_pretrained(src.path, dtype=self.dtype, **load_kw)
+        if src.gguf_file:
+            _drop_gguf_quantizer(self.model)
         self.model.to(self.device).eval()
 
         # Padding: decoders pad on the left (as the published models do); last-token pooling is correct either way.
@@ -406,6 +408,18 @@ def _is_decoder(config) -> bool:
     if getattr(config, "is_encoder_decoder", False):
         return False
     return config.model_type not in _ENCODER_TYPES
+
+
+def _drop_gguf_quantizer(model) -> None:
+    """GGUF weights are dequantized on load; forget the quantizer so the model saves as plain safetensors."""
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    if hasattr(model, "is_quantized"):
+        try:
+            model.is_quantized = False
+        except AttributeError:
+            pass
 
 
 def _write_json(path: Path, obj) -> None:

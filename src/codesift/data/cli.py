@@ -1,0 +1,96 @@
+"""`codesift data ...` commands: mine training pairs, show units and chunks of a file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+data_app = typer.Typer(help="Parse code into units and chunks; mine training pairs from source trees.", no_args_is_help=True)
+
+
+@data_app.command("mine")
+def mine_cmd(
+    paths: list[Path] = typer.Argument(..., help="Source folders or files (NAME=PATH names the source)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Pairs JSONL to write."),
+    exclude: list[Path] = typer.Option([], "--exclude", help="BEIR folder to decontaminate against (repeatable)."),
+    mbpp: Path | None = typer.Option(None, "--mbpp", help="mbpp.jsonl: add its train split (601-974) as nl2code pairs."),
+    tasks: str = typer.Option("nl2code,code2nl,code2completion", "--tasks", help="Comma-separated tasks to mine."),
+    max_per_source: int | None = typer.Option(None, "--max-per-source", help="Cap pairs per source and task."),
+    max_files_per_source: int | None = typer.Option(
+        None, "--max-files-per-source", help="Sample at most this many files per source (bounds run time)."
+    ),
+    include_tests: bool = typer.Option(False, "--include-tests", help="Also mine tests and test data."),
+    split_sources: bool = typer.Option(False, "--split-sources", help="Each top-level entry of a PATH is its own source."),
+    near_threshold: float = typer.Option(0.7, "--near-threshold", help="Jaccard (3-gram shingles) for near duplicates."),
+    workers: int = typer.Option(1, "--workers", "-j", help="Processes for parsing."),
+    stats: Path | None = typer.Option(None, "--stats", help="Write stats JSON here (default: OUTPUT.stats.json)."),
+    report: Path | None = typer.Option(None, "--report", help="Write stats as Markdown here."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the per-source sampling."),
+) -> None:
+    """Mine (query, document) pairs: nl2code, code2nl, code2completion; deduped and decontaminated."""
+    from codesift.data.mbpp import load_mbpp_pairs
+    from codesift.data.mining import MineConfig
+    from codesift.data.pipeline import mine, print_stats, save_stats, stats_markdown, write_pairs
+
+    task_tuple = tuple(t.strip() for t in tasks.split(",") if t.strip())
+    cfg = MineConfig(
+        tasks=task_tuple, max_per_source=max_per_source, max_files_per_source=max_files_per_source,
+        skip_tests=not include_tests, seed=seed,
+    )
+    if not 0 < near_threshold <= 1:
+        raise ValueError("--near-threshold must be in (0, 1]")
+    extra = load_mbpp_pairs(mbpp, "train") if mbpp else []
+    result = mine(
+        paths, cfg, exclude=exclude, extra_pairs=extra, split_sources=split_sources, workers=workers,
+        progress=True, near_threshold=near_threshold,
+    )
+    n = write_pairs(result.pairs, output)
+    save_stats(result.stats, stats or output.with_suffix(".stats.json"))
+    if report:
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text(stats_markdown(result.stats), encoding="utf-8")
+    print_stats(result.stats)
+    typer.echo(f"wrote {n:,} pairs to {output}")
+
+
+@data_app.command("units")
+def units_cmd(path: Path = typer.Argument(..., help="A source file.")) -> None:
+    """List the functions, methods and classes of a file."""
+    from codesift.data.files import read_source
+    from codesift.data.languages import detect_language
+    from codesift.data.units import extract_units
+
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist")
+    text, reason = read_source(path)
+    if text is None:
+        raise ValueError(f"{path} skipped: {reason}")
+    language = detect_language(path, text.split("\n", 1)[0])
+    if language is None:
+        raise ValueError(f"unknown language for {path}; use a known extension or a shebang")
+    for unit in extract_units(text, language):
+        doc = (unit.docstring or "").split("\n", 1)[0][:60]
+        typer.echo(f"{unit.start_line:>5}-{unit.end_line:<5} {unit.kind:8} {unit.qualified_name:40} {doc}")
+
+
+@data_app.command("chunks")
+def chunks_cmd(
+    path: Path = typer.Argument(..., help="A source file."),
+    max_tokens: int = typer.Option(512, "--max-tokens", help="Token limit per chunk (estimated)."),
+) -> None:
+    """Show how a file is cut into chunks for indexing."""
+    from codesift.data.chunking import chunk_file, estimate_tokens
+
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist")
+    chunks, reason = chunk_file(path, max_tokens=max_tokens)
+    if reason:
+        raise ValueError(f"{path} skipped: {reason}")
+    for c in chunks:
+        typer.echo(f"{c.start_line:>5}-{c.end_line:<5} {c.kind:8} ~{estimate_tokens(c.text):>5} tok  {c.symbol or ''}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add this area's commands to the root app (heavy imports go inside the commands)."""
+    app.add_typer(data_app, name="data")

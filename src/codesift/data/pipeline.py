@@ -1,0 +1,246 @@
+"""The whole mining run: walk sources -> pairs -> dedupe -> cap -> decontaminate -> JSONL + stats."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from codesift.data.mining import (
+    Deduper,
+    MineConfig,
+    MineReport,
+    Pair,
+    SourceRoot,
+    cap_per_source,
+    iter_files,
+    mine_file,
+    source_roots,
+)
+
+logger = logging.getLogger(__name__)
+
+PERCENTILES = (5, 25, 50, 75, 95)
+
+
+@dataclass
+class MineResult:
+    """Pairs written and the statistics of the run."""
+
+    pairs: list[Pair]
+    stats: dict = field(default_factory=dict)
+
+
+def _mine_one(args: tuple[Path, str, MineConfig]) -> tuple[list[Pair], MineReport]:
+    path, source, cfg = args
+    report = MineReport()
+    return mine_file(path, source, cfg, report), report
+
+
+def _merge(into: MineReport, part: MineReport) -> None:
+    for k, v in part.files.items():
+        into.files[k] = into.files.get(k, 0) + v
+    for k, v in part.skipped.items():
+        into.skipped[k] = into.skipped.get(k, 0) + v
+    for k, v in part.skipped_examples.items():
+        into.skipped_examples.setdefault(k, []).extend(v[: max(0, 3 - len(into.skipped_examples.get(k, [])))])
+    for k, v in part.dropped.items():
+        into.dropped[k] = into.dropped.get(k, 0) + v
+    into.units += part.units
+
+
+def mine(
+    paths: Iterable[str | Path],
+    cfg: MineConfig | None = None,
+    exclude: Iterable[str | Path] = (),
+    extra_pairs: Iterable[Pair] = (),
+    split_sources: bool = False,
+    workers: int = 1,
+    progress: bool = False,
+    near_threshold: float = 0.7,
+) -> MineResult:
+    """Mine pairs from source trees (plus ``extra_pairs`` such as MBPP train), filtered and decontaminated."""
+    from tqdm.auto import tqdm
+
+    from codesift.data.decontam import DecontamConfig, Decontaminator
+
+    cfg = cfg or MineConfig()
+    exclude = list(exclude)
+    decontam = Decontaminator.from_beir(exclude, DecontamConfig(threshold=near_threshold)) if exclude else None
+    roots: list[SourceRoot] = source_roots(paths, split_sources=split_sources)
+    files = [
+        (path, root.name, cfg)
+        for root, path in iter_files(roots, cfg.skip_tests, cfg.max_files_per_source, cfg.seed)
+    ]
+    report = MineReport()
+    candidates: list[Pair] = list(extra_pairs)
+    bar = tqdm(total=len(files), unit="file", desc="mining", disable=not progress)
+    if workers > 1 and len(files) > 50:
+        import multiprocessing
+
+        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+            for pairs, part in pool.imap(_mine_one, files, chunksize=16):
+                candidates.extend(pairs)
+                _merge(report, part)
+                bar.update()
+    else:
+        for item in files:
+            pairs, part = _mine_one(item)
+            candidates.extend(pairs)
+            _merge(report, part)
+            bar.update()
+    bar.close()
+    n_candidates = len(candidates)
+
+    deduper = Deduper()
+    unique = [p for p in candidates if deduper.keep(p)]
+    report.drop("duplicate", n_candidates - len(unique))
+    capped = cap_per_source(unique, cfg.max_per_source, cfg.seed)
+    report.drop("per-source cap", len(unique) - len(capped))
+    kept = capped
+    contaminated: list[dict[str, str]] = []
+    if decontam is not None:
+        kept = []
+        for pair in tqdm(capped, desc="decontaminating", unit="pair", disable=not progress):
+            hit = decontam.contaminated(pair.query, pair.document)
+            if hit is None:
+                kept.append(pair)
+            elif len(contaminated) < 200:
+                contaminated.append({"task": pair.task, "source": pair.source, "symbol": pair.symbol, "match": hit})
+        report.drop("decontaminated", len(capped) - len(kept))
+    stats = compute_stats(kept, report, n_candidates)
+    stats["decontamination"] = {
+        "excluded_sets": [str(Path(e)) for e in exclude],
+        "eval_texts": len(decontam) if decontam else 0,
+        "near_duplicate_jaccard": near_threshold,
+        "dropped": report.dropped.get("decontaminated", 0),
+        "examples": contaminated[:20],
+    }
+    return MineResult(kept, stats)
+
+
+def _percentiles(values: list[int]) -> dict[str, float]:
+    if not values:
+        return {}
+    arr = np.asarray(values)
+    return {f"p{p}": float(np.percentile(arr, p)) for p in PERCENTILES}
+
+
+def compute_stats(pairs: list[Pair], report: MineReport | None = None, candidates: int | None = None) -> dict:
+    """Counts per task, language and source, and length percentiles (characters) of queries and documents."""
+    by_task: dict[str, int] = {}
+    by_language: dict[str, int] = {}
+    by_task_language: dict[str, dict[str, int]] = {}
+    by_source: dict[str, int] = {}
+    for pair in pairs:
+        by_task[pair.task] = by_task.get(pair.task, 0) + 1
+        by_language[pair.language] = by_language.get(pair.language, 0) + 1
+        row = by_task_language.setdefault(pair.language, {})
+        row[pair.task] = row.get(pair.task, 0) + 1
+        top = pair.source.split("/")[0]
+        by_source[top] = by_source.get(top, 0) + 1
+    lengths = {
+        task: {
+            "query_chars": _percentiles([len(p.query) for p in pairs if p.task == task]),
+            "document_chars": _percentiles([len(p.document) for p in pairs if p.task == task]),
+        }
+        for task in sorted(by_task)
+    }
+    stats: dict = {
+        "pairs": len(pairs),
+        "by_task": dict(sorted(by_task.items())),
+        "by_language": dict(sorted(by_language.items(), key=lambda kv: -kv[1])),
+        "by_language_task": by_task_language,
+        "by_source": dict(sorted(by_source.items(), key=lambda kv: -kv[1])),
+        "lengths": lengths,
+    }
+    if candidates is not None:
+        stats["candidates"] = candidates
+    if report is not None:
+        stats["files_by_language"] = dict(sorted(report.files.items(), key=lambda kv: -kv[1]))
+        stats["units"] = report.units
+        stats["skipped_files"] = dict(sorted(report.skipped.items(), key=lambda kv: -kv[1]))
+        stats["skipped_examples"] = report.skipped_examples
+        stats["dropped_pairs"] = report.dropped
+    return stats
+
+
+def write_pairs(pairs: Iterable[Pair], out: str | Path) -> int:
+    """Write pairs as JSONL; returns how many."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    n = 0
+    with out.open("w", encoding="utf-8") as fh:
+        for pair in pairs:
+            fh.write(json.dumps(pair.to_json(), ensure_ascii=False) + "\n")
+            n += 1
+    return n
+
+
+def stats_markdown(stats: dict) -> str:
+    """The stats as Markdown tables (for DATA.md and the corpus report)."""
+    tasks = list(stats["by_task"])
+    lines = [f"Pairs: **{stats['pairs']:,}**" + (f" (from {stats['candidates']:,} candidates)" if "candidates" in stats else ""), ""]
+    lines += ["| language | " + " | ".join(tasks) + " | total |", "|---" * (len(tasks) + 2) + "|"]
+    for lang, total in stats["by_language"].items():
+        row = stats["by_language_task"][lang]
+        lines.append(f"| {lang} | " + " | ".join(f"{row.get(t, 0):,}" for t in tasks) + f" | {total:,} |")
+    lines.append("| **total** | " + " | ".join(f"{stats['by_task'][t]:,}" for t in tasks) + f" | {stats['pairs']:,} |")
+    lines += ["", "Lengths in characters (p5 / p50 / p95):", "", "| task | query | document |", "|---|---|---|"]
+    for task, lens in stats["lengths"].items():
+        q, d = lens["query_chars"], lens["document_chars"]
+        lines.append(f"| {task} | {q['p5']:.0f} / {q['p50']:.0f} / {q['p95']:.0f} | {d['p5']:.0f} / {d['p50']:.0f} / {d['p95']:.0f} |")
+    if "by_source" in stats:
+        lines += ["", "Pairs by source: " + ", ".join(f"{k} {v:,}" for k, v in stats["by_source"].items())]
+    if "files_by_language" in stats:
+        lines += ["", "Files read: " + ", ".join(f"{k} {v:,}" for k, v in stats["files_by_language"].items())]
+    if stats.get("skipped_files"):
+        lines += ["", "Files skipped: " + ", ".join(f"{k} {v:,}" for k, v in stats["skipped_files"].items())]
+    if stats.get("dropped_pairs"):
+        lines += ["", "Pairs dropped: " + ", ".join(f"{k} {v:,}" for k, v in stats["dropped_pairs"].items())]
+    if "decontamination" in stats:
+        dc = stats["decontamination"]
+        lines += [
+            "",
+            f"Decontamination: {dc['eval_texts']:,} evaluation texts from {len(dc['excluded_sets'])} sets; "
+            f"{dc['dropped']:,} pairs dropped (exact or Jaccard >= {dc['near_duplicate_jaccard']}).",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def print_stats(stats: dict, echo: Callable[[str], None] = print) -> None:
+    """Print the stats tables with rich."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(stderr=True)
+    tasks = list(stats["by_task"])
+    table = Table(title=f"{stats['pairs']:,} pairs")
+    table.add_column("language")
+    for task in tasks:
+        table.add_column(task, justify="right")
+    table.add_column("total", justify="right")
+    for lang, total in stats["by_language"].items():
+        row = stats["by_language_task"][lang]
+        table.add_row(lang, *[f"{row.get(t, 0):,}" for t in tasks], f"{total:,}")
+    console.print(table)
+    lengths = Table(title="lengths (chars) p5 / p25 / p50 / p75 / p95")
+    lengths.add_column("task")
+    lengths.add_column("query")
+    lengths.add_column("document")
+    for task, lens in stats["lengths"].items():
+        lengths.add_row(task, *[" / ".join(f"{v:.0f}" for v in lens[k].values()) for k in ("query_chars", "document_chars")])
+    console.print(lengths)
+    for key in ("skipped_files", "dropped_pairs"):
+        if stats.get(key):
+            console.print(f"{key.replace('_', ' ')}: " + ", ".join(f"{k} {v:,}" for k, v in stats[key].items()))
+
+
+def save_stats(stats: dict, path: str | Path) -> None:
+    """Write the stats as JSON."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(stats, indent=2, default=lambda o: asdict(o)) + "\n", encoding="utf-8")

@@ -1,0 +1,429 @@
+"""The HTTP layer: OpenAI-compatible and hosted-API-style embeddings, search, health and metrics.
+
+A thin layer: it validates a request, counts its tokens, puts it on the ``TokenBudgetBatcher``
+and encodes the answer. The model itself only ever runs on the batcher's engine thread.
+
+    from codesift.serve.app import create_app
+    from codesift.serve.config import ServeConfig
+    app = create_app(ServeConfig(model="jinaai/jina-code-embeddings-0.5b"))   # then: uvicorn.run(app)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from codesift import __version__
+from codesift.serve.batcher import BatchKey, QueueFull, ShuttingDown, TokenBudgetBatcher
+from codesift.serve.config import ServeConfig
+from codesift.serve.metrics import ServerMetrics
+from codesift.serve.schemas import EmbeddingRequest, SearchRequest, encode_vectors
+from codesift.tasks import resolve_task
+
+log = logging.getLogger(__name__)
+
+try:  # orjson writes float32 vectors 5-10x faster than json and with float32's shortest repr
+    import orjson
+except ImportError:  # pragma: no cover - depends on the environment
+    orjson = None
+
+
+class APIError(Exception):
+    """An error answered as OpenAI does: ``{"error": {"message", "type", "param", "code"}}``."""
+
+    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error", param: str | None = None,
+                 code: str | None = None, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+        self.headers = headers or {}
+
+
+def render_json(payload: Any) -> bytes:
+    """Serialise a payload that may hold numpy float32 vectors."""
+    if orjson is not None:
+        return orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
+    return json.dumps(payload, default=lambda o: o.tolist(), separators=(",", ":")).encode()
+
+
+def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """A JSON answer (numpy-aware)."""
+    return Response(render_json(payload), status_code=status, media_type="application/json", headers=headers)
+
+
+def served_name(config: ServeConfig) -> str:
+    """The model id clients see: never a local path (it would leak the server's file layout)."""
+    if config.served_model_name:
+        return config.served_model_name
+    path = Path(config.model).expanduser()
+    if path.exists():
+        return path.stem if path.is_file() else path.name
+    return config.model
+
+
+@dataclass
+class ServerState:
+    """What the routes share: config, queue, metrics and, once loaded, the model and index."""
+
+    config: ServeConfig
+    batcher: TokenBudgetBatcher
+    metrics: ServerMetrics
+    model_name: str
+    embedder: Any = None
+    index: Any = None
+    status: str = "loading"  # loading | ready | failed
+    error: str | None = None
+    started_at: float = field(default_factory=time.time)
+
+    def ready_embedder(self) -> Any:
+        """The model, or a 503 (with Retry-After) while it loads or after it failed."""
+        if self.batcher.closing:
+            raise APIError(503, "the server is shutting down", type="server_error", code="shutting_down",
+                           headers={"Retry-After": str(self.config.retry_after_s)})
+        if self.status != "ready":
+            msg = "the model is still loading" if self.status == "loading" else f"the model failed to load: {self.error}"
+            raise APIError(503, msg, type="server_error", code=f"model_{self.status}",
+                           headers={"Retry-After": str(self.config.retry_after_s * 5)})
+        return self.embedder
+
+
+def _load_engine(config: ServeConfig) -> Any:
+    from codesift.model.embedder import Embedder
+
+    return Embedder(model=config.model, device=config.device, dtype=config.dtype, max_length=config.max_length)
+
+
+def _open_index(index_dir: Path, embedder: Any) -> Any:
+    from codesift.index import open_index  # the index area; imported only when an index is configured
+
+    return open_index(index_dir, embedder)
+
+
+async def _load(state: ServerState, embedder: Any | None) -> None:
+    try:
+        if embedder is None:
+            embedder = await state.batcher.run_in_engine(_load_engine, state.config)
+        if state.config.index_dir is not None:
+            state.index = await state.batcher.run_in_engine(_open_index, state.config.index_dir, embedder)
+        state.embedder = state.batcher.engine = embedder
+        state.status = "ready"
+        state.metrics.ready.set(1)
+        log.info("serving %s as %r", embedder, state.model_name)
+    except Exception as exc:  # the server stays up and says why in /health
+        log.exception("loading %s failed", state.config.model)
+        state.status, state.error = "failed", f"{type(exc).__name__}: {exc}"
+
+
+class BodyLimitMiddleware:
+    """Answer 413 to bodies over ``max_bytes`` (declared or streamed) before any parsing."""
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            return await self._too_large(send)
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away while sending
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_bytes:
+                return await self._too_large(send)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # after the body: waits for http.disconnect
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, send: Any) -> None:
+        body = render_json({"error": {"message": f"request body is larger than {self.max_bytes} bytes; send fewer or "
+                                                 "shorter inputs per request", "type": "invalid_request_error",
+                                      "param": None, "code": "request_too_large"}})
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class MetricsMiddleware:
+    """Count requests and time them, by route template and status."""
+
+    def __init__(self, app: Any, metrics: ServerMetrics, routes: set[str]) -> None:
+        self.app, self.metrics, self.routes = app, metrics, routes
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        route = scope["path"] if scope["path"] in self.routes else "other"
+        started = time.perf_counter()
+        status = 500
+
+        async def send_status(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            self.metrics.requests.labels(route, str(status)).inc()
+            self.metrics.latency.labels(route).observe(time.perf_counter() - started)
+
+
+async def _wait_for_disconnect(request: Request) -> None:
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+def create_app(config: ServeConfig, embedder: Any | None = None) -> FastAPI:
+    """The ASGI app. With ``embedder`` given it serves that model; otherwise it loads ``config.model``
+    in the background (``/health`` answers 503 until it is ready)."""
+    metrics = ServerMetrics()
+    batcher = TokenBudgetBatcher(
+        max_batch_tokens=config.max_batch_tokens, max_wait_ms=config.max_wait_ms, share_tokens=config.share_tokens,
+        max_queue_tokens=config.max_queue_tokens, max_queue_requests=config.max_queue_requests,
+        batching=config.batching, on_batch=metrics.observe_batch,
+    )
+    metrics.watch_queue(lambda: batcher.queued_requests, lambda: batcher.queued_tokens)
+    state = ServerState(config=config, batcher=batcher, metrics=metrics, model_name=served_name(config))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        batcher.start()
+        loading = asyncio.create_task(_load(state, embedder))
+        try:
+            yield
+        finally:
+            # uvicorn has already let in-flight requests finish (SIGTERM drain); stop the engine.
+            loading.cancel()
+            await batcher.close(timeout=config.drain_timeout_s)
+
+    app = FastAPI(title="codesift", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None)
+    app.state.codesift = state
+
+    def authorize(request: Request) -> None:
+        if not config.auth_required:
+            return
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token or not any(
+                hmac.compare_digest(token.encode(), key.encode()) for key in config.api_keys):
+            raise APIError(401, "missing or invalid API key: send 'Authorization: Bearer <key>'",
+                           type="authentication_error", code="invalid_api_key",
+                           headers={"WWW-Authenticate": "Bearer"})
+
+    protected = [Depends(authorize)]
+
+    # -- errors ----------------------------------------------------------------------------------
+    @app.exception_handler(APIError)
+    async def _api_error(request: Request, exc: APIError) -> Response:
+        return json_response({"error": {"message": exc.message, "type": exc.type, "param": exc.param,
+                                        "code": exc.code}}, exc.status, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        errors = exc.errors()
+        if any(e.get("type") == "json_invalid" for e in errors):
+            return await _api_error(request, APIError(400, "request body is not valid JSON", code="invalid_json"))
+        parts, param = [], None
+        for e in errors[:5]:
+            loc = [str(x) for x in e.get("loc", ()) if x != "body"]
+            # pydantic reports each member of a union; keep the first message per field
+            name = ".".join(x for x in loc if not x.startswith(("str", "list[", "function-", "literal[")))
+            param = param or name or None
+            if not any(p.startswith(f"{name}:") for p in parts):
+                parts.append(f"{name or 'body'}: {e.get('msg')}")
+        return await _api_error(request, APIError(400, "invalid request: " + "; ".join(parts), param=param,
+                                                  code="invalid_request"))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        return await _api_error(request, APIError(exc.status_code, str(exc.detail), code="not_found"
+                                                  if exc.status_code == 404 else None))
+
+    # -- routes ----------------------------------------------------------------------------------
+    @app.get("/health")
+    async def health() -> Response:
+        if batcher.closing:
+            return json_response({"status": "draining"}, 503)
+        if state.status != "ready":
+            return json_response({"status": state.status, "error": state.error}, 503,
+                                 {"Retry-After": str(config.retry_after_s * 5)})
+        return json_response({"status": "ok"})
+
+    @app.get("/v1/models", dependencies=protected)
+    async def models() -> Response:
+        return json_response({"object": "list", "data": [{"id": state.model_name, "object": "model",
+                                                          "created": int(state.started_at), "owned_by": "codesift"}]})
+
+    @app.get("/info", dependencies=protected)
+    async def info() -> Response:
+        emb = state.embedder
+        out: dict[str, Any] = {
+            "version": __version__, "model": state.model_name, "status": state.status,
+            "default_task": config.default_task, "index": state.index is not None,
+            "embedding_types": ["float", "base64", "binary", "ubinary"],
+            "limits": {"max_inputs_per_request": config.max_inputs_per_request, "max_body_bytes": config.max_body_bytes,
+                       "max_input_tokens": getattr(emb, "max_length", config.max_length),
+                       "max_queue_tokens": config.max_queue_tokens, "max_queue_requests": config.max_queue_requests},
+            "batching": {"enabled": config.batching, "max_batch_tokens": config.max_batch_tokens,
+                         "max_wait_ms": config.max_wait_ms, "share_tokens": config.share_tokens},
+        }
+        if emb is not None:
+            out.update(dimension=emb.dimension, matryoshka_dims=list(emb.matryoshka_dims), pooling=emb.pooling,
+                       fingerprint=emb.fingerprint,
+                       tasks=[f"{t}.{r}" for t in emb.tasks.names() for r in ("query", "passage")])
+        return json_response(out)
+
+    @app.get("/metrics", dependencies=protected)
+    async def prometheus() -> Response:
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.post("/v1/embeddings", dependencies=protected)
+    async def embeddings(body: EmbeddingRequest, request: Request) -> Response:
+        emb = state.ready_embedder()
+        try:
+            kind = body.output_type()
+        except ValueError as exc:
+            raise APIError(400, str(exc), param="embedding_type") from None
+        if body.model is not None and body.model not in (state.model_name, config.model):
+            raise APIError(404, f"model {body.model!r} is not served here; this server serves {state.model_name!r} "
+                                "(see GET /v1/models)", param="model", code="model_not_found")
+        texts = body.texts()
+        if not texts:
+            raise APIError(400, "input is an empty list; send at least one string", param="input")
+        if len(texts) > config.max_inputs_per_request:
+            raise APIError(413, f"input has {len(texts)} items, more than the limit of "
+                                f"{config.max_inputs_per_request} per request; split it into several requests",
+                           param="input", code="too_many_inputs")
+        task_name = body.task or config.default_task
+        try:
+            task, role = resolve_task(task_name)
+        except ValueError as exc:
+            raise APIError(400, str(exc), param="task") from None
+        if body.dimensions is not None and body.dimensions > emb.dimension:
+            raise APIError(400, f"dimensions={body.dimensions} is larger than the model's {emb.dimension}; "
+                                f"Matryoshka dims: {list(emb.matryoshka_dims)}", param="dimensions")
+        try:
+            counts = await batcher.run_in_engine(emb.count_tokens, texts, task=task.name, role=role)
+        except ShuttingDown as exc:
+            raise APIError(503, str(exc), type="server_error") from None
+        limit = emb.max_length
+        too_long = [i for i, n in enumerate(counts) if n > limit]
+        if too_long and not body.truncate:
+            i = too_long[0]
+            more = f" ({len(too_long) - 1} more inputs are too long too)" if len(too_long) > 1 else ""
+            raise APIError(400, f"input[{i}] is {counts[i]} tokens, over the limit of {limit}{more}; shorten or "
+                                "split it, or send \"truncate\": true to cut it", param=f"input[{i}]",
+                           code="input_too_long")
+        counts = [min(n, limit) for n in counts]
+        total = sum(counts)
+        if total > config.max_queue_tokens:
+            raise APIError(413, f"the request has {total} tokens, more than this server can queue "
+                                f"({config.max_queue_tokens}); split it into several requests", param="input",
+                           code="request_too_large")
+        if await request.is_disconnected():  # gone while its tokens were counted: queue nothing
+            metrics.cancelled.inc()
+            raise APIError(499, "client closed the request", code="client_closed")
+        try:
+            ticket = batcher.submit(texts, counts, BatchKey(task.name, role, body.truncate))
+        except QueueFull as exc:
+            metrics.rejected.labels("queue_full").inc()
+            raise APIError(429, f"{exc}; retry later", type="server_error", code="queue_full",
+                           headers={"Retry-After": str(config.retry_after_s)}) from None
+        except ShuttingDown as exc:
+            metrics.rejected.labels("shutting_down").inc()
+            raise APIError(503, str(exc), type="server_error", code="shutting_down",
+                           headers={"Retry-After": str(config.retry_after_s)}) from None
+        vectors = await _wait(request, ticket)
+        if body.dimensions is not None:
+            from codesift.model.embedder import finish_vectors
+
+            vectors = finish_vectors(vectors, body.dimensions, normalize=True)
+        data = [{"object": "embedding", "index": i, "embedding": v}
+                for i, v in enumerate(encode_vectors(vectors, kind))]
+        return json_response({"object": "list", "data": data, "model": state.model_name,
+                              "usage": {"prompt_tokens": total, "total_tokens": total}})
+
+    async def _wait(request: Request, ticket: Any) -> np.ndarray:
+        """The ticket's vectors; drops its queued work if the client disconnects or the timeout passes."""
+        watcher = asyncio.ensure_future(_wait_for_disconnect(request))
+        try:
+            done, _ = await asyncio.wait({ticket.future, watcher}, timeout=config.request_timeout_s,
+                                         return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:  # the server gave up on this request (shutdown timeout)
+            batcher.cancel(ticket)
+            raise
+        finally:
+            watcher.cancel()
+        if ticket.future in done:
+            exc = ticket.future.exception()
+            if isinstance(exc, ShuttingDown):
+                raise APIError(503, str(exc), type="server_error", code="shutting_down")
+            if exc is not None:
+                log.error("request failed on the engine: %s", exc)
+                raise APIError(500, f"the engine failed: {type(exc).__name__}: {exc}", type="server_error")
+            return ticket.future.result()
+        batcher.cancel(ticket)
+        if watcher in done:
+            metrics.cancelled.inc()
+            raise APIError(499, "client closed the request", code="client_closed")
+        raise APIError(504, f"the request took longer than {config.request_timeout_s:g} s; send fewer inputs",
+                       type="server_error", code="timeout")
+
+    @app.post("/v1/search", dependencies=protected)
+    async def search(body: SearchRequest) -> Response:
+        state.ready_embedder()
+        if state.index is None:
+            raise APIError(404, "no index is configured on this server; start it with `codesift serve --index DIR`",
+                           code="no_index")
+        if body.limit > config.max_search_limit:
+            raise APIError(400, f"limit={body.limit} is over the maximum of {config.max_search_limit}", param="limit")
+        try:
+            results = await batcher.run_in_engine(state.index.search, body.query, limit=body.limit,
+                                                  language=body.language, path_globs=list(body.path_globs),
+                                                  mode=body.mode, exclude_tests=body.exclude_tests,
+                                                  two_stage=body.two_stage)
+        except ValueError as exc:
+            raise APIError(400, str(exc)) from None
+        return json_response({"object": "list", "query": body.query, "mode": body.mode,
+                              "results": [r.to_dict() for r in results]})
+
+    # The last middleware added is the outermost: metrics see every answer, 413s included.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes)
+    if config.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=config.cors_origins, allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type"])
+    routes = {r.path for r in app.routes if hasattr(r, "path")}
+    app.add_middleware(MetricsMiddleware, metrics=metrics, routes=routes)
+    return app
