@@ -287,3 +287,34 @@ def test_dtype_auto_and_names(tiny_qwen_dir):
     assert pick_dtype("fp32", torch.device("cpu")) == torch.float32
     with pytest.raises(ValueError, match="unknown dtype"):
         pick_dtype("int3", torch.device("cpu"))
+
+
+def test_role_in_task_name_wins_over_default_role(emb):
+    a = emb.encode(["x = 1"], task="nl2code.passage")
+    b = emb.encode(["x = 1"], task="nl2code", role="document")
+    assert np.abs(a - b).max() == 0
+    with pytest.raises(ValueError, match="names role"):
+        emb.encode(["x"], task="nl2code.query", role="document")
+
+
+def test_token_counter_matches_and_runs_beside_the_engine(emb):
+    import threading
+
+    texts = ["def f(x):\n    return x\n" * n for n in range(1, 30)]
+    counter = emb.token_counter()
+    assert counter(texts, task="qa", role="document") == emb.count_tokens(texts, task="qa", role="document")
+    errors = []
+
+    def count_many():
+        try:
+            for _ in range(30):
+                counter(texts, task="nl2code.query")
+        except Exception as exc:  # "Already borrowed" if the tokenizer were shared
+            errors.append(exc)
+
+    t = threading.Thread(target=count_many)
+    t.start()
+    for _ in range(5):
+        emb.encode(texts[:8], truncate=True)
+    t.join()
+    assert errors == []

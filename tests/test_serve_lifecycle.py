@@ -53,7 +53,10 @@ class SlowRecorder:
     def __getattr__(self, name):
         return getattr(self.emb, name)
 
+    in_flight = False
+
     def encode(self, texts, **kw):
+        self.in_flight = True
         time.sleep(self.delay)
         self.seen.extend(texts)
         return self.emb.encode(texts, **kw)
@@ -181,12 +184,24 @@ def test_full_queue_answers_429_with_retry_after(tiny_qwen_dir):
             results.append(httpx.post(f"{url}/v1/embeddings", json={"input": [text]}, timeout=30,
                                       trust_env=False).status_code)
 
+        def wait_for(condition, what: str, timeout: float = 20) -> None:
+            # Poll instead of sleeping a fixed time: on a loaded machine a request can take a while to arrive.
+            deadline = time.monotonic() + timeout
+            while not condition():
+                assert time.monotonic() < deadline, f"timed out waiting for {what}"
+                time.sleep(0.02)
+
+        def queue_depth() -> float:
+            text = httpx.get(f"{url}/metrics", trust_env=False).text
+            line = next(ln for ln in text.splitlines() if ln.startswith("codesift_queue_requests "))
+            return float(line.split()[1])
+
         running = threading.Thread(target=send, args=("on the engine",))
         running.start()
-        time.sleep(0.3)
+        wait_for(lambda: engine.in_flight, "the first request to reach the engine")
         queued = threading.Thread(target=send, args=("waiting",))
         queued.start()
-        time.sleep(0.3)
+        wait_for(lambda: queue_depth() >= 1, "the second request to be queued")
         r = httpx.post(f"{url}/v1/embeddings", json={"input": ["one too many"]}, timeout=30, trust_env=False)
         assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
         assert r.json()["error"]["code"] == "queue_full"

@@ -65,7 +65,7 @@ def register(app: typer.Typer) -> None:
         input_file: Optional[Path] = typer.Option(None, "--input", "-i", help="A .jsonl file (strings or {'text': ...}) or a text file, one input a line; '-' for stdin."),
         output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write .npy (array) or .jsonl; default JSONL on stdout."),
         task: str = typer.Option("nl2code", help="nl2code, qa, code2code, code2nl, code2completion (or nl2code.query ...)."),
-        role: str = typer.Option("query", help="query or document (passage)."),
+        role: Optional[str] = typer.Option(None, help="query or document (passage); default query, or the role in --task."),
         dim: Optional[int] = typer.Option(None, help="Matryoshka dimension (truncate, then re-normalise)."),
         model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP),
         truncate: bool = typer.Option(False, help="Cut over-long inputs instead of failing (the prefix is kept)."),
@@ -76,7 +76,7 @@ def register(app: typer.Typer) -> None:
         """Embed texts with a task's query or document prefix."""
         items = _read_inputs(texts or [], input_file)
         emb = load_embedder(model, device=device, dtype=dtype)
-        vecs = emb.encode(items, task=task, role=role, dim=dim, truncate=truncate, batch_tokens=batch_tokens,
+        vecs = emb.encode(items, task=task, role=role or "query", dim=dim, truncate=truncate, batch_tokens=batch_tokens,
                           show_progress=None)
         if output is not None and output.suffix == ".npy":
             import numpy as np

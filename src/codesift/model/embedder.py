@@ -177,7 +177,15 @@ class Embedder:
         return bool(self._prompts_mode) or bool(self.prompts) or self.is_decoder
 
     def prefix(self, task: str = "nl2code", role: str | None = "query") -> str:
-        """The instruction prefix this model uses for ``task`` and ``role`` ('' for plain encoders)."""
+        """The instruction prefix this model uses for ``task`` and ``role`` ('' for plain encoders).
+
+        A role inside the task name (``nl2code.passage``) wins over the default ``role="query"``;
+        an explicit conflicting role (``nl2code.query`` with ``role="document"``) is an error.
+        """
+        from codesift.tasks import split_task_name
+
+        if role == "query" and split_task_name(task, {t: None for t in self.tasks.names()})[1]:
+            role = None
         t, r = self.tasks.resolve(task, role)
         if not self.uses_prefixes():
             return ""
@@ -231,6 +239,10 @@ class Embedder:
         prefix = self.prefix(task, role)
         ids = self.tokenizer([prefix + t for t in texts], add_special_tokens=True, truncation=False, verbose=False)
         return [len(row) for row in ids["input_ids"]]
+
+    def token_counter(self) -> "TokenCounter":
+        """A ``count_tokens`` with its own tokenizer copy, safe to call from one other thread (e.g. a server's)."""
+        return TokenCounter(self)
 
     def _pad(self, rows: list[list[int]]) -> dict[str, torch.Tensor]:
         width = max(len(r) for r in rows)
@@ -389,6 +401,25 @@ class Embedder:
     def __repr__(self) -> str:
         return (f"Embedder({self.name!r}, device={self.device.type}, dtype={str(self.dtype).replace('torch.', '')}, "
                 f"dim={self.dimension}, pooling={self.pooling}, max_length={self.max_length})")
+
+
+class TokenCounter:
+    """Counts tokens like ``Embedder.count_tokens`` on a private tokenizer copy.
+
+    Fast tokenizers are not safe to use from two threads at once (their truncation state is shared),
+    so a server that counts tokens while the engine thread tokenizes a batch needs its own copy.
+    """
+
+    def __init__(self, embedder: Embedder) -> None:
+        import copy
+
+        self._tokenizer = copy.deepcopy(embedder.tokenizer)
+        self._prefix = embedder.prefix
+
+    def __call__(self, texts: Sequence[str], task: str = "nl2code", role: str | None = "query") -> list[int]:
+        prefix = self._prefix(task, role)
+        ids = self._tokenizer([prefix + t for t in texts], add_special_tokens=True, truncation=False, verbose=False)
+        return [len(row) for row in ids["input_ids"]]
 
 
 def finish_vectors(vectors: np.ndarray, dim: int | None, normalize: bool) -> np.ndarray:

@@ -15,6 +15,7 @@ import hmac
 import json
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,6 +87,9 @@ class ServerState:
     status: str = "loading"  # loading | ready | failed
     error: str | None = None
     started_at: float = field(default_factory=time.time)
+    count_tokens: Any = None
+    tokenize_executor: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="codesift-tokenize"))
 
     def ready_embedder(self) -> Any:
         """The model, or a 503 (with Retry-After) while it loads or after it failed."""
@@ -117,6 +121,8 @@ async def _load(state: ServerState, embedder: Any | None) -> None:
             embedder = await state.batcher.run_in_engine(_load_engine, state.config)
         if state.config.index_dir is not None:
             state.index = await state.batcher.run_in_engine(_open_index, state.config.index_dir, embedder)
+        counter = getattr(embedder, "token_counter", None)
+        state.count_tokens = counter() if callable(counter) else embedder.count_tokens
         state.embedder = state.batcher.engine = embedder
         state.status = "ready"
         state.metrics.ready.set(1)
@@ -224,6 +230,7 @@ def create_app(config: ServeConfig, embedder: Any | None = None) -> FastAPI:
             # uvicorn has already let in-flight requests finish (SIGTERM drain); stop the engine.
             loading.cancel()
             await batcher.close(timeout=config.drain_timeout_s)
+            state.tokenize_executor.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="codesift", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
@@ -333,7 +340,12 @@ def create_app(config: ServeConfig, embedder: Any | None = None) -> FastAPI:
             raise APIError(400, f"dimensions={body.dimensions} is larger than the model's {emb.dimension}; "
                                 f"Matryoshka dims: {list(emb.matryoshka_dims)}", param="dimensions")
         try:
-            counts = await batcher.run_in_engine(emb.count_tokens, texts, task=task.name, role=role)
+            if batcher.closing:
+                raise ShuttingDown("the server is shutting down")
+            # Counting runs on its own thread with its own tokenizer copy, so admission (and 429s)
+            # never waits behind a forward pass on the engine thread.
+            counts = await asyncio.get_running_loop().run_in_executor(
+                state.tokenize_executor, lambda: state.count_tokens(texts, task=task.name, role=role))
         except ShuttingDown as exc:
             raise APIError(503, str(exc), type="server_error") from None
         limit = emb.max_length

@@ -1,0 +1,230 @@
+"""`codesift` commands of the index area: index, search, status, watch, mcp (see codesift/cli.py)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+
+
+def find_index_dir(path: str | None, index: str | None) -> Path:
+    """The index directory: ``--index``, else PATH/.codesift, else the nearest .codesift above the cwd."""
+    from codesift.index.config import INDEX_DIRNAME
+
+    if index:
+        return Path(index)
+    if path:
+        p = Path(path)
+        if not p.exists():
+            raise FileNotFoundError(f"{path} does not exist; pass an indexed source directory")
+        return p / INDEX_DIRNAME
+    here = Path.cwd().resolve()
+    for d in (here, *here.parents):
+        if (d / INDEX_DIRNAME / "manifest.sqlite").is_file():
+            return d / INDEX_DIRNAME
+    raise FileNotFoundError(f"no {INDEX_DIRNAME} index here or above {here}; run `codesift index PATH` first")
+
+
+def _progress_printer(enabled: bool):
+    """A (phase, done, total) callback drawing a rich progress bar on stderr, or None."""
+    if not enabled:
+        return None, None
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(TextColumn("indexing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   console=Console(stderr=True), transient=True)
+    task = bar.add_task("files", total=None)
+
+    def update(phase: str, done: int, total: int) -> None:
+        bar.update(task, completed=done, total=total)
+
+    return bar, update
+
+
+def _print_report(report: dict, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    typer.echo(
+        f"{report['files_seen']} files seen, {report['files_changed']} changed ({report['files_added']} new), "
+        f"{report['files_deleted']} deleted, {report['files_skipped']} skipped; {report['chunks_embedded']} chunks "
+        f"embedded, {report['chunks_cached']} from cache, {report['chunks_deleted']} removed; "
+        f"{report['chunks_total']} chunks in {report['index_dir']} ({report['seconds']:.1f} s)"
+    )
+
+
+def _render_results(results, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps([r.to_dict() for r in results], indent=2))
+        return
+    if not results:
+        typer.echo("no results", err=True)
+        return
+    if not sys.stdout.isatty():  # grep-like lines for pipes
+        for r in results:
+            typer.echo(f"{r.path}:{r.start_line}-{r.end_line}\t{r.score:.4f}\t{r.symbol or ''}")
+        return
+    from rich.console import Console
+    from rich.syntax import Syntax
+
+    console = Console()
+    for r in results:
+        console.print(f"[bold cyan]{r.path}[/]:[yellow]{r.start_line}-{r.end_line}[/]  "
+                      f"[magenta]{r.symbol or ''}[/]  [dim]score {r.score:.4f}[/]")
+        console.print(Syntax(r.snippet, r.language or "text", line_numbers=True, start_line=r.start_line,
+                             word_wrap=False, theme="ansi_dark"))
+
+
+def register(app: typer.Typer) -> None:
+    """Add this area's commands to the root app (heavy imports go inside the commands)."""
+
+    @app.command("index")
+    def index_cmd(
+        path: str = typer.Argument(".", help="Root of the source tree."),
+        model: str = typer.Option(None, "--model", "-m", help="Embedding model (default: the index's, else jina-code-embeddings-0.5b)."),
+        index: str = typer.Option(None, "--index", help="Index directory (default PATH/.codesift)."),
+        store_uri: str = typer.Option(None, "--store-uri", help="Milvus server URI, e.g. http://host:19530 (default: Milvus Lite file in the index dir)."),
+        max_tokens: int = typer.Option(None, "--max-tokens", help="Chunk size cap in tokens (default 512)."),
+        rebuild: bool = typer.Option(False, "--rebuild", help="Delete the index first (e.g. to change the model)."),
+        as_json: bool = typer.Option(False, "--json", help="Print the run summary as JSON."),
+    ) -> None:
+        """Build or update the search index of a source tree (incremental)."""
+        import shutil
+        from dataclasses import replace
+
+        from codesift.index.config import IndexConfig
+        from codesift.index.indexer import Indexer, default_index_dir
+        from codesift.index.manifest import Manifest
+
+        root = Path(path)
+        if not root.is_dir():
+            raise FileNotFoundError(f"{path} is not a directory; pass the root of the source tree to index")
+        index_dir = Path(index) if index else default_index_dir(root)
+        if rebuild and index_dir.exists():
+            if not (index_dir / "manifest.sqlite").is_file():
+                raise ValueError(f"{index_dir} does not look like a codesift index; refusing to delete it")
+            shutil.rmtree(index_dir)
+        config = None
+        if (index_dir / "manifest.sqlite").is_file():
+            m = Manifest(index_dir / "manifest.sqlite")
+            stored = m.get_meta().get("config")
+            m.close()
+            if stored:
+                config = IndexConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in stored.items()
+                                        if k in IndexConfig.__dataclass_fields__})
+        config = config or IndexConfig()
+        overrides = {k: v for k, v in (("model", model), ("store_uri", store_uri), ("max_tokens", max_tokens)) if v}
+        config = replace(config, **overrides)
+        bar, progress = _progress_printer(sys.stderr.isatty() and not as_json)
+        ix = Indexer(root, index_dir, config)
+        try:
+            if bar:
+                with bar:
+                    report = ix.update(progress)
+            else:
+                report = ix.update()
+        finally:
+            ix.close()
+        _print_report(report.to_dict(), as_json)
+
+    @app.command("search")
+    def search_cmd(
+        query: str = typer.Argument(None, help="What to look for, in words (omit with --like)."),
+        path: str = typer.Argument(None, help="Indexed source root (default: the nearest .codesift above the cwd)."),
+        index: str = typer.Option(None, "--index", help="Index directory."),
+        limit: int = typer.Option(10, "--limit", "-k", help="Number of results."),
+        lang: str = typer.Option(None, "--lang", "-l", help="Only this language (e.g. python)."),
+        path_glob: list[str] = typer.Option(None, "--path", "-p", help="Path glob (gitignore syntax); '!GLOB' excludes. Repeatable."),
+        exclude_tests: bool = typer.Option(False, "--exclude-tests", help="Leave out test files."),
+        like: str = typer.Option(None, "--like", help="FILE:LINE: find code similar to the chunk there (code2code)."),
+        mode: str = typer.Option("hybrid", "--mode", help="hybrid, dense or bm25."),
+        two_stage: bool = typer.Option(False, "--two-stage", help="Matryoshka: scan at the small dim, rerank at full dim."),
+        rrf_k: float = typer.Option(None, "--rrf-k", help="RRF constant (default 60)."),
+        dense_weight: float = typer.Option(None, "--dense-weight", help="Weight of the dense list in fusion (default 1)."),
+        bm25_weight: float = typer.Option(None, "--bm25-weight", help="Weight of the BM25 list in fusion (default 1)."),
+        refresh: bool = typer.Option(False, "--refresh", help="Re-index changed files before searching."),
+        as_json: bool = typer.Option(False, "--json", help="Print results as a JSON list."),
+    ) -> None:
+        """Search an index: hybrid dense + BM25 by default, or code similar to FILE:LINE with --like."""
+        from codesift.index.config import SearchConfig
+        from codesift.index.search import CodeIndex
+
+        if like and query and path is None:
+            query, path = None, query  # `codesift search --like F:L PATH`
+        if not like and (query is None or not query.strip()):
+            raise ValueError("the query is empty; run e.g. `codesift search \"parse a config file\"`")
+        cfg = SearchConfig()
+        for name, value in (("rrf_k", rrf_k), ("dense_weight", dense_weight), ("bm25_weight", bm25_weight)):
+            if value is not None:
+                if value < 0:
+                    raise ValueError(f"--{name.replace('_', '-')} must be >= 0")
+                setattr(cfg, name, value)
+        with CodeIndex(find_index_dir(path, index), search_config=cfg) as ix:
+            if refresh:
+                ix.refresh()
+            else:
+                st = ix.staleness()
+                if st["stale"]:
+                    typer.secho(f"warning: the index is stale ({st['added']} new, {st['changed']} changed, "
+                                f"{st['deleted']} deleted, {st['pending']} unfinished files); pass --refresh or run "
+                                "`codesift index`", fg="yellow", err=True)
+            if like:
+                file, sep, line = like.rpartition(":")
+                if not sep or not file or not line.isdigit():
+                    raise ValueError(f"--like wants FILE:LINE (e.g. src/app.py:42), got {like!r}")
+                results = ix.like(file, int(line), limit=limit, language=lang, path_globs=path_glob or (),
+                                  exclude_tests=exclude_tests)
+            else:
+                results = ix.search(query, limit=limit, language=lang, path_globs=path_glob or (), mode=mode,
+                                    exclude_tests=exclude_tests, two_stage=two_stage)
+        _render_results(results, as_json)
+
+    @app.command("status")
+    def status_cmd(
+        path: str = typer.Argument(None, help="Indexed source root (default: the nearest .codesift above the cwd)."),
+        index: str = typer.Option(None, "--index", help="Index directory."),
+        as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
+    ) -> None:
+        """Files, chunks, model and staleness of an index."""
+        from codesift.index.search import CodeIndex
+
+        with CodeIndex(find_index_dir(path, index)) as ix:
+            st = ix.status()
+        if as_json:
+            typer.echo(json.dumps(st, indent=2))
+            return
+        s = st["staleness"]
+        typer.echo(f"root      {st['root']}\nindex     {st['index_dir']}\nstore     {st['store']}\n"
+                   f"model     {st['model']} (dim {st['dim']}, two-stage dim {st['small_dim']})\n"
+                   f"files     {st['files']} indexed, {st['files_skipped']} skipped, {st['files_pending']} unfinished\n"
+                   f"chunks    {st['chunks']}\nlanguages {', '.join(f'{k} {v}' for k, v in st['languages'].items())}\n"
+                   f"stale     {'yes' if s['stale'] else 'no'} ({s['added']} new, {s['changed']} changed, "
+                   f"{s['deleted']} deleted)")
+
+    @app.command("watch")
+    def watch_cmd(
+        path: str = typer.Argument(".", help="Root of the source tree."),
+        index: str = typer.Option(None, "--index", help="Index directory (default PATH/.codesift)."),
+        debounce_ms: int = typer.Option(1000, "--debounce", help="Wait this long after the last change (ms)."),
+    ) -> None:
+        """Keep the index current: re-index (incrementally) whenever files change."""
+        from codesift.index.watch import watch_and_index
+
+        def show(report) -> None:
+            d = report.to_dict()
+            typer.echo(f"re-indexed: {d['files_changed']} changed, {d['files_deleted']} deleted, "
+                       f"{d['chunks_embedded']} chunks embedded ({d['seconds']:.1f} s)", err=True)
+
+        watch_and_index(path, index, debounce_ms=debounce_ms, on_report=show)
+
+    @app.command("mcp")
+    def mcp_cmd(
+        paths: list[str] = typer.Argument(None, help="Indexed source roots the tools may search (default: .)."),
+    ) -> None:
+        """Serve the index to coding agents over MCP (stdio): search_code, find_similar, index_status, reindex."""
+        from codesift.serve.mcp import run_stdio
+
+        run_stdio(paths or ["."])

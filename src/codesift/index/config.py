@@ -1,0 +1,53 @@
+"""Every default of the code index in one place: walking, chunking, store, fusion."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+DEFAULT_MODEL = "jinaai/jina-code-embeddings-0.5b"
+INDEX_DIRNAME = ".codesift"
+IGNORE_FILES = (".gitignore", ".ignore", ".codesiftignore")
+
+# Always skipped (gitignore syntax); a `!pattern` in a project's .codesiftignore re-includes one.
+DEFAULT_EXCLUDES = (
+    ".git/", ".hg/", ".svn/", f"{INDEX_DIRNAME}/", "__pycache__/", "node_modules/", ".venv/", "venv/",
+    ".tox/", ".nox/", ".mypy_cache/", ".pytest_cache/", ".ruff_cache/", ".idea/", ".vscode/",
+)
+
+# Test files, for `exclude_tests`: any of these directory names, or a file name like these.
+TEST_DIRS = frozenset({"test", "tests", "__tests__", "testing", "spec", "specs", "e2e"})
+TEST_FILE_PATTERNS = (
+    "test_*.py", "*_test.py", "conftest.py", "*_test.go", "*.test.[jt]s", "*.test.[jt]sx", "*.spec.[jt]s",
+    "*.spec.[jt]sx", "*Test.java", "*Tests.java", "*Test.kt", "*Tests.cs", "*_spec.rb", "*_test.rb", "*_test.rs",
+)
+
+
+@dataclass
+class IndexConfig:
+    """How a tree is indexed and searched; stored with the index so every later run agrees."""
+
+    model: str = DEFAULT_MODEL
+    max_tokens: int = 512              # chunk cap (the paper trains at sequence length 512)
+    max_file_bytes: int = 2_000_000    # bigger files are skipped as "huge"
+    embed_batch_chunks: int = 64       # chunks per encode() call (and per store/manifest commit)
+    files_per_commit: int = 256        # files per manifest transaction when nothing needs embedding
+    small_dim: int | None = None       # Matryoshka first-stage dim; None: the model's smallest dim >= 64
+    store_uri: str | None = None       # None: Milvus Lite file under the index dir; else e.g. http://host:19530
+    store_token: str | None = None     # Milvus server credentials ("user:password" or an API key)
+    collection: str = "codesift_chunks"
+    # float16 copy of every vector in <index>/vectors.npz for exact in-memory dense search (Milvus Lite's own
+    # dense search is too slow at 100k chunks); None: on for a Milvus Lite file, off for a server URI
+    vector_mirror: bool | None = None
+    extra_excludes: tuple[str, ...] = field(default_factory=tuple)
+
+
+@dataclass
+class SearchConfig:
+    """Hybrid search knobs: reciprocal-rank fusion of dense and BM25 candidate lists."""
+
+    rrf_k: float = 60.0                # the usual RRF constant
+    dense_weight: float = 1.0
+    bm25_weight: float = 1.0
+    candidates: int = 100              # per-list depth fed into fusion (at least 5 x limit)
+    rerank_factor: int = 10            # two-stage: small-dim candidates = rerank_factor x limit (at least 100)
+    snippet_lines: int = 30            # lines of chunk text in a result's snippet

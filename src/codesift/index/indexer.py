@@ -1,0 +1,334 @@
+"""Build or update an index: walk, diff against the manifest, chunk, embed (cached), write the store.
+
+Order of writes per batch of changed files, so that a run killed at any point is repaired by the
+next one: (1) mark the files ``pending`` in the manifest, (2) embed missing chunks and add them to the
+cache, (3) delete the files' old chunks from the store and upsert the new ones, (4) mark the files
+``done``. Deleted files are removed from the store before the manifest forgets them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from codesift.index.config import INDEX_DIRNAME, IndexConfig
+from codesift.index.manifest import FileRecord, Manifest
+from codesift.index.store import ChunkStore, is_local_uri, make_row
+from codesift.index.vectors import META_KEY, VectorMirror
+from codesift.index.walk import FileStat, looks_like_test, walk_files
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, int, int], None]  # (phase, done, total)
+
+
+@dataclass
+class IndexReport:
+    """What one indexing run did (the ``--json`` summary of ``codesift index``)."""
+
+    root: str
+    index_dir: str
+    files_seen: int = 0
+    files_changed: int = 0          # added or modified (content differs from the index)
+    files_added: int = 0
+    files_deleted: int = 0          # deleted, or renamed away
+    files_skipped: int = 0          # binary, huge, minified, generated, unreadable, unknown language
+    chunks_embedded: int = 0        # chunks that went through the model
+    chunks_cached: int = 0          # chunks whose vector came from the embedding cache
+    chunks_deleted: int = 0
+    chunks_total: int = 0
+    seconds: float = 0.0
+    walk_seconds: float = 0.0
+    embed_seconds: float = 0.0
+    store_seconds: float = 0.0
+    skipped: dict[str, str] = field(default_factory=dict)   # path -> reason (changed files only)
+
+    def to_dict(self) -> dict:
+        """Plain JSON-able dict."""
+        return asdict(self)
+
+
+def default_index_dir(root: str | Path) -> Path:
+    """``ROOT/.codesift``."""
+    return Path(root).resolve() / INDEX_DIRNAME
+
+
+def store_uri_for(index_dir: Path, config: IndexConfig) -> str:
+    """The store URI: the configured server, else a Milvus Lite file in the index dir."""
+    return config.store_uri or str(index_dir / "milvus.db")
+
+
+def mirror_enabled(index_dir: Path, config: IndexConfig) -> bool:
+    """Whether the index keeps the in-memory vector mirror (default: only for a Milvus Lite file)."""
+    if config.vector_mirror is not None:
+        return bool(config.vector_mirror)
+    return is_local_uri(store_uri_for(index_dir, config))
+
+
+def pick_small_dim(dim: int, matryoshka_dims: tuple[int, ...] | list[int] | None, wanted: int | None) -> int:
+    """The first-stage dim of two-stage search: ``wanted``, else the smallest Matryoshka dim >= 64, else dim // 4."""
+    if wanted:
+        if not 0 < wanted <= dim:
+            raise ValueError(f"small_dim {wanted} must be between 1 and the model dimension {dim}")
+        return wanted
+    dims = sorted(d for d in (matryoshka_dims or ()) if d < dim)
+    good = [d for d in dims if d >= 64]
+    return good[0] if good else (dims[-1] if dims else max(1, dim // 4))
+
+
+def sha256_text(text: str) -> str:
+    """Hex sha256 of a text's UTF-8 bytes."""
+    return hashlib.sha256(text.encode("utf-8", errors="surrogatepass")).hexdigest()
+
+
+class Indexer:
+    """Keeps one index directory in step with one source tree."""
+
+    def __init__(self, root: str | Path, index_dir: str | Path | None = None, config: IndexConfig | None = None,
+                 embedder=None, manifest: Manifest | None = None, store: ChunkStore | None = None) -> None:
+        self.root = Path(root).resolve()
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"{root} is not a directory; pass the root of the source tree to index")
+        self.index_dir = Path(index_dir).resolve() if index_dir else default_index_dir(self.root)
+        self.index_dir.mkdir(parents=True, exist_ok=True)
+        self.manifest = manifest or Manifest(self.index_dir / "manifest.sqlite")
+        meta = self.manifest.get_meta()
+        config = config or IndexConfig(**{k: v for k, v in meta.get("config", {}).items()
+                                          if k in IndexConfig.__dataclass_fields__})
+        if isinstance(config.extra_excludes, list):
+            config.extra_excludes = tuple(config.extra_excludes)
+        if meta.get("root") and Path(meta["root"]) != self.root:
+            raise ValueError(f"index {self.index_dir} belongs to {meta['root']}, not {self.root}; pass another --index")
+        if meta.get("config") and meta["config"].get("model") != config.model:
+            raise ValueError(
+                f"index {self.index_dir} was built with model {meta['config'].get('model')!r}, not {config.model!r}; "
+                "delete the index directory (or pass --rebuild) to re-embed with the new model"
+            )
+        self.config = config
+        self._embedder = embedder
+        self._store = store
+        self.mirror: VectorMirror | None = None   # the latest mirror this indexer wrote (shared with CodeIndex)
+        self._reset_delta()
+
+    def _reset_delta(self) -> None:
+        self._store_written = False
+        self._drop_paths: set[str] = set()
+        self._new_rows: list[tuple[str, str, str, bool, np.ndarray]] = []  # (id, path, language, is_test, vector)
+
+    def _before_store_write(self, paths) -> None:
+        """Invalidate the vector mirror (committed) before the first store write of a run; note dropped paths."""
+        if not self._store_written:
+            self.manifest.set_meta(**{META_KEY: None})
+            self._store_written = True
+        self._drop_paths.update(paths)
+
+    # lazily built parts: an unchanged tree never loads the model nor opens the store
+    @property
+    def embedder(self):
+        """The Embedder (loaded on first use)."""
+        if self._embedder is None:
+            from codesift.model.embedder import Embedder
+
+            self._embedder = Embedder(self.config.model)
+        return self._embedder
+
+    @property
+    def store(self) -> ChunkStore:
+        """The chunk store (opened on first use)."""
+        if self._store is None:
+            meta = self.manifest.get_meta()
+            dim = meta.get("dim") or self.embedder.dimension
+            small = meta.get("small_dim") or pick_small_dim(dim, self.embedder.matryoshka_dims, self.config.small_dim)
+            self._store = ChunkStore(store_uri_for(self.index_dir, self.config), self.config.collection, dim, small,
+                                     token=self.config.store_token)
+            if not meta.get("dim"):
+                self.manifest.set_meta(dim=dim, small_dim=small, fingerprint=self.embedder.fingerprint)
+        return self._store
+
+    def close(self) -> None:
+        """Close the store and the manifest."""
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+        self.manifest.close()
+
+    def scan(self) -> tuple[list[FileStat], dict[str, FileRecord], list[FileStat], list[str]]:
+        """Walk and diff: (all files, manifest records, files to (re)check, paths gone from the tree)."""
+        files = list(walk_files(self.root, self.config.extra_excludes))
+        records = self.manifest.files()
+        todo = []
+        for f in files:
+            r = records.get(f.path)
+            if r is None or r.status == "pending" or r.mtime_ns != f.mtime_ns or r.size != f.size:
+                todo.append(f)
+        seen = {f.path for f in files}
+        gone = [p for p in records if p not in seen]
+        return files, records, todo, gone
+
+    def update(self, progress: Progress | None = None) -> IndexReport:
+        """Bring the index in line with the tree; returns what changed."""
+        t0 = time.perf_counter()
+        report = IndexReport(root=str(self.root), index_dir=str(self.index_dir))
+        start_token = self.manifest.get_meta().get(META_KEY)
+        self._reset_delta()
+        self.manifest.set_meta(root=str(self.root), config=asdict(self.config), started_at=time.time())
+        files, records, todo, gone = self.scan()
+        report.files_seen = len(files)
+        report.walk_seconds = time.perf_counter() - t0
+
+        if gone:
+            report.files_deleted = len(gone)
+            report.chunks_deleted += sum(records[p].n_chunks for p in gone)
+            ts = time.perf_counter()
+            self._before_store_write(gone)
+            self.store.delete_paths(gone)
+            report.store_seconds += time.perf_counter() - ts
+            self.manifest.delete_files(gone)
+
+        touched: list[FileRecord] = []         # mtime changed, content identical: metadata only
+        batch: list[tuple[FileStat, str, str, str | None]] = []  # (stat, text, sha, language)
+        batch_chunks = 0
+        done = 0
+        for f in todo:
+            done += 1
+            if progress:
+                progress("files", done, len(todo))
+            prev = records.get(f.path)
+            text, reason, language = self._read(f)
+            if text is None:
+                if prev is None or prev.status != "skipped" or prev.skip_reason != reason:
+                    report.skipped[f.path] = reason or "skipped"
+                if prev is not None and prev.n_chunks:
+                    report.chunks_deleted += prev.n_chunks
+                    self._before_store_write([f.path])
+                    self.store.delete_paths([f.path])
+                touched.append(FileRecord(f.path, f.mtime_ns, f.size, None, language, 0, "skipped", reason))
+                report.files_skipped += 1
+                continue
+            sha = sha256_text(text)
+            if prev is not None and prev.status == "done" and prev.sha256 == sha:
+                touched.append(FileRecord(f.path, f.mtime_ns, f.size, sha, prev.language, prev.n_chunks, "done"))
+                continue
+            report.files_changed += 1
+            report.files_added += prev is None
+            if prev is not None:
+                report.chunks_deleted += prev.n_chunks
+            batch.append((f, text, sha, language))
+            batch_chunks += 1 + len(text) // 2000
+            if batch_chunks >= self.config.embed_batch_chunks * 4 or len(batch) >= self.config.files_per_commit:
+                self._write_batch(batch, report)
+                batch, batch_chunks = [], 0
+            if len(touched) >= self.config.files_per_commit:
+                self.manifest.put_files(touched)
+                touched = []
+        if batch:
+            self._write_batch(batch, report)
+        if touched:
+            self.manifest.put_files(touched)
+        todo_paths = {t.path for t in todo}
+        report.files_skipped += sum(1 for f in files if f.path not in todo_paths
+                                    and f.path in records and records[f.path].status == "skipped")
+        if self._store is not None and (report.files_changed or report.files_deleted or report.chunks_deleted):
+            ts = time.perf_counter()
+            self._store.flush()
+            report.store_seconds += time.perf_counter() - ts
+        if mirror_enabled(self.index_dir, self.config):
+            ts = time.perf_counter()
+            self._sync_mirror(start_token)
+            report.store_seconds += time.perf_counter() - ts
+        report.chunks_total = self.manifest.totals()["chunks"]
+        report.seconds = time.perf_counter() - t0
+        self.manifest.set_meta(indexed_at=time.time(), last_report=report.to_dict() | {"skipped": {}})
+        return report
+
+    def _read(self, f: FileStat) -> tuple[str | None, str | None, str | None]:
+        from codesift.data.files import read_source
+        from codesift.data.languages import detect_language
+
+        path = self.root / f.path
+        language = detect_language(path)
+        text, reason = read_source(path, max_bytes=self.config.max_file_bytes)
+        if text is None:
+            return None, reason, language
+        if language is None:
+            language = detect_language(path, text.split("\n", 1)[0])
+        if language is None:
+            return None, "unknown language", None
+        return text, None, language
+
+    def _count_tokens(self, text: str) -> int:
+        return self.embedder.count_tokens([text], task="nl2code", role="document")[0]
+
+    def _write_batch(self, batch: list[tuple[FileStat, str, str, str | None]], report: IndexReport) -> None:
+        from codesift.data.chunking import chunk_text
+
+        paths = [f.path for f, *_ in batch]
+        self.manifest.mark_pending(paths)
+        chunks_by_file = []
+        for f, text, sha, language in batch:
+            chunks = chunk_text(text, f.path, language=language, max_tokens=self.config.max_tokens,
+                                count_tokens=self._count_tokens)
+            chunks_by_file.append(chunks)
+        all_chunks = [c for cs in chunks_by_file for c in cs]
+        vectors = self._vectors(all_chunks, report)
+        small = self.store.small_dim
+        rows = [make_row(c, vectors[c.content_hash], small, looks_like_test(c.path)) for c in all_chunks]
+        self._new_rows.extend((r["id"], r["path"], r["language"], r["is_test"], vectors[c.content_hash])
+                              for r, c in zip(rows, all_chunks))
+        ts = time.perf_counter()
+        self._before_store_write(paths)
+        self.store.delete_paths(paths)
+        self.store.upsert(rows)
+        report.store_seconds += time.perf_counter() - ts
+        self.manifest.put_files([FileRecord(f.path, f.mtime_ns, f.size, sha, language, len(cs), "done")
+                                 for (f, text, sha, language), cs in zip(batch, chunks_by_file)])
+
+    def _sync_mirror(self, start_token: str | None) -> None:
+        """Bring ``vectors.npz`` in line with the store: this run's changes on top of the valid sidecar, else a rebuild."""
+        meta = self.manifest.get_meta()
+        if not meta.get("dim"):
+            return  # the store was never created (nothing indexable yet)
+        if not self._store_written and meta.get(META_KEY) and VectorMirror.token_on_disk(self.index_dir) == meta[META_KEY]:
+            return
+        base = None
+        if self._store_written and start_token:
+            base = self.mirror if self.mirror is not None and self.mirror.token == start_token else \
+                VectorMirror.load(self.index_dir, start_token)
+        if base is not None:
+            cols = list(zip(*self._new_rows)) or [(), (), (), (), ()]
+            vecs = np.stack(cols[4]) if self._new_rows else np.zeros((0, meta["dim"]), dtype=np.float32)
+            mirror = base.apply(self._drop_paths, cols[0], cols[1], cols[2], cols[3], vecs)
+        else:
+            mirror = VectorMirror.from_store(self.store)
+        self.manifest.set_meta(**{META_KEY: mirror.save(self.index_dir)})
+        self.mirror = mirror
+        self._reset_delta()
+
+    def _vectors(self, chunks: list, report: IndexReport) -> dict[str, np.ndarray]:
+        """Full-dim vectors by chunk hash: from the cache, else embedded (nl2code document) and cached."""
+        fingerprint = self.embedder.fingerprint
+        hashes = list(dict.fromkeys(c.content_hash for c in chunks))
+        found = self.manifest.cached_vectors(hashes, fingerprint)
+        missing = [h for h in hashes if h not in found]
+        missing_set = set(missing)
+        report.chunks_cached += sum(1 for c in chunks if c.content_hash not in missing_set)
+        if missing:
+            text_of = {c.content_hash: c.text for c in chunks}
+            step = self.config.embed_batch_chunks
+            for i in range(0, len(missing), step):
+                part = missing[i:i + step]
+                ts = time.perf_counter()
+                vecs = self.embedder.encode([text_of[h] for h in part], task="nl2code", role="document",
+                                            normalize=True, truncate=True, show_progress=False)
+                report.embed_seconds += time.perf_counter() - ts
+                new = dict(zip(part, vecs))
+                self.manifest.cache_vectors(new, fingerprint)
+                found.update(new)
+            report.chunks_embedded += len(missing)
+        return found

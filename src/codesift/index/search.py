@@ -1,0 +1,368 @@
+"""Searching an index: dense (nl2code query prefix), BM25, and their reciprocal-rank fusion.
+
+Filters (language, path globs with ``!negation``, excluding tests) become one ``ChunkFilter``: a Milvus
+filter expression for the store's searches, a boolean mask over the in-memory vector mirror for the
+dense leg of a local index; either way they apply BEFORE the top-k cut, never to a cut list.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pathspec
+
+from codesift.index.config import IndexConfig, SearchConfig
+from codesift.index.indexer import IndexReport, Indexer, default_index_dir, mirror_enabled, store_uri_for
+from codesift.index.manifest import Manifest
+from codesift.index.store import OUTPUT_FIELDS, ChunkStore, quote
+from codesift.index.vectors import META_KEY, ChunkFilter, VectorMirror
+from codesift.index.walk import walk_files
+
+log = logging.getLogger(__name__)
+
+MODES = ("hybrid", "dense", "bm25")
+
+
+@dataclass
+class SearchResult:
+    """One hit: a chunk of a file, its line span (1-based, inclusive) and its score."""
+
+    path: str
+    start_line: int
+    end_line: int
+    symbol: str | None
+    language: str | None
+    score: float
+    snippet: str
+    kind: str | None = None
+    id: str = ""
+
+    def to_dict(self) -> dict:
+        """JSON-able dict: path, start_line, end_line, symbol, language, score, snippet."""
+        d = asdict(self)
+        return {k: d[k] for k in ("path", "start_line", "end_line", "symbol", "language", "score", "snippet")}
+
+
+def rrf_fuse(lists: list[list[dict]], weights: list[float], k: float) -> list[tuple[float, dict]]:
+    """Weighted reciprocal-rank fusion: score = sum_i w_i / (k + rank_i), ranks from 1; best first."""
+    scores: dict[str, float] = {}
+    rows: dict[str, dict] = {}
+    for hits, w in zip(lists, weights):
+        for rank, row in enumerate(hits, start=1):
+            scores[row["id"]] = scores.get(row["id"], 0.0) + w / (k + rank)
+            prev = rows.get(row["id"])  # keep the first list's distance, fill in fields a later list has
+            rows[row["id"]] = row if prev is None else {**row, **prev}
+    return sorted(((s, rows[i]) for i, s in scores.items()), key=lambda t: -t[0])
+
+
+def split_globs(path_globs) -> tuple[list[str], list[str]]:
+    """(include globs, exclude globs) from a list where ``!glob`` excludes."""
+    if isinstance(path_globs, str):
+        path_globs = [path_globs]
+    inc, exc = [], []
+    for g in path_globs or ():
+        g = g.strip()
+        if not g or g == "!":
+            raise ValueError("empty path glob; pass e.g. --path 'src/**/*.py' or --path '!tests/'")
+        (exc if g.startswith("!") else inc).append(g.lstrip("!"))
+    return inc, exc
+
+
+class CodeIndex:
+    """An index directory opened for search, status and refresh."""
+
+    def __init__(self, index_dir: str | Path, embedder=None, search_config: SearchConfig | None = None) -> None:
+        self.index_dir = Path(index_dir).resolve()
+        manifest_path = self.index_dir / "manifest.sqlite"
+        if not manifest_path.is_file():
+            raise FileNotFoundError(f"no codesift index at {self.index_dir}; build one with `codesift index PATH`")
+        self.manifest = Manifest(manifest_path)
+        meta = self.manifest.get_meta()
+        if "root" not in meta:
+            raise FileNotFoundError(f"index at {self.index_dir} was never built; run `codesift index PATH`")
+        self.root = Path(meta["root"])
+        self.config = IndexConfig(**{k: (tuple(v) if isinstance(v, list) else v)
+                                     for k, v in meta.get("config", {}).items() if k in IndexConfig.__dataclass_fields__})
+        self.search_config = search_config or SearchConfig()
+        self._embedder = embedder
+        self._store: ChunkStore | None = None
+        self._indexer: Indexer | None = None
+        self._mirror: VectorMirror | None = None
+
+    # ---- lazily opened parts
+    @property
+    def embedder(self):
+        """The index's Embedder (loaded on first use, from the model the index was built with)."""
+        if self._embedder is None:
+            from codesift.model.embedder import Embedder
+
+            self._embedder = Embedder(self.config.model)
+        fp = self.manifest.get_meta().get("fingerprint")
+        if fp and self._embedder.fingerprint != fp:
+            raise ValueError(f"the embedder {self._embedder.fingerprint} differs from the one that built this index ({fp}); "
+                             "search with the index's model or rebuild the index")
+        return self._embedder
+
+    @property
+    def store(self) -> ChunkStore:
+        """The chunk store."""
+        if self._store is None:
+            meta = self.manifest.get_meta()
+            self._store = ChunkStore(store_uri_for(self.index_dir, self.config), self.config.collection,
+                                     meta["dim"], meta["small_dim"], token=self.config.store_token)
+        return self._store
+
+    def vector_mirror(self) -> VectorMirror | None:
+        """The in-memory vectors matching the store now (None when the index keeps none, e.g. a Milvus server)."""
+        if not mirror_enabled(self.index_dir, self.config):
+            return None
+        meta = self.manifest.get_meta()
+        if not meta.get("dim"):
+            return None
+        token = meta.get(META_KEY)
+        if self._mirror is not None and token and self._mirror.token == token:
+            return self._mirror
+        shared = self._indexer.mirror if self._indexer is not None else None
+        mirror = shared if shared is not None and token and shared.token == token else VectorMirror.load(self.index_dir, token)
+        if mirror is None:  # missing, or left invalid by an interrupted run: rebuild it from the store
+            log.info("rebuilding %s/vectors.npz from the store", self.index_dir)
+            mirror = VectorMirror.from_store(self.store)
+            self.manifest.set_meta(**{META_KEY: mirror.save(self.index_dir)})
+        self._mirror = mirror
+        return mirror
+
+    @property
+    def indexer(self) -> Indexer:
+        """An Indexer sharing this index's manifest, store and embedder."""
+        if self._indexer is None:
+            self._indexer = Indexer(self.root, self.index_dir, self.config, embedder=self._embedder,
+                                    manifest=self.manifest, store=self._store)
+        return self._indexer
+
+    def close(self) -> None:
+        """Release the store (and its file lock) and the manifest."""
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+        if self._indexer is not None:
+            self._indexer._store = None
+        self._mirror = None
+        self.manifest.close()
+
+    def __enter__(self) -> CodeIndex:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ---- freshness
+    def refresh(self, progress=None) -> IndexReport:
+        """Re-index what changed in the tree since the last run."""
+        ix = self.indexer
+        ix._embedder = ix._embedder or self._embedder
+        ix._store = ix._store or self._store
+        report = ix.update(progress)
+        self._store = ix._store
+        self._embedder = ix._embedder
+        return report
+
+    def staleness(self) -> dict:
+        """Files added, changed (mtime or size) or deleted since the last run, and pending (interrupted) files."""
+        records = self.manifest.files()
+        seen: set[str] = set()
+        added = changed = 0
+        for f in walk_files(self.root, self.config.extra_excludes):
+            seen.add(f.path)
+            r = records.get(f.path)
+            if r is None:
+                added += 1
+            elif r.mtime_ns != f.mtime_ns or r.size != f.size:
+                changed += 1
+        deleted = sum(1 for p in records if p not in seen)
+        pending = sum(1 for r in records.values() if r.status == "pending")
+        return {"stale": bool(added or changed or deleted or pending), "added": added, "changed": changed,
+                "deleted": deleted, "pending": pending}
+
+    def status(self, check_staleness: bool = True) -> dict:
+        """Files, chunks, languages, model, store and (optionally) staleness of the index."""
+        meta = self.manifest.get_meta()
+        langs: dict[str, int] = {}
+        for r in self.manifest.files().values():
+            if r.status == "done" and r.language:
+                langs[r.language] = langs.get(r.language, 0) + 1
+        out = {"root": str(self.root), "index_dir": str(self.index_dir), "model": self.config.model,
+               "fingerprint": meta.get("fingerprint"), "dim": meta.get("dim"), "small_dim": meta.get("small_dim"),
+               "store": store_uri_for(self.index_dir, self.config), "collection": self.config.collection,
+               **self.manifest.totals(), "languages": dict(sorted(langs.items(), key=lambda t: -t[1])),
+               "indexed_at": meta.get("indexed_at")}
+        if check_staleness:
+            out["staleness"] = self.staleness()
+        return out
+
+    # ---- filters
+    def build_filter(self, language: str | None = None, path_globs=(), exclude_tests: bool = False) -> ChunkFilter | None:
+        """The filter for these constraints (``ChunkFilter()`` for none), None when nothing can match."""
+        flt = ChunkFilter()
+        if language:
+            language = language.strip().lower()
+            indexed = {r.language for r in self.manifest.files().values() if r.status == "done" and r.language}
+            if language not in indexed:
+                raise ValueError(f"no indexed files in language {language!r}; indexed languages: "
+                                 f"{', '.join(sorted(indexed)) or 'none'}")
+            flt = dataclasses.replace(flt, language=language)
+        if exclude_tests:
+            flt = dataclasses.replace(flt, exclude_tests=True)
+        inc, exc = split_globs(path_globs)
+        if inc or exc:
+            paths = sorted(p for p, r in self.manifest.files().items() if r.status == "done" and r.n_chunks)
+            inc_spec = pathspec.GitIgnoreSpec.from_lines(inc) if inc else None
+            exc_spec = pathspec.GitIgnoreSpec.from_lines(exc) if exc else None
+            keep = [p for p in paths if (inc_spec is None or inc_spec.match_file(p))
+                    and not (exc_spec is not None and exc_spec.match_file(p))]
+            if not keep:
+                return None
+            if len(keep) < len(paths):
+                keep_set = set(keep)
+                drop = [p for p in paths if p not in keep_set]
+                negate = len(drop) < len(keep)
+                flt = dataclasses.replace(flt, paths=tuple(drop if negate else keep), negate_paths=negate)
+        return flt
+
+    # ---- search
+    def search(self, query: str, limit: int = 10, language: str | None = None, path_globs=(), mode: str = "hybrid",
+               exclude_tests: bool = False, two_stage: bool = False) -> list[SearchResult]:
+        """Top ``limit`` chunks for a natural-language query (``mode``: hybrid, dense or bm25)."""
+        if not isinstance(query, str) or not query.strip():
+            raise ValueError("the query is empty; describe the code you are looking for, e.g. 'parse a config file'")
+        self._check_limit(limit)
+        if mode not in MODES:
+            raise ValueError(f"unknown search mode {mode!r}; valid modes: {', '.join(MODES)}")
+        flt = self.build_filter(language, path_globs, exclude_tests)
+        if flt is None or not self.manifest.totals()["chunks"]:
+            return []
+        cfg = self.search_config
+        depth = max(cfg.candidates, 5 * limit)
+        lists, weights = [], []
+        if mode in ("hybrid", "dense"):
+            qv = self.embedder.encode([query], task="nl2code", role="query", normalize=True, show_progress=False)[0]
+            lists.append(self._dense(qv, depth if mode == "hybrid" else limit, flt, two_stage))
+            weights.append(cfg.dense_weight)
+        if mode in ("hybrid", "bm25"):
+            lists.append(self._bm25(query, depth if mode == "hybrid" else limit, flt))
+            weights.append(cfg.bm25_weight)
+        if mode == "hybrid":
+            ranked = rrf_fuse(lists, weights, cfg.rrf_k)
+        else:
+            ranked = [(row["distance"], row) for row in lists[0]]
+        return self._results(ranked[:limit])
+
+    def dense_vector_search(self, vector: np.ndarray, limit: int = 10, filter: ChunkFilter | None = None,
+                            two_stage: bool = False) -> list[SearchResult]:
+        """Top chunks for a query vector already embedded (benchmarks, the HTTP server)."""
+        return self._results([(r["distance"], r) for r in self._dense(vector, limit, filter or ChunkFilter(), two_stage)[:limit]])
+
+    def like(self, path: str, line: int, limit: int = 10, language: str | None = None, path_globs=(),
+             exclude_tests: bool = False) -> list[SearchResult]:
+        """Chunks similar to the indexed chunk covering ``path:line`` (code2code task), the chunk itself excluded."""
+        self._check_limit(limit)
+        rel = self.relative_path(path)
+        if not isinstance(line, int) or line < 1:
+            raise ValueError(f"line must be a positive integer, got {line!r}")
+        rows = self.store.query(f"path == {quote(rel)} and start_line <= {line} and end_line >= {line}",
+                                output_fields=["path", "start_line", "end_line", "text"])
+        if not rows:
+            raise ValueError(f"no indexed chunk covers {rel}:{line}; check the line number or re-index the file")
+        src = min(rows, key=lambda r: r["end_line"] - r["start_line"])
+        flt = self.build_filter(language, path_globs, exclude_tests)
+        if flt is None:
+            return []
+        flt = dataclasses.replace(flt, exclude_ids=(src["id"],))
+        qv = self.embedder.encode([src["text"]], task="code2code", role="query", normalize=True, truncate=True,
+                                  show_progress=False)[0]
+        return self._results([(r["distance"], r) for r in self._dense(qv, limit, flt, False)[:limit]])
+
+    def relative_path(self, path: str) -> str:
+        """``path`` (absolute, or relative to the root) as a root-relative posix path; refuses paths outside the root."""
+        if not isinstance(path, str) or not path.strip():
+            raise ValueError("path is empty; pass a file path inside the indexed root")
+        p = Path(path)
+        full = (p if p.is_absolute() else self.root / p).resolve()
+        try:
+            return full.relative_to(self.root.resolve()).as_posix()
+        except ValueError:
+            raise ValueError(f"{path} is outside the indexed root {self.root}") from None
+
+    # ---- internals
+    @staticmethod
+    def _check_limit(limit) -> None:
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 1000:
+            raise ValueError(f"limit must be an integer from 1 to 1000, got {limit!r}")
+
+    def _dense(self, qv: np.ndarray, limit: int, flt: ChunkFilter, two_stage: bool) -> list[dict]:
+        """Dense candidates, best first: exact search over the in-memory mirror, else the store's vector index.
+
+        Mirror rows carry only id and distance; ``_results`` fetches the fields of the rows that are kept.
+        """
+        qv = np.asarray(qv, dtype=np.float32)
+        mirror = self.vector_mirror()
+        if mirror is not None:
+            if not two_stage:
+                hits = mirror.top_k(qv, limit, flt)
+            else:
+                depth = max(self.search_config.rerank_factor * limit, 100)
+                hits = mirror.rerank(qv, [i for i, _ in mirror.top_k(qv, depth, flt, small=True)])
+            return [{"id": i, "distance": s} for i, s in hits]
+        expr = flt.expr()
+        if not two_stage:
+            return self.store.dense(qv, limit, expr)
+        small = self.store.small_dim
+        qs = qv[:small] / max(float(np.linalg.norm(qv[:small])), 1e-12)
+        depth = max(self.search_config.rerank_factor * limit, 100)
+        rows = self.store.dense(qs, depth, expr, field="vector_small", output_fields=["path", "language", "symbol",
+                                "kind", "start_line", "end_line", "text", "vector"])
+        if not rows:
+            return []
+        full = np.asarray([r.pop("vector") for r in rows], dtype=np.float32) @ qv
+        for r, s in zip(rows, full):
+            r["distance"] = float(s)
+        return sorted(rows, key=lambda r: -r["distance"])
+
+    def _bm25(self, query: str, limit: int, flt: ChunkFilter) -> list[dict]:
+        rows = self.store.bm25(query, limit, flt.expr())
+        for r in rows:  # Milvus Lite reports BM25 as a negated distance; expose the positive score
+            r["distance"] = abs(r["distance"])
+        return rows
+
+    def _results(self, ranked: list[tuple[float, dict]]) -> list[SearchResult]:
+        """Results for (score, row) pairs, fetching the fields of rows that carry only an id (mirror hits)."""
+        missing = [row["id"] for _, row in ranked if "path" not in row]
+        fetched = self.store.get(missing, OUTPUT_FIELDS) if missing else {}
+        out = []
+        for score, row in ranked:
+            if "path" not in row:
+                if row["id"] not in fetched:  # gone from the store since the mirror was read
+                    continue
+                row = {**fetched[row["id"]], **row}
+            out.append(self._result(row, score))
+        return out
+
+    def _result(self, row: dict, score: float) -> SearchResult:
+        lines = row.get("text", "").split("\n")
+        snippet = "\n".join(lines[: self.search_config.snippet_lines])
+        return SearchResult(path=row["path"], start_line=int(row["start_line"]), end_line=int(row["end_line"]),
+                            symbol=row.get("symbol") or None, language=row.get("language") or None,
+                            score=round(float(score), 6), snippet=snippet, kind=row.get("kind") or None, id=row["id"])
+
+
+def open_index(index_dir: str | Path, embedder=None) -> CodeIndex:
+    """Open an existing index (a ``.codesift`` dir, or a source root that holds one) for search."""
+    p = Path(index_dir)
+    if not p.exists():
+        raise FileNotFoundError(f"{p} does not exist; pass an index directory or an indexed source root")
+    if not (p / "manifest.sqlite").is_file() and (default_index_dir(p) / "manifest.sqlite").is_file():
+        p = default_index_dir(p)
+    return CodeIndex(p, embedder=embedder)

@@ -1,0 +1,211 @@
+"""An in-memory mirror of the store's vectors for exact dense search on a local index.
+
+Milvus Lite stays the durable store (and the BM25 engine); but its dense search is far too slow at
+100,000 chunks on a small CPU, so for a local index every chunk's full-dim vector (float16) and its
+filter columns (path, language, is_test) are also kept in ``vectors.npz`` next to the manifest. A dense
+query is then one matrix-vector product with an exact top-k; filters are a boolean mask applied to the
+scores BEFORE the cut.
+
+Consistency with the manifest: the sidecar carries a random token, and the manifest meta
+``vectors_token`` names the token of the sidecar that matches the store. An indexing run clears that
+meta key (committed) before its first store write and sets it only after the new sidecar is in place,
+so a run killed anywhere in between leaves no valid token and the mirror is rebuilt from the store.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from codesift.index.store import in_list, quote
+
+log = logging.getLogger(__name__)
+
+SIDECAR = "vectors.npz"
+META_KEY = "vectors_token"
+
+
+@dataclass(frozen=True)
+class ChunkFilter:
+    """Search constraints, evaluated either as a Milvus expression or as a mask over the mirror."""
+
+    language: str | None = None
+    exclude_tests: bool = False
+    paths: tuple[str, ...] | None = None    # None: any path
+    negate_paths: bool = False              # True: ``paths`` are the ones to leave out
+    exclude_ids: tuple[str, ...] = ()
+
+    def expr(self) -> str:
+        """The same constraints as a Milvus filter expression ('' when there are none)."""
+        parts: list[str] = []
+        if self.language:
+            parts.append(f"language == {quote(self.language)}")
+        if self.exclude_tests:
+            parts.append("is_test == false")
+        if self.paths is not None:
+            parts.append(in_list("path", self.paths, negate=self.negate_paths))
+        if self.exclude_ids:
+            parts.append(in_list("id", self.exclude_ids, negate=True))
+        return " and ".join(parts)
+
+
+class VectorMirror:
+    """Chunk ids, filter columns and float16 unit vectors (full dim and the renormalised small-dim prefix)."""
+
+    def __init__(self, ids: np.ndarray, paths: np.ndarray, path_codes: np.ndarray, languages: np.ndarray,
+                 language_codes: np.ndarray, is_test: np.ndarray, vectors: np.ndarray, small_dim: int,
+                 token: str = "") -> None:
+        self.ids, self.paths, self.path_codes = ids, paths, path_codes
+        self.languages, self.language_codes, self.is_test = languages, language_codes, is_test
+        self.vectors = np.ascontiguousarray(vectors, dtype=np.float16)
+        self.small_dim = small_dim
+        small = self.vectors[:, :small_dim].astype(np.float32)
+        small /= np.maximum(np.linalg.norm(small, axis=1, keepdims=True), 1e-12)
+        self.small = small.astype(np.float16)
+        self.token = token
+        self._id_pos: dict[str, int] | None = None
+        self._path_pos = {p: i for i, p in enumerate(paths.tolist())}
+        self._lang_pos = {lang: i for i, lang in enumerate(languages.tolist())}
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    # ---- building
+    @classmethod
+    def from_rows(cls, ids, paths, languages, is_test, vectors, small_dim: int, token: str = "") -> VectorMirror:
+        """A mirror from per-row columns (strings, bools) and an (n, dim) array."""
+        uniq_paths, path_codes = np.unique(np.asarray(paths, dtype=str), return_inverse=True)
+        uniq_langs, lang_codes = np.unique(np.asarray(languages, dtype=str), return_inverse=True)
+        vectors = np.asarray(vectors, dtype=np.float16)
+        dim = vectors.shape[1] if vectors.ndim == 2 else 0
+        return cls(np.asarray(ids, dtype=str), uniq_paths, path_codes.astype(np.int32).reshape(-1), uniq_langs,
+                   lang_codes.astype(np.int16).reshape(-1), np.asarray(is_test, dtype=bool),
+                   vectors.reshape(len(ids), dim), small_dim, token)
+
+    @classmethod
+    def from_store(cls, store, batch_size: int = 4096) -> VectorMirror:
+        """Read every row's id, filter columns and vector from the store (the recovery path)."""
+        ids, paths, langs, tests, vecs = [], [], [], [], []
+        for rows in store.iterate(["path", "language", "is_test", "vector"], batch_size):
+            for r in rows:
+                ids.append(r["id"]), paths.append(r["path"]), langs.append(r["language"]), tests.append(r["is_test"])
+                vecs.append(np.asarray(r["vector"], dtype=np.float16))
+        arr = np.stack(vecs) if vecs else np.zeros((0, store.dim), dtype=np.float16)
+        return cls.from_rows(ids, paths, langs, tests, arr, store.small_dim)
+
+    def apply(self, drop_paths: set[str], ids, paths, languages, is_test, vectors) -> VectorMirror:
+        """A new mirror without the rows of ``drop_paths`` nor rows whose id is re-added, plus the new rows."""
+        drop_codes = [self._path_pos[p] for p in drop_paths if p in self._path_pos]
+        keep = ~np.isin(self.path_codes, drop_codes) if drop_codes else np.ones(len(self), dtype=bool)
+        new_ids = np.asarray(ids, dtype=str)
+        if len(new_ids):
+            keep &= ~np.isin(self.ids, new_ids)
+        dim = self.vectors.shape[1] if self.vectors.size else (np.asarray(vectors).shape[1] if len(new_ids) else 0)
+        new_vecs = np.asarray(vectors, dtype=np.float16).reshape(len(new_ids), dim)
+        return VectorMirror.from_rows(
+            np.concatenate([self.ids[keep], new_ids]),
+            np.concatenate([self.paths[self.path_codes[keep]], np.asarray(paths, dtype=str)]),
+            np.concatenate([self.languages[self.language_codes[keep]], np.asarray(languages, dtype=str)]),
+            np.concatenate([self.is_test[keep], np.asarray(is_test, dtype=bool)]),
+            np.concatenate([self.vectors[keep], new_vecs]), self.small_dim)
+
+    # ---- disk
+    def save(self, index_dir: Path) -> str:
+        """Write the sidecar atomically under a fresh token; returns the token."""
+        self.token = uuid.uuid4().hex
+        tmp = Path(index_dir) / (SIDECAR + ".tmp")
+        with open(tmp, "wb") as fh:
+            np.savez(fh, token=np.asarray(self.token), ids=self.ids, paths=self.paths, path_codes=self.path_codes,
+                     languages=self.languages, language_codes=self.language_codes, is_test=self.is_test,
+                     vectors=self.vectors, small_dim=np.asarray(self.small_dim))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, Path(index_dir) / SIDECAR)
+        return self.token
+
+    @staticmethod
+    def token_on_disk(index_dir: Path) -> str | None:
+        """The token of the sidecar in ``index_dir`` (reads only that member), or None."""
+        try:
+            with np.load(Path(index_dir) / SIDECAR) as z:
+                return str(z["token"])
+        except (OSError, KeyError, ValueError):
+            return None
+
+    @classmethod
+    def load(cls, index_dir: Path, token: str | None) -> VectorMirror | None:
+        """The sidecar if its token is ``token`` (the manifest's), else None."""
+        if not token:
+            return None
+        try:
+            with np.load(Path(index_dir) / SIDECAR) as z:
+                if str(z["token"]) != token:
+                    return None
+                return cls(z["ids"], z["paths"], z["path_codes"], z["languages"], z["language_codes"], z["is_test"],
+                           z["vectors"], int(z["small_dim"]), token)
+        except (OSError, KeyError, ValueError) as exc:
+            log.warning("could not read %s (%s); rebuilding it from the store", SIDECAR, exc)
+            return None
+
+    # ---- search
+    def mask(self, flt: ChunkFilter | None) -> np.ndarray | None:
+        """Rows allowed by the filter (None: all)."""
+        if flt is None:
+            return None
+        m = np.ones(len(self), dtype=bool)
+        constrained = False
+        if flt.language:
+            code = self._lang_pos.get(flt.language)
+            m &= self.language_codes == code if code is not None else False
+            constrained = True
+        if flt.exclude_tests:
+            m &= ~self.is_test
+            constrained = True
+        if flt.paths is not None:
+            codes = [self._path_pos[p] for p in flt.paths if p in self._path_pos]
+            hit = np.isin(self.path_codes, codes)
+            m &= ~hit if flt.negate_paths else hit
+            constrained = True
+        if flt.exclude_ids:
+            if self._id_pos is None:
+                self._id_pos = {i: n for n, i in enumerate(self.ids.tolist())}
+            m[[self._id_pos[i] for i in flt.exclude_ids if i in self._id_pos]] = False
+            constrained = True
+        return m if constrained else None
+
+    def top_k(self, query: np.ndarray, k: int, flt: ChunkFilter | None = None, small: bool = False) -> list[tuple[str, float]]:
+        """Exact top-k (id, inner product) by the full vectors (or the small-dim prefixes), filter applied first."""
+        import torch
+
+        mat = self.small if small else self.vectors
+        q = np.asarray(query, dtype=np.float32)[: mat.shape[1]]
+        if small:
+            q = q / max(float(np.linalg.norm(q)), 1e-12)
+        if not len(self):
+            return []
+        # float16 storage halves the memory traffic of this memory-bound product; torch accumulates in float32
+        scores = (torch.from_numpy(mat) @ torch.from_numpy(q.astype(np.float16))).float().numpy()
+        m = self.mask(flt)
+        if m is not None:
+            scores = np.where(m, scores, -np.inf)
+            k = min(k, int(m.sum()))
+        k = min(k, len(scores))
+        if k <= 0:
+            return []
+        idx = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
+        idx = idx[np.argsort(-scores[idx], kind="stable")]
+        return [(str(self.ids[i]), float(scores[i])) for i in idx]
+
+    def rerank(self, query: np.ndarray, ids: list[str]) -> list[tuple[str, float]]:
+        """(id, full-dim inner product) for these ids, best first."""
+        if self._id_pos is None:
+            self._id_pos = {i: n for n, i in enumerate(self.ids.tolist())}
+        pos = np.asarray([self._id_pos[i] for i in ids], dtype=np.int64)
+        scores = self.vectors[pos].astype(np.float32) @ np.asarray(query, dtype=np.float32)
+        order = np.argsort(-scores, kind="stable")
+        return [(ids[i], float(scores[i])) for i in order]

@@ -1,0 +1,101 @@
+"""Walk a source tree the way git would: nested .gitignore, .ignore and the index-only .codesiftignore."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import pathspec
+
+from codesift.index.config import DEFAULT_EXCLUDES, IGNORE_FILES, TEST_DIRS, TEST_FILE_PATTERNS
+
+
+@dataclass(frozen=True)
+class FileStat:
+    """One file found by the walk: its path relative to the root (posix), mtime in ns and size."""
+
+    path: str
+    mtime_ns: int
+    size: int
+
+
+class _Rules:
+    """The ignore specs in force inside one directory: (base dir relative to root, spec), outermost first."""
+
+    def __init__(self, stack: tuple[tuple[str, pathspec.PathSpec], ...]) -> None:
+        self.stack = stack
+
+    def ignored(self, rel: str, is_dir: bool) -> bool:
+        decision = False
+        for base, spec in self.stack:
+            sub = rel[len(base) + 1:] if base else rel
+            if is_dir:
+                sub += "/"
+            result = spec.check_file(sub)
+            if result.include is not None:  # the deepest file with a matching rule decides, as in git
+                decision = result.include
+        return decision
+
+
+def _load_spec(directory: Path, names: tuple[str, ...]) -> pathspec.PathSpec | None:
+    lines: list[str] = []
+    for name in names:
+        try:
+            lines += (directory / name).read_text(encoding="utf-8", errors="replace").splitlines()
+        except (FileNotFoundError, NotADirectoryError, PermissionError, IsADirectoryError):
+            continue
+    return pathspec.GitIgnoreSpec.from_lines(lines) if lines else None
+
+
+def walk_files(root: str | Path, extra_excludes: tuple[str, ...] = ()) -> Iterator[FileStat]:
+    """Yield every regular file under ``root`` that no ignore rule excludes, in a stable order.
+
+    Rules come from the built-in excludes, ``extra_excludes`` and each directory's .gitignore,
+    .ignore and .codesiftignore (later files and deeper directories win). Symlinks are not followed.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root} is not a directory; pass the root of the source tree to index")
+    base_spec = pathspec.GitIgnoreSpec.from_lines([*DEFAULT_EXCLUDES, *extra_excludes])
+    top = _load_spec(root, IGNORE_FILES)
+    stack: tuple[tuple[str, pathspec.PathSpec], ...] = (("", base_spec),) + ((("", top),) if top else ())
+    pending: list[tuple[str, _Rules]] = [("", _Rules(stack))]
+    while pending:
+        rel_dir, rules = pending.pop()
+        abs_dir = root / rel_dir if rel_dir else root
+        try:
+            entries = sorted(os.scandir(abs_dir), key=lambda e: e.name)
+        except (PermissionError, FileNotFoundError, NotADirectoryError):
+            continue
+        subdirs: list[tuple[str, _Rules]] = []
+        for entry in entries:
+            rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+            try:
+                if entry.is_symlink():
+                    continue
+                if entry.is_dir():
+                    if rules.ignored(rel, True):
+                        continue
+                    spec = _load_spec(Path(entry.path), IGNORE_FILES)
+                    sub_rules = _Rules(rules.stack + ((rel, spec),)) if spec else rules
+                    subdirs.append((rel, sub_rules))
+                elif entry.is_file():
+                    if rules.ignored(rel, False):
+                        continue
+                    st = entry.stat()
+                    yield FileStat(rel, st.st_mtime_ns, st.st_size)
+            except OSError:
+                continue
+        pending.extend(reversed(subdirs))
+
+
+def looks_like_test(path: str) -> bool:
+    """True when a relative path is a test file by common conventions (tests/ dirs, test_*.py, *.spec.ts, ...)."""
+    parts = PurePosixPath(path).parts
+    if any(p.lower() in TEST_DIRS for p in parts[:-1]):
+        return True
+    name = parts[-1] if parts else ""
+    return any(fnmatch.fnmatchcase(name, pat) for pat in TEST_FILE_PATTERNS)

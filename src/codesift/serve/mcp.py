@@ -1,0 +1,160 @@
+"""`codesift mcp`: the code index as MCP tools for coding agents (official `mcp` SDK, stdio transport).
+
+Tools: ``search_code``, ``find_similar``, ``index_status``, ``reindex``. Every path a tool accepts or
+returns lies inside one of the indexed roots given at start; anything else is refused.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+class IndexedRoots:
+    """The indexes an MCP server may use, opened lazily, one lock each (tools may run concurrently)."""
+
+    def __init__(self, roots: list[str | Path], embedder=None) -> None:
+        from codesift.index.indexer import default_index_dir
+
+        if not roots:
+            raise ValueError("give at least one indexed source root")
+        self.roots: list[Path] = []
+        for r in roots:
+            p = Path(r).resolve()
+            if not (default_index_dir(p) / "manifest.sqlite").is_file():
+                raise FileNotFoundError(f"{p} has no codesift index; run `codesift index {r}` first")
+            self.roots.append(p)
+        self._embedder = embedder
+        self._indexes: dict[Path, Any] = {}
+        self._locks = {p: threading.Lock() for p in self.roots}
+
+    def index(self, root: Path):
+        """The CodeIndex of one root."""
+        from codesift.index.indexer import default_index_dir
+        from codesift.index.search import CodeIndex
+
+        if root not in self._indexes:
+            ix = CodeIndex(default_index_dir(root), embedder=self._embedder)
+            self._indexes[root] = ix
+        return self._indexes[root]
+
+    def locate(self, path: str) -> tuple[Path, str]:
+        """(root, path relative to it) for a path inside one of the roots; ValueError otherwise."""
+        if not isinstance(path, str) or not path.strip():
+            raise ValueError("path is empty; pass a file path inside an indexed root")
+        p = Path(path)
+        candidates = [p.resolve()] if p.is_absolute() else [(r / p).resolve() for r in self.roots]
+        for full in candidates:
+            for root in self.roots:
+                if full == root or root in full.parents:
+                    return root, full.relative_to(root).as_posix()
+        raise ValueError(f"{path} is outside the indexed roots ({', '.join(map(str, self.roots))})")
+
+    def label(self, root: Path, rel: str) -> str:
+        """How a result path is shown: relative to its root when there is one root, else absolute."""
+        return rel if len(self.roots) == 1 else str(root / rel)
+
+    def close(self) -> None:
+        """Close every open index."""
+        for ix in self._indexes.values():
+            ix.close()
+        self._indexes.clear()
+
+
+def _user_errors(fn):
+    """Report user mistakes (bad query, path outside the roots, ...) to the client with their message."""
+    from mcp.server.mcpserver.exceptions import ToolError
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (ValueError, FileNotFoundError, PermissionError) as exc:
+            raise ToolError(str(exc)) from exc
+
+    return wrapper
+
+
+def build_server(roots: list[str | Path], embedder=None):
+    """An MCPServer exposing the indexes of ``roots`` as tools."""
+    from mcp.server.mcpserver import MCPServer
+
+    indexed = IndexedRoots(roots, embedder)
+    server = MCPServer(
+        "codesift",
+        instructions="Semantic + keyword code search over the indexed repositories. Use search_code with a "
+                     "description of the code you need; find_similar with a file and line to find related code.",
+    )
+
+    def _hits(root: Path, results) -> list[dict]:
+        out = []
+        for r in results:
+            d = r.to_dict()
+            d["path"] = indexed.label(root, d["path"])
+            out.append(d)
+        return out
+
+    @server.tool(structured_output=True)
+    @_user_errors
+    def search_code(query: str, path_glob: str | None = None, language: str | None = None, limit: int = 10) -> dict[str, Any]:
+        """Find code by meaning and keywords (hybrid dense + BM25). path_glob: gitignore-style glob, '!glob' excludes."""
+        if not isinstance(query, str) or not query.strip():
+            raise ValueError("query is empty; describe the code you are looking for")
+        hits: list[dict] = []
+        for root in indexed.roots:
+            with indexed._locks[root]:
+                ix = indexed.index(root)
+                if (len(indexed.roots) > 1 and language
+                        and language.strip().lower() not in ix.status(check_staleness=False)["languages"]):
+                    continue  # with several roots, a language missing from one of them is not an error
+                res = ix.search(query, limit=limit, language=language or None,
+                                path_globs=[path_glob] if path_glob else ())
+            hits += _hits(root, res)
+        hits.sort(key=lambda d: -d["score"])
+        return {"results": hits[:limit]}
+
+    @server.tool(structured_output=True)
+    @_user_errors
+    def find_similar(path: str, line: int, limit: int = 10) -> dict[str, Any]:
+        """Find code similar to the chunk at path:line (code2code), inside the indexed roots."""
+        root, rel = indexed.locate(path)
+        with indexed._locks[root]:
+            res = indexed.index(root).like(rel, line, limit=limit)
+        return {"results": _hits(root, res)}
+
+    @server.tool(structured_output=True)
+    @_user_errors
+    def index_status() -> dict[str, Any]:
+        """Files, chunks, model and staleness of each indexed root."""
+        out = []
+        for root in indexed.roots:
+            with indexed._locks[root]:
+                out.append(indexed.index(root).status())
+        return {"indexes": out}
+
+    @server.tool(structured_output=True)
+    @_user_errors
+    def reindex() -> dict[str, Any]:
+        """Re-index what changed in each root (incremental); returns what each run did."""
+        out = []
+        for root in indexed.roots:
+            with indexed._locks[root]:
+                out.append(indexed.index(root).refresh().to_dict())
+        return {"reports": out}
+
+    server._codesift_roots = indexed  # for callers that want to close the indexes
+    return server
+
+
+def run_stdio(roots: list[str | Path]) -> None:
+    """Serve the tools over stdio until the client disconnects."""
+    server = build_server(roots)
+    try:
+        server.run("stdio")
+    finally:
+        server._codesift_roots.close()
