@@ -115,32 +115,35 @@ def run_backbone(name: str, model_path: str, texts: list[str], args, peak: float
         st = SentenceTransformer(str(st_dir), device="cpu", tokenizer_kwargs={"padding_side": "left"},
                                  model_kwargs={"dtype": dtype})
         st.max_seq_length = emb.max_length
-        lengths = emb.count_tokens(texts, task="nl2code", role="document")
+        lengths = emb.count_tokens(texts, task="nl2code", role=args.role)
         lengths = [min(n, emb.max_length) for n in lengths]
         tokens = sum(lengths)
         flops = forward_flops(emb.model.config, lengths)
         warm = texts[:8]
-        emb.encode(warm, task="nl2code", role="document", truncate=True)
-        st.encode(warm, prompt_name="nl2code_document", batch_size=32)
+        emb.encode(warm, task="nl2code", role=args.role, truncate=True)
+        st.encode(warm, prompt_name=f"nl2code_{args.role}", batch_size=32)
 
         rows = {}
         for engine in args.engines:
             t = time.perf_counter()
-            if engine == "codesift":
-                out = emb.encode(texts, task="nl2code", role="document", truncate=True, batch_tokens=args.batch_tokens)
+            if engine.startswith("codesift"):
+                emb.prefix_cache = engine != "codesift-plain"  # plain: no reuse of the prefix's key/values
+                out = emb.encode(texts, task="nl2code", role=args.role, truncate=True, batch_tokens=args.batch_tokens)
+                emb.prefix_cache = True
             else:
-                out = st.encode(texts, prompt_name="nl2code_document", batch_size=32, convert_to_numpy=True,
+                out = st.encode(texts, prompt_name=f"nl2code_{args.role}", batch_size=32, convert_to_numpy=True,
                                 normalize_embeddings=True)
             secs = time.perf_counter() - t
             rows[engine] = {"seconds": secs, "texts_per_s": len(texts) / secs, "tokens_per_s": tokens / secs,
                             "mfu": flops / secs / peak, "peak_rss_mb_so_far": peak_rss_mb(), "vectors": out}
-    cos = np.sum(rows["codesift"]["vectors"] * rows["sentence-transformers"]["vectors"], axis=1) if len(rows) == 2 else None
+    both = "codesift" in rows and "sentence-transformers" in rows
+    cos = np.sum(rows["codesift"]["vectors"] * rows["sentence-transformers"]["vectors"], axis=1) if both else None
     # Accuracy against the truth: the same texts in fp32 (first --ref-texts of them), per engine.
     drift = {}
     if args.ref_texts and dtype != torch.float32:
         n_ref = min(args.ref_texts, len(texts))
         ref_emb = Embedder(model_path, device="cpu", dtype="float32", max_length=args.max_length)
-        ref = ref_emb.encode(texts[:n_ref], task="nl2code", role="document", truncate=True)
+        ref = ref_emb.encode(texts[:n_ref], task="nl2code", role=args.role, truncate=True)
         del ref_emb
         for engine, r in rows.items():
             drift[engine] = float(np.max(np.abs(1 - np.sum(ref * r["vectors"][:n_ref], axis=1))))
@@ -168,7 +171,8 @@ def main() -> None:
     ap.add_argument("--dtype", default="bfloat16")
     ap.add_argument("--batch-tokens", type=int, default=None)
     ap.add_argument("--backbones", default="smollm2-135m,qwen2.5-coder-0.5b-arch")
-    ap.add_argument("--engines", default="codesift,sentence-transformers")
+    ap.add_argument("--engines", default="codesift,sentence-transformers,codesift-plain")
+    ap.add_argument("--role", default="document", help="which side's prefix to use (query prefixes are longer)")
     ap.add_argument("--ref-texts", type=int, default=48, help="texts also embedded in fp32 to measure each engine's drift")
     ap.add_argument("--tag", default="")
     args = ap.parse_args()

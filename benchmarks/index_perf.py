@@ -4,9 +4,10 @@
 
 The re-index part builds the index once with a stand-in hash embedder (no model: its speed is not the point), then
 times `codesift index` on the unchanged tree, in-process and as a fresh CLI process. The latency
-part fills a Milvus Lite collection with synthetic unit vectors and code-like text and times the
-store calls only (query embedding excluded): dense full-dim, Matryoshka two-stage, BM25, and hybrid
-(dense + BM25 + RRF), with and without a filter.
+part fills a Milvus Lite index with synthetic unit vectors and code-like text and times `CodeIndex.search`
+with a stub embedder (query embedding excluded): dense full-dim (the in-memory float16 mirror), Matryoshka
+two-stage, BM25 (Milvus Lite), and hybrid (dense + BM25 + RRF), with and without filters; plus the
+time to rebuild the mirror from the store (the recovery path) and to load it from its sidecar.
 """
 
 from __future__ import annotations
@@ -81,12 +82,31 @@ def reindex_unchanged(n_files: int, workdir: Path) -> dict:
             "cli_chunks_embedded": cli["chunks_embedded"]}
 
 
-def query_latency(n_chunks: int, dim: int, small_dim: int, workdir: Path, n_queries: int = 200,
-                  vector_index: str = "HNSW") -> dict:
-    from codesift.index.search import rrf_fuse
+class FixedEmbedder:
+    """Returns pre-made query vectors in turn, so that timing `CodeIndex.search` excludes query embedding."""
+
+    fingerprint = "bench"
+
+    def __init__(self, vectors: np.ndarray) -> None:
+        self.vectors, self.i = vectors, 0
+
+    def encode(self, texts, **_):
+        v = self.vectors[self.i % len(self.vectors)][None, :]
+        self.i += 1
+        return v
+
+
+def fill_latency_index(index_dir: Path, n_chunks: int, dim: int, small_dim: int) -> float:
+    """A 100k-chunk index (Milvus Lite store + manifest) of synthetic unit vectors and code-like text; returns seconds."""
+    from dataclasses import asdict
+
+    from codesift.index import IndexConfig
+    from codesift.index.manifest import FileRecord, Manifest
     from codesift.index.store import ChunkStore, keyword_text
 
-    store = ChunkStore(str(workdir / f"lat-{vector_index}.db"), "bench", dim, small_dim, vector_index=vector_index)
+    index_dir.mkdir(parents=True, exist_ok=True)
+    config = IndexConfig(model="bench", collection="bench")
+    store = ChunkStore(str(index_dir / "milvus.db"), "bench", dim, small_dim, vector_index="FLAT")
     rng = np.random.default_rng(1)
     t = time.perf_counter()
     step = 2000
@@ -98,50 +118,84 @@ def query_latency(n_chunks: int, dim: int, small_dim: int, workdir: Path, n_quer
         for j in range(step):
             i = s + j
             text = f"def f_{i}(x):\n    " + " ".join(rng.choice(WORDS, 40))
-            rows.append({"id": f"c{i}", "path": f"pkg{i // 50}/m{i}.py", "language": "python" if i % 4 else "go",
+            rows.append({"id": f"c{i}", "path": path_of(i), "language": "python" if i % 4 else "go",
                          "symbol": f"f_{i}", "kind": "function", "start_line": 1, "end_line": 2,
                          "is_test": i % 10 == 0, "content_hash": f"{i:064x}", "text": text,
                          "terms": keyword_text(text), "vector": vecs[j].tolist(), "vector_small": small[j].tolist()})
         store.upsert(rows)
+        print(f"filled {s + step} chunks", file=sys.stderr, flush=True)
     store.flush()
-    load_s = time.perf_counter() - t
+    store.close()
+    seconds = time.perf_counter() - t
+    manifest = Manifest(index_dir / "manifest.sqlite")
+    manifest.put_files([FileRecord(path_of(i), 0, 0, f"{i:064x}", "python", 10, "done") for i in range(0, n_chunks, 10)])
+    manifest.set_meta(root=str(index_dir.parent), config=asdict(config), dim=dim, small_dim=small_dim,
+                      fingerprint="bench", filled_chunks=n_chunks)
+    manifest.close()
+    return seconds
+
+
+def path_of(i: int) -> str:
+    return f"pkg{i // 1000}/m{i // 10}.py"  # ten chunks a file, a hundred files a folder
+
+
+def query_latency(n_chunks: int, dim: int, small_dim: int, index_dir: Path, n_queries: int = 200) -> dict:
+    """p50/p95 of `CodeIndex.search` (stub query embedder) for dense, two-stage, BM25 and hybrid, with and without filters."""
+    from codesift.index.manifest import Manifest
+    from codesift.index.search import CodeIndex
+    from codesift.index.vectors import META_KEY
+
+    out = {"chunks": n_chunks, "dim": dim, "small_dim": small_dim}
+    man = index_dir / "manifest.sqlite"
+    if man.is_file() and Manifest(man).get_meta().get("filled_chunks") == n_chunks:
+        out["fill_s"] = "reused"
+    else:
+        out["fill_s"] = round(fill_latency_index(index_dir, n_chunks, dim, small_dim), 1)
+    rng = np.random.default_rng(2)
     queries = rng.standard_normal((n_queries, dim)).astype(np.float32)
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
     texts = [" ".join(rng.choice(WORDS, 4)) for _ in range(n_queries)]
-    out = {"vector_index": vector_index, "chunks": n_chunks, "dim": dim, "small_dim": small_dim, "load_s": round(load_s, 1)}
-    fields = ["path", "language", "symbol", "kind", "start_line", "end_line", "text"]
 
-    def two_stage(q, flt):
-        qs = q[:small_dim] / np.linalg.norm(q[:small_dim])
-        rows = store.dense(qs, 100, flt, field="vector_small", output_fields=["path", "vector"])
-        full = np.asarray([r["vector"] for r in rows], dtype=np.float32) @ q
-        return [rows[i]["id"] for i in np.argsort(-full)[:10]]
+    m = Manifest(man)
+    m.set_meta(**{META_KEY: None})  # force the recovery path once, to time it
+    m.close()
+    ix = CodeIndex(index_dir, embedder=FixedEmbedder(queries))
+    t = time.perf_counter()
+    ix.store.count()
+    out["store_open_s"] = round(time.perf_counter() - t, 2)
+    t = time.perf_counter()
+    ix.vector_mirror()
+    out["mirror_rebuild_from_store_s"] = round(time.perf_counter() - t, 2)
+    ix._mirror = None
+    t = time.perf_counter()
+    ix.vector_mirror()
+    out["mirror_load_from_sidecar_s"] = round(time.perf_counter() - t, 2)
 
-    cases = {
-        "dense_full": lambda q, t, f: store.dense(q, 10, f, output_fields=fields),
-        "dense_two_stage": lambda q, t, f: two_stage(q, f),
-        "bm25": lambda q, t, f: store.bm25(t, 10, f, output_fields=fields),
-        "hybrid_rrf": lambda q, t, f: rrf_fuse([store.dense(q, 100, f, output_fields=fields),
-                                                store.bm25(t, 100, f, output_fields=fields)], [1.0, 1.0], 60)[:10],
-    }
-    for flt_name, flt in (("no_filter", ""), ("filter_lang_notest", 'language == "python" and is_test == false')):
-        for name, fn in cases.items():
-            fn(queries[0], texts[0], flt)  # warm
+    filters = {"no_filter": {}, "filter_lang_notest_path": {"language": "python", "exclude_tests": True,
+                                                             "path_globs": ["!pkg1*/"]}}
+    cases = {"dense": {"mode": "dense"}, "dense_two_stage": {"mode": "dense", "two_stage": True},
+             "bm25": {"mode": "bm25"}, "hybrid": {"mode": "hybrid"}}
+    for flt_name, flt in filters.items():
+        for name, kw in cases.items():
+            n = n_queries if name.startswith("dense") else max(20, n_queries // 5)  # Milvus Lite BM25 is slow
+            ix.search(texts[0], limit=10, **kw, **flt)  # warm
             times = []
-            for q, tx in zip(queries, texts):
+            for tx in texts[:n]:
                 t = time.perf_counter()
-                fn(q, tx, flt)
+                ix.search(tx, limit=10, **kw, **flt)
                 times.append(time.perf_counter() - t)
-            print(name, flt_name, round(sum(times), 2), file=sys.stderr, flush=True)
-            out[f"{name}/{flt_name}"] = {"p50_ms": round(pct(times, 50), 2), "p95_ms": round(pct(times, 95), 2),
-                                         "mean_ms": round(statistics.mean(times) * 1000, 2)}
-    # recall of two-stage against exact full-dim search (synthetic vectors: a lower bound, no Matryoshka training)
+            out[f"{name}/{flt_name}"] = {"queries": n, "p50_ms": round(pct(times, 50), 2),
+                                         "p95_ms": round(pct(times, 95), 2), "mean_ms": round(statistics.mean(times) * 1000, 2)}
+            print(name, flt_name, out[f"{name}/{flt_name}"], file=sys.stderr, flush=True)
+    # two-stage against exact full-dim search (synthetic vectors: no Matryoshka structure, so a lower bound)
     rec = []
-    for q in queries[:100]:
-        exact = {r["id"] for r in store.dense(q, 10, "", output_fields=["path"])}
-        rec.append(len(exact & set(two_stage(q, ""))) / 10)
+    for i in range(100):
+        ix._embedder.i = i
+        exact = {r.id for r in ix.search("q", limit=10, mode="dense")}
+        ix._embedder.i = i
+        rec.append(len(exact & {r.id for r in ix.search("q", limit=10, mode="dense", two_stage=True)}) / 10)
     out["two_stage_recall@10_vs_full_synthetic"] = round(float(np.mean(rec)), 3)
-    store.close()
+    ix.close()
     return out
 
 
@@ -153,6 +207,7 @@ def main() -> None:
     ap.add_argument("--small-dim", type=int, default=128)
     ap.add_argument("--skip-reindex", action="store_true")
     ap.add_argument("--skip-latency", action="store_true")
+    ap.add_argument("--latency-index", default=None, help="keep the filled 100k-chunk index here (reused when present)")
     ap.add_argument("--out", default="benchmarks/results/index_perf.json")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -163,7 +218,8 @@ def main() -> None:
             result["reindex_unchanged"] = reindex_unchanged(args.files, Path(tmp))
             print(json.dumps(result["reindex_unchanged"], indent=2), flush=True)
         if not args.skip_latency:
-            result["query_latency"] = query_latency(args.chunks, args.dim, args.small_dim, Path(tmp))
+            index_dir = Path(args.latency_index) if args.latency_index else Path(tmp) / "lat" / ".codesift"
+            result["query_latency"] = query_latency(args.chunks, args.dim, args.small_dim, index_dir)
             print(json.dumps(result["query_latency"], indent=2), flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))

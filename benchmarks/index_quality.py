@@ -1,6 +1,6 @@
 """Search quality on real code: docstrings as queries, their functions (docstrings removed) as answers.
 
-    python benchmarks/index_quality.py [--package click] [--model PATH] [--out benchmarks/results/index_quality.json]
+    python benchmarks/index_quality.py [--package click] [--model PATH] [--sample N] [--out benchmarks/results/index_quality.json]
 
 Copies an installed package's .py files, blanks every docstring (line numbers kept), indexes the copy,
 and for each function or method with a docstring of at least 4 words asks the docstring's first paragraph.
@@ -48,10 +48,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--package", default="click")
     ap.add_argument("--model", default=MINILM)
+    ap.add_argument("--sample", type=int, default=0, help="ask at most this many queries (random, seed 0); 0: all")
     ap.add_argument("--out", default="benchmarks/results/index_quality.json")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from codesift.index import IndexConfig, build_index, open_index
+
+    if Path(args.model).exists():  # the index remembers the model; keep it valid from any cwd
+        args.model = str(Path(args.model).resolve())
 
     pkg_dir = Path(importlib.import_module(args.package).__file__).parent
     queries = []
@@ -66,10 +70,16 @@ def main() -> None:
                 q = doc.strip().split("\n\n")[0].replace("\n", " ").strip()
                 if len(q.split()) >= 4:
                     queries.append({"query": q, "path": rel, "line": line, "name": name})
+        total_queries = len(queries)
+        if args.sample and args.sample < len(queries):
+            import random
+
+            queries = sorted(random.Random(0).sample(queries, args.sample), key=lambda q: (q["path"], q["line"]))
         t = time.perf_counter()
         report = build_index(root, config=IndexConfig(model=args.model))
         wall = time.perf_counter() - t
         out = {"command": " ".join(sys.argv), "package": args.package, "model": args.model, "queries": len(queries),
+               "queries_available": total_queries,
                "indexing": {"files": report.files_changed, "chunks": report.chunks_total, "wall_s": round(wall, 2),
                             "embed_s": round(report.embed_seconds, 2), "store_s": round(report.store_seconds, 2),
                             "chunks_per_s_total": round(report.chunks_total / wall, 1),

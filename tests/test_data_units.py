@@ -371,3 +371,11 @@ def test_detect_language(path, first_line, expected):
 def test_shebang_helper_ignores_env_assignments():
     assert language_from_shebang("#!/usr/bin/env FOO=1 python3") == "python"
     assert language_from_shebang("#!/usr/bin/env") is None
+
+
+def test_rust_doc_comment_above_attributes():
+    from codesift.data.units import extract_units
+
+    src = "/// Adds two numbers.\n#[inline]\n#[must_use]\npub fn add(a: i32, b: i32) -> i32 {\n    a + b\n}\n"
+    (unit,) = [u for u in extract_units(src, "rust") if u.name == "add"]
+    assert unit.docstring == "Adds two numbers."

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from codesift.index import IndexConfig, build_index, open_index
+from codesift.index.vectors import META_KEY
 
 # Runs the indexer in a child process; after the store has taken the second batch of rows (before the
 # manifest marks those files done) it signals the parent and waits to be killed.
@@ -35,6 +36,7 @@ def stored(index_dir: Path, emb) -> set[tuple[str, int, int, str]]:
         rows = ix.store.query('path != ""', output_fields=["path", "start_line", "end_line", "content_hash"])
         totals = ix.manifest.totals()
         assert totals["files_pending"] == 0 and ix.store.count() == totals["chunks"] == len(rows)
+        assert set(ix.vector_mirror().ids.tolist()) == {r["id"] for r in rows}  # the dense mirror agrees
     return {(r["path"], r["start_line"], r["end_line"], r["content_hash"]) for r in rows}
 
 
@@ -64,6 +66,7 @@ def test_sigkill_mid_run_then_next_run_finishes(tmp_path, tiny_qwen_dir):
     emb = Embedder(str(tiny_qwen_dir))
     with open_index(root, embedder=emb) as ix:  # the killed run left pending files behind
         assert ix.manifest.totals()["files_pending"] > 0 and ix.staleness()["stale"]
+        assert ix.manifest.get_meta().get(META_KEY) is None  # the killed run had invalidated the vector mirror
 
     report = build_index(root, embedder=emb)
     assert report.files_changed > 0 and report.chunks_cached > 0  # finished, reusing what was embedded

@@ -39,10 +39,15 @@ def emb(tiny_qwen_dir):
     return Embedder(str(tiny_qwen_dir), device="cpu", dtype="float32")
 
 
+@pytest.mark.parametrize("prefix_cache", [True, False], ids=["prefix-cache", "plain"])
 @pytest.mark.parametrize("task", BUILTIN_TASKS)
 @pytest.mark.parametrize("role", ["query", "document"])
-def test_parity_with_reference_all_ten_prompts(emb, tiny_qwen_dir, task, role):
-    ours = emb.encode(TEXTS, task=task, role=role)
+def test_parity_with_reference_all_ten_prompts(emb, tiny_qwen_dir, task, role, prefix_cache):
+    emb.prefix_cache = prefix_cache
+    try:
+        ours = emb.encode(TEXTS, task=task, role=role)
+    finally:
+        emb.prefix_cache = True
     ref = reference_vectors(tiny_qwen_dir, TEXTS, prefix_for(task, role))
     assert ours.dtype == np.float32 and ours.shape == (len(TEXTS), emb.dimension)
     assert np.abs(ours - ref).max() <= 1e-5
@@ -58,6 +63,7 @@ def test_batch_invariance_left_and_right_padding(tiny_qwen_dir):
     short = "x"
     for side in ("left", "right"):
         e = Embedder(str(tiny_qwen_dir), device="cpu", dtype="float32")
+        e.prefix_cache = False  # the plain path pads on this side; the prefix-cache path always pads right
         e.tokenizer.padding_side = side
         alone = e.encode([short])
         together = e.encode([long_text, short, "print(1)", long_text[:300]], batch_tokens=10**6)
@@ -318,3 +324,33 @@ def test_token_counter_matches_and_runs_beside_the_engine(emb):
         emb.encode(texts[:8], truncate=True)
     t.join()
     assert errors == []
+
+
+def test_prefix_cache_path_equals_plain_path_and_handles_odd_tokenizations(tiny_qwen_dir):
+    e = Embedder(str(tiny_qwen_dir), device="cpu", dtype="float32")
+    odd = ["\n\n    indented after blank lines", "   leading spaces", "", "x", "word " * 150] + TEXTS
+    for task, role in (("nl2code", "query"), ("code2completion", "document")):
+        cached = e.encode(odd, task=task, role=role, batch_tokens=256)
+        e.prefix_cache = False
+        plain = e.encode(odd, task=task, role=role, batch_tokens=256)
+        e.prefix_cache = True
+        ref = reference_vectors(tiny_qwen_dir, odd, prefix_for(task, role))
+        assert np.abs(cached - plain).max() <= 1e-5
+        assert np.abs(cached - ref).max() <= 1e-5
+    alone = e.encode(["x"])
+    together = e.encode(["word " * 150, "x", "def f(): pass"])
+    assert np.abs(alone[0] - together[1]).max() <= 1e-5
+
+
+def test_prefix_cache_is_only_used_where_it_is_exact(tiny_qwen_dir, tiny_qwen_eos_dir):
+    e = Embedder(str(tiny_qwen_dir), device="cpu", dtype="float32")
+    assert e._cacheable_prefix_ids(e.prefix("nl2code", "query"))
+    assert e._cacheable_prefix_ids("") == []
+    mean = Embedder(str(tiny_qwen_dir), device="cpu", dtype="float32", pooling="mean")
+    assert mean._cacheable_prefix_ids(mean.prefix("nl2code", "query")) == []  # mean pooling reads prefix states
+    eos = Embedder(str(tiny_qwen_eos_dir), device="cpu", dtype="float32")
+    ids = eos._cacheable_prefix_ids(eos.prefix("qa", "query"))
+    assert ids and ids[-1] != eos.tokenizer.eos_token_id
+    texts = ["what is a closure?", "x"]
+    ref = reference_vectors(tiny_qwen_eos_dir, texts, prefix_for("qa", "query"))
+    assert np.abs(eos.encode(texts, task="qa") - ref).max() <= 1e-5

@@ -301,6 +301,9 @@ def _python_docstring(body: Any | None, data: bytes) -> tuple[str, int, int] | N
     return inspect.cleandoc(match.group(2)).strip(), first.start_byte, first.end_byte
 
 
+_ATTRIBUTE_TYPES = frozenset({"attribute_item"})
+
+
 def _leading_comments(node: Any, spec: LanguageSpec, data: bytes) -> tuple[str, int, int] | None:
     """The block of comments right above ``node`` (no blank line between, not trailing code)."""
     anchor = node
@@ -311,6 +314,10 @@ def _leading_comments(node: Any, spec: LanguageSpec, data: bytes) -> tuple[str, 
         prev = anchor.prev_named_sibling
     comments: list[Any] = []
     line = node.start_point[0]
+    # attributes between the doc comment and the item (Rust `#[inline]`) belong to the item
+    while prev is not None and prev.type in _ATTRIBUTE_TYPES and prev.end_point[0] >= line - 1:
+        line = prev.start_point[0]
+        prev = prev.prev_named_sibling
     while prev is not None and prev.type in spec.comments and prev.end_point[0] >= line - 1:
         before = prev.prev_sibling
         if (

@@ -119,7 +119,7 @@ class Indexer:
     def _reset_delta(self) -> None:
         self._store_written = False
         self._drop_paths: set[str] = set()
-        self._new_rows: list[tuple[str, str, str, bool, np.ndarray]] = []  # (id, path, language, is_test, vector)
+        self._new_rows: list[tuple] = []  # (id, path, language, is_test, vector, terms)
 
     def _before_store_write(self, paths) -> None:
         """Invalidate the vector mirror (committed) before the first store write of a run; note dropped paths."""
@@ -145,8 +145,11 @@ class Indexer:
             meta = self.manifest.get_meta()
             dim = meta.get("dim") or self.embedder.dimension
             small = meta.get("small_dim") or pick_small_dim(dim, self.embedder.matryoshka_dims, self.config.small_dim)
+            # with the in-memory mirror serving dense queries, the store's own vector index only has to exist:
+            # FLAT skips Milvus Lite's slow HNSW build
+            kind = "FLAT" if mirror_enabled(self.index_dir, self.config) else "HNSW"
             self._store = ChunkStore(store_uri_for(self.index_dir, self.config), self.config.collection, dim, small,
-                                     token=self.config.store_token)
+                                     token=self.config.store_token, vector_index=kind)
             if not meta.get("dim"):
                 self.manifest.set_meta(dim=dim, small_dim=small, fingerprint=self.embedder.fingerprint)
         return self._store
@@ -279,7 +282,7 @@ class Indexer:
         vectors = self._vectors(all_chunks, report)
         small = self.store.small_dim
         rows = [make_row(c, vectors[c.content_hash], small, looks_like_test(c.path)) for c in all_chunks]
-        self._new_rows.extend((r["id"], r["path"], r["language"], r["is_test"], vectors[c.content_hash])
+        self._new_rows.extend((r["id"], r["path"], r["language"], r["is_test"], vectors[c.content_hash], r["terms"])
                               for r, c in zip(rows, all_chunks))
         ts = time.perf_counter()
         self._before_store_write(paths)
@@ -301,9 +304,9 @@ class Indexer:
             base = self.mirror if self.mirror is not None and self.mirror.token == start_token else \
                 VectorMirror.load(self.index_dir, start_token)
         if base is not None:
-            cols = list(zip(*self._new_rows)) or [(), (), (), (), ()]
+            cols = list(zip(*self._new_rows)) or [(), (), (), (), (), ()]
             vecs = np.stack(cols[4]) if self._new_rows else np.zeros((0, meta["dim"]), dtype=np.float32)
-            mirror = base.apply(self._drop_paths, cols[0], cols[1], cols[2], cols[3], vecs)
+            mirror = base.apply(self._drop_paths, cols[0], cols[1], cols[2], cols[3], vecs, cols[5])
         else:
             mirror = VectorMirror.from_store(self.store)
         self.manifest.set_meta(**{META_KEY: mirror.save(self.index_dir)})

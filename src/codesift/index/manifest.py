@@ -101,6 +101,10 @@ class Manifest:
         ).fetchone()
         return {"files": row[0] or 0, "files_skipped": row[1] or 0, "files_pending": row[2] or 0, "chunks": row[3] or 0}
 
+    def has_chunks(self) -> bool:
+        """Whether any file has chunks (cheaper than ``totals`` on every query)."""
+        return self.db.execute("SELECT 1 FROM files WHERE n_chunks > 0 LIMIT 1").fetchone() is not None
+
     # embedding cache
     def cached_vectors(self, hashes: list[str], fingerprint: str) -> dict[str, np.ndarray]:
         """Cached full-dim vectors for the chunk hashes that have one."""

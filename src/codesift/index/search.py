@@ -242,7 +242,7 @@ class CodeIndex:
         if mode not in MODES:
             raise ValueError(f"unknown search mode {mode!r}; valid modes: {', '.join(MODES)}")
         flt = self.build_filter(language, path_globs, exclude_tests)
-        if flt is None or not self.manifest.totals()["chunks"]:
+        if flt is None or not self.manifest.has_chunks():
             return []
         cfg = self.search_config
         depth = max(cfg.candidates, 5 * limit)
@@ -332,6 +332,9 @@ class CodeIndex:
         return sorted(rows, key=lambda r: -r["distance"])
 
     def _bm25(self, query: str, limit: int, flt: ChunkFilter) -> list[dict]:
+        mirror = self.vector_mirror()
+        if mirror is not None:
+            return [{"id": i, "distance": s} for i, s in mirror.bm25_top_k(query, limit, flt)]
         rows = self.store.bm25(query, limit, flt.expr())
         for r in rows:  # Milvus Lite reports BM25 as a negated distance; expose the positive score
             r["distance"] = abs(r["distance"])

@@ -194,8 +194,16 @@ class ChunkStore:
 
     def iterate(self, output_fields: Sequence[str], batch_size: int = 4096):
         """Every row (id and ``output_fields``), in batches (lists of dicts)."""
-        it = self.client.query_iterator(self.collection, batch_size=batch_size, filter="",
-                                        output_fields=["id", *output_fields])
+        # Milvus Lite lacks AllocTimestamp; the iterator falls back to a client-side timestamp, but the in-process
+        # gRPC server logs the miss as an error first
+        grpc_log = logging.getLogger("grpc._server")
+        level = grpc_log.level
+        grpc_log.setLevel(logging.CRITICAL)
+        try:
+            it = self.client.query_iterator(self.collection, batch_size=batch_size, filter="",
+                                            output_fields=["id", *output_fields])
+        finally:
+            grpc_log.setLevel(level)
         try:
             while True:
                 rows = it.next()

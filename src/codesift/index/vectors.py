@@ -1,10 +1,11 @@
-"""An in-memory mirror of the store's vectors for exact dense search on a local index.
+"""An in-memory mirror of the store's vectors and keyword postings for fast search on a local index.
 
-Milvus Lite stays the durable store (and the BM25 engine); but its dense search is far too slow at
-100,000 chunks on a small CPU, so for a local index every chunk's full-dim vector (float16) and its
+Milvus Lite stays the durable store (and the engine for a server URI); but its dense and BM25 searches
+are Python code that takes the better part of a second per query at 100,000 chunks on a small CPU. So
+for a local index every chunk's full-dim vector (float16), its BM25 postings (``bm25.py``) and its
 filter columns (path, language, is_test) are also kept in ``vectors.npz`` next to the manifest. A dense
-query is then one matrix-vector product with an exact top-k; filters are a boolean mask applied to the
-scores BEFORE the cut.
+query is one matrix-vector product with an exact top-k, a keyword query a sum over a few posting
+lists; filters are a boolean mask applied to the scores BEFORE the cut.
 
 Consistency with the manifest: the sidecar carries a random token, and the manifest meta
 ``vectors_token`` names the token of the sidecar that matches the store. An indexing run clears that
@@ -22,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from codesift.index.store import in_list, quote
+from codesift.index.bm25 import Postings
+from codesift.index.store import in_list, keyword_text, quote
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +57,11 @@ class ChunkFilter:
 
 
 class VectorMirror:
-    """Chunk ids, filter columns and float16 unit vectors (full dim and the renormalised small-dim prefix)."""
+    """Chunk ids, filter columns, float16 unit vectors (full dim and the renormalised small-dim prefix), BM25 postings."""
 
     def __init__(self, ids: np.ndarray, paths: np.ndarray, path_codes: np.ndarray, languages: np.ndarray,
                  language_codes: np.ndarray, is_test: np.ndarray, vectors: np.ndarray, small_dim: int,
-                 token: str = "") -> None:
+                 postings: Postings, token: str = "") -> None:
         self.ids, self.paths, self.path_codes = ids, paths, path_codes
         self.languages, self.language_codes, self.is_test = languages, language_codes, is_test
         self.vectors = np.ascontiguousarray(vectors, dtype=np.float16)
@@ -67,6 +69,7 @@ class VectorMirror:
         small = self.vectors[:, :small_dim].astype(np.float32)
         small /= np.maximum(np.linalg.norm(small, axis=1, keepdims=True), 1e-12)
         self.small = small.astype(np.float16)
+        self.postings = postings
         self.token = token
         self._id_pos: dict[str, int] | None = None
         self._path_pos = {p: i for i, p in enumerate(paths.tolist())}
@@ -77,28 +80,29 @@ class VectorMirror:
 
     # ---- building
     @classmethod
-    def from_rows(cls, ids, paths, languages, is_test, vectors, small_dim: int, token: str = "") -> VectorMirror:
-        """A mirror from per-row columns (strings, bools) and an (n, dim) array."""
+    def from_rows(cls, ids, paths, languages, is_test, vectors, small_dim: int, terms=None,
+                  postings: Postings | None = None) -> VectorMirror:
+        """A mirror from per-row columns (strings, bools), an (n, dim) array and the rows' BM25 ``terms`` (or postings)."""
         uniq_paths, path_codes = np.unique(np.asarray(paths, dtype=str), return_inverse=True)
         uniq_langs, lang_codes = np.unique(np.asarray(languages, dtype=str), return_inverse=True)
         vectors = np.asarray(vectors, dtype=np.float16)
         dim = vectors.shape[1] if vectors.ndim == 2 else 0
         return cls(np.asarray(ids, dtype=str), uniq_paths, path_codes.astype(np.int32).reshape(-1), uniq_langs,
                    lang_codes.astype(np.int16).reshape(-1), np.asarray(is_test, dtype=bool),
-                   vectors.reshape(len(ids), dim), small_dim, token)
+                   vectors.reshape(len(ids), dim), small_dim, postings or Postings.build(list(terms)))
 
     @classmethod
     def from_store(cls, store, batch_size: int = 4096) -> VectorMirror:
         """Read every row's id, filter columns and vector from the store (the recovery path)."""
-        ids, paths, langs, tests, vecs = [], [], [], [], []
-        for rows in store.iterate(["path", "language", "is_test", "vector"], batch_size):
+        ids, paths, langs, tests, vecs, terms = [], [], [], [], [], []
+        for rows in store.iterate(["path", "language", "is_test", "vector", "terms"], batch_size):
             for r in rows:
                 ids.append(r["id"]), paths.append(r["path"]), langs.append(r["language"]), tests.append(r["is_test"])
-                vecs.append(np.asarray(r["vector"], dtype=np.float16))
+                vecs.append(np.asarray(r["vector"], dtype=np.float16)), terms.append(r["terms"])
         arr = np.stack(vecs) if vecs else np.zeros((0, store.dim), dtype=np.float16)
-        return cls.from_rows(ids, paths, langs, tests, arr, store.small_dim)
+        return cls.from_rows(ids, paths, langs, tests, arr, store.small_dim, terms)
 
-    def apply(self, drop_paths: set[str], ids, paths, languages, is_test, vectors) -> VectorMirror:
+    def apply(self, drop_paths: set[str], ids, paths, languages, is_test, vectors, terms) -> VectorMirror:
         """A new mirror without the rows of ``drop_paths`` nor rows whose id is re-added, plus the new rows."""
         drop_codes = [self._path_pos[p] for p in drop_paths if p in self._path_pos]
         keep = ~np.isin(self.path_codes, drop_codes) if drop_codes else np.ones(len(self), dtype=bool)
@@ -112,7 +116,8 @@ class VectorMirror:
             np.concatenate([self.paths[self.path_codes[keep]], np.asarray(paths, dtype=str)]),
             np.concatenate([self.languages[self.language_codes[keep]], np.asarray(languages, dtype=str)]),
             np.concatenate([self.is_test[keep], np.asarray(is_test, dtype=bool)]),
-            np.concatenate([self.vectors[keep], new_vecs]), self.small_dim)
+            np.concatenate([self.vectors[keep], new_vecs]), self.small_dim,
+            postings=Postings.build(list(terms), base=self.postings, keep=keep))
 
     # ---- disk
     def save(self, index_dir: Path) -> str:
@@ -122,7 +127,7 @@ class VectorMirror:
         with open(tmp, "wb") as fh:
             np.savez(fh, token=np.asarray(self.token), ids=self.ids, paths=self.paths, path_codes=self.path_codes,
                      languages=self.languages, language_codes=self.language_codes, is_test=self.is_test,
-                     vectors=self.vectors, small_dim=np.asarray(self.small_dim))
+                     vectors=self.vectors, small_dim=np.asarray(self.small_dim), **self.postings.arrays())
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, Path(index_dir) / SIDECAR)
@@ -147,7 +152,7 @@ class VectorMirror:
                 if str(z["token"]) != token:
                     return None
                 return cls(z["ids"], z["paths"], z["path_codes"], z["languages"], z["language_codes"], z["is_test"],
-                           z["vectors"], int(z["small_dim"]), token)
+                           z["vectors"], int(z["small_dim"]), Postings.from_arrays(z), token)
         except (OSError, KeyError, ValueError) as exc:
             log.warning("could not read %s (%s); rebuilding it from the store", SIDECAR, exc)
             return None
@@ -190,10 +195,21 @@ class VectorMirror:
             return []
         # float16 storage halves the memory traffic of this memory-bound product; torch accumulates in float32
         scores = (torch.from_numpy(mat) @ torch.from_numpy(q.astype(np.float16))).float().numpy()
+        return self._cut(scores, k, flt)
+
+    def bm25_top_k(self, query: str, k: int, flt: ChunkFilter | None = None) -> list[tuple[str, float]]:
+        """Top-k (id, BM25 score) over the rows' keyword terms, filter applied first; rows without a query term left out."""
+        if not len(self):
+            return []
+        scores = self.postings.scores(keyword_text(query).split())
+        k = min(k, int(np.count_nonzero(scores)))
+        return self._cut(np.where(scores > 0, scores, -np.inf), k, flt)
+
+    def _cut(self, scores: np.ndarray, k: int, flt: ChunkFilter | None) -> list[tuple[str, float]]:
         m = self.mask(flt)
         if m is not None:
             scores = np.where(m, scores, -np.inf)
-            k = min(k, int(m.sum()))
+            k = min(k, int(np.count_nonzero(m & np.isfinite(scores))))
         k = min(k, len(scores))
         if k <= 0:
             return []

@@ -156,6 +156,9 @@ class Embedder:
         self.matryoshka_dims: tuple[int, ...] = tuple(src.matryoshka_dims or default_matryoshka_dims(self.dimension))
         self.appends_eos = self._detect_appended_eos()
         self._fingerprint: str | None = None
+        # Reuse the instruction prefix's key/value states across a call's texts (decoders, last-token
+        # pooling: causal attention makes them independent of the text, and pooling never reads them).
+        self.prefix_cache = True
 
     # ---------------------------------------------------------------- properties and small helpers
     @property
@@ -312,30 +315,75 @@ class Embedder:
         if len(texts) == 0:
             return np.zeros((0, out_dim), dtype=np.float32)
         ids = self._token_ids(texts, prefix, truncate)
-        lengths = [len(r) for r in ids]
         budget = int(batch_tokens or DEFAULT_BATCH_TOKENS.get(self.device.type, 8192))
         if budget < 1:
             raise ValueError(f"batch_tokens must be positive, got {batch_tokens}")
-        batches = self._plan_batches(lengths, budget)
+        prefix_ids = self._cacheable_prefix_ids(prefix)
+        n_prefix = len(prefix_ids)
+        # Texts whose tokens start with the prefix's own tokens go through the prefix cache (their tail only).
+        tails = {i: row[n_prefix:] for i, row in enumerate(ids)
+                 if n_prefix and len(row) > n_prefix and row[:n_prefix] == prefix_ids}
+        plain = [i for i in range(len(ids)) if i not in tails]
         result = np.empty((len(texts), self.dimension), dtype=np.float32)
-        total = sum(lengths)
+        total = sum(len(r) for r in ids)
         if show_progress is None:
             show_progress = sys.stderr.isatty() and total >= PROGRESS_MIN_TOKENS
         progress = None
         if show_progress:
             from tqdm.auto import tqdm
 
-            progress = tqdm(total=total, unit="tok", unit_scale=True, desc="embedding", disable=not show_progress)
+            progress = tqdm(total=total, unit="tok", unit_scale=True, desc="embedding")
         with torch.inference_mode():
-            for batch in batches:
-                feats = self._pad([ids[i] for i in batch.order])
-                vecs = self.embed_features(feats).float()
-                result[batch.order] = vecs.cpu().numpy()
-                if progress is not None:
-                    progress.update(sum(lengths[i] for i in batch.order))
+            prefix_states = self._prefix_states(prefix_ids) if tails else None
+            for group, rows, budget_rows in ((plain, {i: ids[i] for i in plain}, None),
+                                             (list(tails), tails, n_prefix)):
+                if not group:
+                    continue
+                lengths = [len(rows[i]) + (budget_rows or 0) for i in group]
+                for batch in self._plan_batches(lengths, budget):
+                    order = [group[j] for j in batch.order]
+                    if budget_rows is None:
+                        vecs = self.embed_features(self._pad([rows[i] for i in order]))
+                    else:
+                        vecs = self._embed_after_prefix([rows[i] for i in order], prefix_states, n_prefix)
+                    result[order] = vecs.float().cpu().numpy()
+                    if progress is not None:
+                        progress.update(sum(len(ids[i]) for i in order))
         if progress is not None:
             progress.close()
         return finish_vectors(result, dim, normalize)
+
+    def _cacheable_prefix_ids(self, prefix: str) -> list[int]:
+        """The prefix's token ids when its key/value states can be reused, else []."""
+        if not (self.prefix_cache and prefix and self.is_decoder and self.pooling == "lasttoken"):
+            return []
+        ids = self.tokenizer(prefix, add_special_tokens=True)["input_ids"]
+        if self.appends_eos and ids and ids[-1] == self.tokenizer.eos_token_id:
+            ids = ids[:-1]
+        return ids
+
+    def _prefix_states(self, prefix_ids: list[int]):
+        """Key/value cache of the prefix alone (computed once per encode call, so never stale)."""
+        out = self.model(input_ids=torch.tensor([prefix_ids], device=self.device), use_cache=True)
+        return out.past_key_values
+
+    def _embed_after_prefix(self, tails: list[list[int]], prefix_states, n_prefix: int) -> torch.Tensor:
+        """Last-token states of ``prefix + tail`` rows, running only the tails over the cached prefix."""
+        import copy
+
+        width = max(len(t) for t in tails)
+        ids = torch.full((len(tails), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(tails), width + n_prefix), dtype=torch.long)
+        mask[:, :n_prefix] = 1
+        for j, row in enumerate(tails):  # right padding: positions continue after the prefix
+            ids[j, : len(row)] = torch.tensor(row)
+            mask[j, n_prefix : n_prefix + len(row)] = 1
+        cache = copy.deepcopy(prefix_states)
+        cache.batch_repeat_interleave(len(tails))
+        hidden = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                            past_key_values=cache, use_cache=True).last_hidden_state
+        last = torch.tensor([len(t) - 1 for t in tails], device=self.device)
+        return hidden[torch.arange(len(tails), device=self.device), last]
 
     def _check_dim(self, dim: int | None) -> int | None:
         if dim is None:

@@ -1,0 +1,368 @@
+"""The training program: one plain loop (nanoGPT style) around the library pieces of ``codesift.train``.
+
+setup (process group, model, optimiser, schedule, resume) -> for each step: take the global batch,
+this rank's slice, gradient-cached forward/backward, all-reduce gradients, clip, step, log,
+evaluate, checkpoint -> save the final model as a sentence-transformers folder.
+
+Distributed: launch unchanged under ``torchrun`` or ``accelerate launch`` (they set RANK,
+WORLD_SIZE, MASTER_ADDR); the process group is made here. Gradients are all-reduced by hand
+after the step's backward passes instead of wrapping the model in DDP: the gradient cache runs
+one backward per mini-batch, and DDP would all-reduce after each of them unless every pass but
+the last were wrapped in ``no_sync``; one explicit averaged all-reduce is simpler and the same math.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import resource
+import sys
+import time
+from contextlib import nullcontext
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from codesift.train.checkpoint import load_latest, save_checkpoint
+from codesift.train.config import TrainConfig
+from codesift.train.data import Pair, TaskBatchSampler, load_pairs, shard
+from codesift.train.gradcache import grad_cached_backward
+from codesift.train.loss import LossOutput, dist_info, matryoshka_infonce
+
+log = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------------------------------ setup
+def init_distributed(device: torch.device) -> tuple[int, int]:
+    """Join the process group named by torchrun/accelerate's environment; (rank, world) = (0, 1) alone."""
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist_info()
+
+
+def build_embedder(cfg: TrainConfig):
+    """Load the backbone as a trainable Embedder (fp32 master weights), with LoRA if asked."""
+    from codesift.model.embedder import Embedder
+
+    emb = Embedder(cfg.model, device=cfg.device, dtype="float32", max_length=cfg.max_length, pooling=cfg.pooling)
+    if cfg.lora:
+        from peft import LoraConfig, get_peft_model
+
+        lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                          target_modules="all-linear")
+        emb.model = get_peft_model(emb.model, lora)
+    if cfg.gradient_checkpointing:
+        emb.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    emb.model.train()
+    if emb.pooling_module is not None:
+        emb.pooling_module.train()
+    return emb
+
+
+def trainable_parameters(emb) -> list[tuple[str, torch.nn.Parameter]]:
+    """Named trainable parameters of the backbone and the pooling module."""
+    named = [(f"model.{n}", p) for n, p in emb.model.named_parameters() if p.requires_grad]
+    if emb.pooling_module is not None:
+        named += [(f"pooling.{n}", p) for n, p in emb.pooling_module.named_parameters() if p.requires_grad]
+    return named
+
+
+def make_optimizer(params: list[tuple[str, torch.nn.Parameter]], cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW; no weight decay on biases, norms and 1-D parameters."""
+    decay = [p for n, p in params if p.dim() >= 2]
+    no_decay = [p for n, p in params if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Multiplier of ``cfg.lr`` at ``step``: linear warmup, then cosine/linear decay to ``min_lr_ratio``."""
+    warmup = int(cfg.warmup_ratio * cfg.steps)
+    if step < warmup:
+        return (step + 1) / warmup
+    if cfg.schedule == "constant":
+        return 1.0
+    progress = (step - warmup) / max(1, cfg.steps - warmup)
+    shape = 0.5 * (1 + math.cos(math.pi * progress)) if cfg.schedule == "cosine" else 1 - progress
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * shape
+
+
+# ------------------------------------------------------------------------------------------ one step
+def step_gradients(emb, pairs: list[Pair], cfg: TrainConfig, dims: list[int], autocast=nullcontext) -> tuple[LossOutput, int]:
+    """Backprop the loss of this rank's slice of a global batch (one task) into ``.grad``; (loss, real tokens).
+
+    The documents of all ranks are negatives (gathered with gradient inside the loss); each rank's
+    parameter gradient must then be averaged over ranks (:func:`all_reduce_gradients`).
+    """
+    task = pairs[0].task
+    if any(p.task != task for p in pairs):
+        raise ValueError("a batch must hold pairs of one task")
+    mb = cfg.mini_batch_size
+    q_chunks = [emb.tokenize([p.query for p in pairs[i : i + mb]], task, "query", truncate=True)
+                for i in range(0, len(pairs), mb)]
+    d_chunks = [emb.tokenize([p.document for p in pairs[i : i + mb]], task, "document", truncate=True)
+                for i in range(0, len(pairs), mb)]
+    tokens = int(sum(c["attention_mask"].sum() for c in q_chunks + d_chunks))
+    loss_fn = partial(matryoshka_infonce, dims=dims, weights=cfg.matryoshka_weights, temperature=cfg.temperature,
+                      symmetric=cfg.symmetric, gather=True)
+    out = grad_cached_backward(emb.embed_features, q_chunks, d_chunks, loss_fn, autocast)
+    return out, tokens
+
+
+def all_reduce_gradients(params: list[torch.nn.Parameter], world: int) -> None:
+    """Average gradients over ranks (one flat buffer per call: few, large messages)."""
+    if world == 1:
+        return
+    import torch.distributed as dist
+
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= world
+    offset = 0
+    for p, g in zip(params, grads):
+        n = g.numel()
+        p.grad = flat[offset : offset + n].view_as(p).clone()
+        offset += n
+
+
+# ------------------------------------------------------------------------------------------ measuring
+def measure_bf16_matmul_flops(size: int = 2048, seconds: float = 1.0) -> float:
+    """Achieved FLOP/s of a square bf16 matmul on this machine now (the MFU denominator)."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    a = torch.randn(size, size, device=device, dtype=torch.bfloat16)
+    b = torch.randn(size, size, device=device, dtype=torch.bfloat16)
+    a @ b  # warm up
+    n, start = 0, time.perf_counter()
+    while True:
+        a @ b
+        n += 1
+        if device == "cuda":
+            torch.cuda.synchronize()
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds:
+            return 2 * size**3 * n / elapsed
+
+
+def flops_per_token(emb, seq_len: float) -> float:
+    """Training FLOPs per token: 6 x non-embedding parameters + attention (PaLM appendix B)."""
+    n = sum(p.numel() for p in emb.model.parameters())
+    n -= emb.model.get_input_embeddings().weight.numel()
+    if emb.pooling_module is not None:
+        n += sum(p.numel() for p in emb.pooling_module.parameters())
+    cfg = emb.model.config
+    return 6 * n + 12 * cfg.num_hidden_layers * cfg.hidden_size * seq_len
+
+
+def peak_memory_mb() -> float:
+    """Peak resident memory of this process (CPU) or peak allocated CUDA memory, in MiB."""
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# ------------------------------------------------------------------------------------------ eval
+def dev_eval(emb, beir_dir: str, max_docs: int) -> dict[str, float]:
+    """nDCG@10 (and MRR@10) of the model on a small BEIR folder, through codesift.eval."""
+    from codesift.eval.data import load_beir_task
+    from codesift.eval.metrics import evaluate_run
+    from codesift.eval.search import exact_top_k, to_run
+
+    task = load_beir_task(beir_dir)
+    doc_ids = task.doc_ids[:max_docs]
+    qids = [q for q in task.query_ids if q in task.qrels]
+    was_training = emb.model.training
+    emb.model.eval()
+    try:
+        docs = emb.encode([task.corpus[d] for d in doc_ids], task=task.task, role="document", truncate=True)
+        queries = emb.encode([task.queries[q] for q in qids], task=task.task, role="query", truncate=True)
+    finally:
+        emb.model.train(was_training)
+    scores, idx = exact_top_k(queries, docs, 10)
+    metrics = evaluate_run(task.qrels, to_run(qids, doc_ids, scores, idx))
+    return {"ndcg_at_10": metrics["ndcg_at_10"], "mrr_at_10": metrics["mrr_at_10"]}
+
+
+# ------------------------------------------------------------------------------------------ the loop
+def _rng_seed(cfg: TrainConfig, step: int, rank: int) -> int:
+    # Reseeded every step from (seed, step, rank): a resumed run draws the same dropout masks.
+    return (cfg.seed * 1_000_003 + step * 1009 + rank) % (2**63)
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    if not path.is_file():
+        return
+    keep = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
+            and json.loads(line).get("step", 0) <= step]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> Path:
+    """Run training as configured; returns the output folder (which holds the final model)."""
+    if not cfg.data:
+        raise ValueError("no training data: pass --data pairs.jsonl (or `data:` in the config)")
+    if cfg.fsdp:
+        raise ValueError("fsdp: not implemented yet; use the default (replicated weights, all-reduced gradients)")
+    from codesift.model.embedder import pick_device
+
+    out = Path(cfg.out)
+    device = pick_device(cfg.device)
+    rank, world = init_distributed(device)
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size {cfg.batch_size} must divide by the {world} processes")
+    is_main = rank == 0
+
+    start_step, state = 0, None
+    if resume:
+        found = load_latest(out)
+        if found is None:
+            raise FileNotFoundError(f"--resume: no checkpoint under {out}/checkpoints; start without --resume")
+        start_step, state = found
+        saved = {k: v for k, v in state["config"].items() if k not in ("out", "steps", "save_every", "keep_last",
+                                                                      "eval_every", "progress", "tensorboard",
+                                                                      "peak_probe_s")}
+        changed = [k for k, v in saved.items() if cfg.to_dict().get(k) != v]
+        if changed:
+            raise ValueError(f"--resume with a different config ({', '.join(changed)}); resume with the same settings")
+    elif is_main and out.is_dir() and (out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir()):
+        raise ValueError(f"{out} already holds checkpoints: pass --resume to continue, or choose another --out")
+
+    torch.manual_seed(cfg.seed)  # identical initial pooling-module weights on every rank
+    pairs = load_pairs(cfg.data, cfg.group_by)
+    sampler = TaskBatchSampler(pairs, cfg.batch_size, cfg.mixing, cfg.seed)
+    emb = build_embedder(cfg)
+    dims = list(cfg.matryoshka_dims or emb.matryoshka_dims)
+    named = trainable_parameters(emb)
+    params = [p for _, p in named]
+    optimizer = make_optimizer(named, cfg)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(lr_factor, cfg=cfg))
+    if state is not None:
+        missing = set(n for n, _ in named) - set(state["params"])
+        if missing:
+            raise ValueError(f"checkpoint lacks parameters {sorted(missing)[:3]}...: was it made with another model?")
+        with torch.no_grad():
+            for n, p in named:
+                p.copy_(state["params"][n])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+    elif world > 1:
+        import torch.distributed as dist
+
+        with torch.no_grad():
+            for p in params:
+                dist.broadcast(p, 0)
+
+    use_bf16 = cfg.bf16 and device.type in ("cpu", "cuda")
+    autocast = partial(torch.autocast, device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext
+    peak = measure_bf16_matmul_flops(seconds=cfg.peak_probe_s) if is_main and cfg.peak_probe_s > 0 else 0.0
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        log.info("%d pairs in %d datasets; %d trainable parameters; bf16 matmul peak %.1f GFLOP/s",
+                 len(pairs), len(sampler.groups), sum(p.numel() for p in params), peak / 1e9)
+    if is_main and resume:  # drop rows logged after the checkpoint: those steps run again
+        _truncate_metrics(out / "metrics.jsonl", start_step)
+    metrics_file = open(out / "metrics.jsonl", "a", encoding="utf-8") if is_main else None
+    writer = None
+    if cfg.tensorboard and is_main:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise ValueError("tensorboard: true needs the tensorboard package (pip install tensorboard)") from None
+        writer = SummaryWriter(str(out / "tensorboard"))
+
+    def emit(row: dict[str, Any]) -> None:
+        if metrics_file is None:
+            return
+        metrics_file.write(json.dumps(row) + "\n")
+        metrics_file.flush()
+        if writer is not None:
+            for k, v in row.items():
+                if k != "step" and isinstance(v, (int, float)):
+                    writer.add_scalar(k, v, row["step"])
+
+    def evaluate(step: int) -> None:
+        if cfg.eval_dir and is_main:
+            emit({"step": step, **{f"eval_{k}": v for k, v in dev_eval(emb, cfg.eval_dir, cfg.eval_max_docs).items()}})
+        if world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    if start_step == 0:
+        evaluate(0)
+    progress = None
+    if is_main and cfg.progress:
+        from tqdm.auto import tqdm
+
+        progress = tqdm(total=cfg.steps, initial=start_step, desc="train", unit="step", file=sys.stderr)
+    batches = sampler.batches(start_step)
+    t_start = time.perf_counter()
+    for step in range(start_step, cfg.steps):
+        t0 = time.perf_counter()
+        torch.manual_seed(_rng_seed(cfg, step, rank))
+        global_batch = next(batches)
+        local = [pairs[i] for i in shard(global_batch, rank, world)]
+        optimizer.zero_grad(set_to_none=True)
+        out_loss, tokens = step_gradients(emb, local, cfg, dims, autocast)
+        all_reduce_gradients(params, world)
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)) if cfg.grad_clip > 0 else float("nan")
+        lr = scheduler.get_last_lr()[0]
+        optimizer.step()
+        scheduler.step()
+        dt = time.perf_counter() - t0
+        if world > 1:  # log global figures: token count summed, losses averaged over ranks
+            import torch.distributed as dist
+
+            t = torch.tensor([float(tokens), float(out_loss.loss), *out_loss.per_dim.values()], dtype=torch.float64)
+            dist.all_reduce(t)
+            tokens = int(t[0].item())
+            out_loss = LossOutput(t[1] / world, {d: float(v) / world for d, v in zip(out_loss.per_dim, t[2:])})
+        done = step + 1
+        if is_main and (done % cfg.log_every == 0 or done == cfg.steps):
+            tok_s = tokens / dt
+            seq = tokens / (2 * cfg.batch_size)
+            row = {"step": done, "loss": float(out_loss.loss), **{f"loss_dim{d}": v for d, v in out_loss.per_dim.items()},
+                   "lr": lr, "grad_norm": grad_norm, "tokens": tokens, "tokens_per_s": tok_s,
+                   "mfu": tok_s * flops_per_token(emb, seq) / (peak * world) if peak else None,
+                   "peak_mem_mb": peak_memory_mb(), "step_s": dt, "elapsed_s": time.perf_counter() - t_start,
+                   "task": local[0].task, "dataset": local[0].dataset}
+            emit(row)
+            if progress is not None:
+                progress.set_postfix(loss=f"{row['loss']:.4f}", tok_s=f"{tok_s:.0f}")
+        if progress is not None:
+            progress.update(1)
+        if cfg.eval_every and done % cfg.eval_every == 0 and done != cfg.steps:
+            evaluate(done)
+        if cfg.save_every and (done % cfg.save_every == 0 or done == cfg.steps) and is_main:
+            save_checkpoint(out, done, {
+                "step": done, "config": cfg.to_dict(),
+                "params": {n: p.detach().cpu().clone() for n, p in named},
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            }, cfg.keep_last)
+    if progress is not None:
+        progress.close()
+    if cfg.lora:
+        emb.model = emb.model.merge_and_unload()
+    evaluate(cfg.steps)
+    if is_main:
+        emb.model.eval()
+        emb.save(out)
+        metrics_file.close()
+        if writer is not None:
+            writer.close()
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+        dist.destroy_process_group()
+    return out
