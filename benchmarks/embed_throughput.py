@@ -189,7 +189,7 @@ def main() -> None:
     report = {"machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                           "torch": torch.__version__, "matmul_peak_gflops": peak / 1e9, "dtype": args.dtype},
               "command": " ".join(sys.argv), "runs": []}
-    print(f"bf16 matmul peak here: {peak / 1e9:.0f} GFLOP/s ({args.dtype}), threads={torch.get_num_threads()}")
+    print(f"matmul peak here: {peak / 1e9:.0f} GFLOP/s ({args.dtype}), threads={torch.get_num_threads()}")
     with tempfile.TemporaryDirectory() as tmp:
         for backbone in args.backbones.split(","):
             if backbone == "smollm2-135m":

@@ -84,7 +84,9 @@ def test_mirror_follows_incremental_updates_and_ignores_a_stale_sidecar(tmp_path
     shutil.copy(old, index_dir / SIDECAR)  # a sidecar that no longer matches the store must not be used
     with open_index(root, embedder=emb) as ix:
         assert VectorMirror.token_on_disk(index_dir) != ix.manifest.get_meta()[META_KEY]
+        assert ix.status(check_staleness=False)["vector_mirror"] == "rebuild pending"
         assert mirror_matches_store(ix) == ids  # rebuilt from the store
+        assert ix.status(check_staleness=False)["vector_mirror"] == "ready"
         assert {h.path for h in ix.search("renamed thing", limit=20, mode="dense")} >= {"src/m1.py"}
         assert "src/m2.py" not in {h.path for h in ix.search("compute", limit=20, mode="dense")}
 
@@ -137,3 +139,14 @@ def test_mirror_bm25_agrees_with_the_store_and_honours_filters(tmp_path, emb):
         assert [h.path for h in hits] == ["src/conf.py"]  # the test file is masked out, nothing else matches
         assert ix.search("zzz_absent_term", mode="bm25") == []
         assert [h.path for h in ix.search("parse configs", limit=1)] in (["src/conf.py"], ["tests/test_conf.py"])
+
+
+def test_first_run_over_a_store_with_leftover_rows_still_mirrors_the_store(tmp_path, emb):
+    root = tmp_path / "repo"
+    write_tree(root)
+    build_index(root, config=IndexConfig(model="tiny"), embedder=emb)
+    (root / ".codesift" / "manifest.sqlite").unlink()  # the manifest is lost, the store keeps every row
+    (root / "src/m1.py").unlink()
+    build_index(root, config=IndexConfig(model="tiny"), embedder=emb)
+    with open_index(root, embedder=emb) as ix:
+        mirror_matches_store(ix)

@@ -87,6 +87,8 @@ def register(app: typer.Typer) -> None:
         model: str = typer.Option(None, "--model", "-m", help="Embedding model (default: the index's, else jina-code-embeddings-0.5b)."),
         index: str = typer.Option(None, "--index", help="Index directory (default PATH/.codesift)."),
         store_uri: str = typer.Option(None, "--store-uri", help="Milvus server URI, e.g. http://host:19530 (default: Milvus Lite file in the index dir)."),
+        store_token: str = typer.Option(None, "--store-token", envvar="CODESIFT_STORE_TOKEN",
+                                        help="Milvus server credentials, user:password or an API key."),
         max_tokens: int = typer.Option(None, "--max-tokens", help="Chunk size cap in tokens (default 512)."),
         rebuild: bool = typer.Option(False, "--rebuild", help="Delete the index first (e.g. to change the model)."),
         as_json: bool = typer.Option(False, "--json", help="Print the run summary as JSON."),
@@ -116,7 +118,8 @@ def register(app: typer.Typer) -> None:
                 config = IndexConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in stored.items()
                                         if k in IndexConfig.__dataclass_fields__})
         config = config or IndexConfig()
-        overrides = {k: v for k, v in (("model", model), ("store_uri", store_uri), ("max_tokens", max_tokens)) if v}
+        overrides = {k: v for k, v in (("model", model), ("store_uri", store_uri), ("store_token", store_token),
+                                                  ("max_tokens", max_tokens)) if v}
         config = replace(config, **overrides)
         bar, progress = _progress_printer(sys.stderr.isatty() and not as_json)
         ix = Indexer(root, index_dir, config)
@@ -197,7 +200,8 @@ def register(app: typer.Typer) -> None:
             typer.echo(json.dumps(st, indent=2))
             return
         s = st["staleness"]
-        typer.echo(f"root      {st['root']}\nindex     {st['index_dir']}\nstore     {st['store']}\n"
+        typer.echo(f"root      {st['root']}\nindex     {st['index_dir']}\nstore     {st['store']}"
+                   f" (in-memory mirror: {st['vector_mirror']})\n"
                    f"model     {st['model']} (dim {st['dim']}, two-stage dim {st['small_dim']})\n"
                    f"files     {st['files']} indexed, {st['files_skipped']} skipped, {st['files_pending']} unfinished\n"
                    f"chunks    {st['chunks']}\nlanguages {', '.join(f'{k} {v}' for k, v in st['languages'].items())}\n"

@@ -118,6 +118,7 @@ class Indexer:
 
     def _reset_delta(self) -> None:
         self._store_written = False
+        self._fresh = False
         self._drop_paths: set[str] = set()
         self._new_rows: list[tuple] = []  # (id, path, language, is_test, vector, terms)
 
@@ -182,6 +183,7 @@ class Indexer:
         self._reset_delta()
         self.manifest.set_meta(root=str(self.root), config=asdict(self.config), started_at=time.time())
         files, records, todo, gone = self.scan()
+        self._fresh = not records  # a first run: the mirror starts empty
         report.files_seen = len(files)
         report.walk_seconds = time.perf_counter() - t0
 
@@ -303,10 +305,14 @@ class Indexer:
         if self._store_written and start_token:
             base = self.mirror if self.mirror is not None and self.mirror.token == start_token else \
                 VectorMirror.load(self.index_dir, start_token)
+        if base is None and self._fresh and self._store_written:
+            base = VectorMirror.from_rows([], [], [], [], np.zeros((0, meta["dim"]), np.float32), meta["small_dim"], [])
         if base is not None:
             cols = list(zip(*self._new_rows)) or [(), (), (), (), (), ()]
             vecs = np.stack(cols[4]) if self._new_rows else np.zeros((0, meta["dim"]), dtype=np.float32)
             mirror = base.apply(self._drop_paths, cols[0], cols[1], cols[2], cols[3], vecs, cols[5])
+            if self._fresh and len(mirror) != self.store.count():  # rows left in the store by an older manifest
+                mirror = VectorMirror.from_store(self.store)
         else:
             mirror = VectorMirror.from_store(self.store)
         self.manifest.set_meta(**{META_KEY: mirror.save(self.index_dir)})

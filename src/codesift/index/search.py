@@ -16,7 +16,7 @@ import numpy as np
 import pathspec
 
 from codesift.index.config import IndexConfig, SearchConfig
-from codesift.index.indexer import IndexReport, Indexer, default_index_dir, mirror_enabled, store_uri_for
+from codesift.index.indexer import Indexer, IndexReport, default_index_dir, mirror_enabled, store_uri_for
 from codesift.index.manifest import Manifest
 from codesift.index.store import OUTPUT_FIELDS, ChunkStore, quote
 from codesift.index.vectors import META_KEY, ChunkFilter, VectorMirror
@@ -92,6 +92,8 @@ class CodeIndex:
         self._store: ChunkStore | None = None
         self._indexer: Indexer | None = None
         self._mirror: VectorMirror | None = None
+        self._files_view: tuple | None = None       # (generation, paths with chunks, languages)
+        self._glob_cache: dict[tuple, tuple | None] = {}
 
     # ---- lazily opened parts
     @property
@@ -198,18 +200,38 @@ class CodeIndex:
                "fingerprint": meta.get("fingerprint"), "dim": meta.get("dim"), "small_dim": meta.get("small_dim"),
                "store": store_uri_for(self.index_dir, self.config), "collection": self.config.collection,
                **self.manifest.totals(), "languages": dict(sorted(langs.items(), key=lambda t: -t[1])),
-               "indexed_at": meta.get("indexed_at")}
+               "indexed_at": meta.get("indexed_at"), "vector_mirror": self._mirror_state(meta)}
         if check_staleness:
             out["staleness"] = self.staleness()
         return out
 
+    def _mirror_state(self, meta: dict) -> str:
+        """'off' (searches run in Milvus), 'ready', or 'rebuild pending' (the next search rebuilds it from the store)."""
+        if not mirror_enabled(self.index_dir, self.config):
+            return "off"
+        token = meta.get(META_KEY)
+        ok = token and (self._mirror is not None and self._mirror.token == token
+                        or VectorMirror.token_on_disk(self.index_dir) == token)
+        return "ready" if ok else "rebuild pending"
+
     # ---- filters
+    def _indexed_files(self) -> tuple[list[str], set[str]]:
+        """(sorted paths of indexed files with chunks, their languages), re-read only when the index changed."""
+        meta = self.manifest.get_meta()
+        generation = (meta.get("indexed_at"), meta.get(META_KEY))
+        if self._files_view is None or self._files_view[0] != generation:
+            done = [r for r in self.manifest.files().values() if r.status == "done"]
+            self._files_view = (generation, sorted(r.path for r in done if r.n_chunks),
+                                {r.language for r in done if r.language})
+            self._glob_cache.clear()
+        return self._files_view[1], self._files_view[2]
+
     def build_filter(self, language: str | None = None, path_globs=(), exclude_tests: bool = False) -> ChunkFilter | None:
         """The filter for these constraints (``ChunkFilter()`` for none), None when nothing can match."""
         flt = ChunkFilter()
+        paths, indexed = self._indexed_files()
         if language:
             language = language.strip().lower()
-            indexed = {r.language for r in self.manifest.files().values() if r.status == "done" and r.language}
             if language not in indexed:
                 raise ValueError(f"no indexed files in language {language!r}; indexed languages: "
                                  f"{', '.join(sorted(indexed)) or 'none'}")
@@ -218,18 +240,28 @@ class CodeIndex:
             flt = dataclasses.replace(flt, exclude_tests=True)
         inc, exc = split_globs(path_globs)
         if inc or exc:
-            paths = sorted(p for p, r in self.manifest.files().items() if r.status == "done" and r.n_chunks)
-            inc_spec = pathspec.GitIgnoreSpec.from_lines(inc) if inc else None
-            exc_spec = pathspec.GitIgnoreSpec.from_lines(exc) if exc else None
-            keep = [p for p in paths if (inc_spec is None or inc_spec.match_file(p))
-                    and not (exc_spec is not None and exc_spec.match_file(p))]
-            if not keep:
+            key = (tuple(inc), tuple(exc))
+            if key not in self._glob_cache:  # agents repeat the same globs: match the file list once
+                if len(self._glob_cache) >= 64:
+                    self._glob_cache.clear()
+                inc_spec = pathspec.GitIgnoreSpec.from_lines(inc) if inc else None
+                exc_spec = pathspec.GitIgnoreSpec.from_lines(exc) if exc else None
+                keep = [p for p in paths if (inc_spec is None or inc_spec.match_file(p))
+                        and not (exc_spec is not None and exc_spec.match_file(p))]
+                if not keep:
+                    self._glob_cache[key] = None
+                elif len(keep) == len(paths):
+                    self._glob_cache[key] = ()
+                else:
+                    keep_set = set(keep)
+                    drop = [p for p in paths if p not in keep_set]
+                    negate = len(drop) < len(keep)
+                    self._glob_cache[key] = (tuple(drop if negate else keep), negate)
+            cached = self._glob_cache[key]
+            if cached is None:
                 return None
-            if len(keep) < len(paths):
-                keep_set = set(keep)
-                drop = [p for p in paths if p not in keep_set]
-                negate = len(drop) < len(keep)
-                flt = dataclasses.replace(flt, paths=tuple(drop if negate else keep), negate_paths=negate)
+            if cached:
+                flt = dataclasses.replace(flt, paths=cached[0], negate_paths=cached[1])
         return flt
 
     # ---- search

@@ -194,24 +194,26 @@ class ChunkStore:
 
     def iterate(self, output_fields: Sequence[str], batch_size: int = 4096):
         """Every row (id and ``output_fields``), in batches (lists of dicts)."""
-        # Milvus Lite lacks AllocTimestamp; the iterator falls back to a client-side timestamp, but the in-process
-        # gRPC server logs the miss as an error first
-        grpc_log = logging.getLogger("grpc._server")
-        level = grpc_log.level
-        grpc_log.setLevel(logging.CRITICAL)
+        # Milvus Lite lacks AllocTimestamp: the iterator falls back to a client-side timestamp, after the in-process
+        # gRPC server has logged the miss as an error and pymilvus as a warning
+        quiet = [logging.getLogger(n) for n in ("grpc._server", "pymilvus.client.iterator.query_iterator")]
+        levels = [q.level for q in quiet]
+        for q in quiet:
+            q.setLevel(logging.CRITICAL)
+        it = None
         try:
             it = self.client.query_iterator(self.collection, batch_size=batch_size, filter="",
                                             output_fields=["id", *output_fields])
-        finally:
-            grpc_log.setLevel(level)
-        try:
             while True:
                 rows = it.next()
                 if not rows:
                     return
                 yield [dict(r) for r in rows]
         finally:
-            it.close()
+            if it is not None:
+                it.close()
+            for q, level in zip(quiet, levels):
+                q.setLevel(level)
 
     def query(self, filter: str, output_fields: Sequence[str] = OUTPUT_FIELDS, limit: int | None = None) -> list[dict]:
         """Rows matching a filter expression."""

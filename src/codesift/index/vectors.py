@@ -109,8 +109,8 @@ class VectorMirror:
         new_ids = np.asarray(ids, dtype=str)
         if len(new_ids):
             keep &= ~np.isin(self.ids, new_ids)
-        dim = self.vectors.shape[1] if self.vectors.size else (np.asarray(vectors).shape[1] if len(new_ids) else 0)
-        new_vecs = np.asarray(vectors, dtype=np.float16).reshape(len(new_ids), dim)
+        new_vecs = np.asarray(vectors, dtype=np.float16).reshape(len(new_ids), -1) if len(new_ids) else \
+            np.zeros((0, self.vectors.shape[1]), dtype=np.float16)
         return VectorMirror.from_rows(
             np.concatenate([self.ids[keep], new_ids]),
             np.concatenate([self.paths[self.path_codes[keep]], np.asarray(paths, dtype=str)]),
