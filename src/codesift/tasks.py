@@ -93,12 +93,16 @@ class TaskRegistry:
                 f"(optionally with a role: 'nl2code.query', 'nl2code.passage', 'nl2code_query', 'nl2code_document')"
             ) from None
 
+    def split(self, task: str) -> tuple[str, Role | None]:
+        """Split ``nl2code.query`` / ``nl2code_document`` into (task name, role); a bare name has no role."""
+        return split_task_name(task, self._tasks)
+
     def resolve(self, task: str, role: str | None = None) -> tuple[Task, Role]:
         """Parse ``nl2code``, ``nl2code.query``, ``nl2code.passage``, ``nl2code_query``, ``nl2code_document``.
 
         A role inside the name wins over ``role``; if neither gives one, the role is ``query``.
         """
-        name, embedded_role = split_task_name(task, self._tasks)
+        name, embedded_role = self.split(task)
         if embedded_role and role and normalize_role(role) != embedded_role:
             raise ValueError(f"task {task!r} names role {embedded_role!r} but role={role!r} was given")
         return self.get(name), embedded_role or normalize_role(role or "query")

@@ -187,9 +187,7 @@ class Embedder:
         A role inside the task name (``nl2code.passage``) wins over the default ``role="query"``;
         an explicit conflicting role (``nl2code.query`` with ``role="document"``) is an error.
         """
-        from codesift.tasks import split_task_name
-
-        if role == "query" and split_task_name(task, {t: None for t in self.tasks.names()})[1]:
+        if role == "query" and self.tasks.split(task)[1]:
             role = None
         t, r = self.tasks.resolve(task, role)
         if not self.uses_prefixes():
@@ -241,9 +239,7 @@ class Embedder:
 
     def count_tokens(self, texts: Sequence[str], task: str = "nl2code", role: str | None = "query") -> list[int]:
         """Token count of each text with its prefix and special tokens (before any truncation)."""
-        prefix = self.prefix(task, role)
-        ids = self.tokenizer([prefix + t for t in texts], add_special_tokens=True, truncation=False, verbose=False)
-        return [len(row) for row in ids["input_ids"]]
+        return _count_tokens(self.tokenizer, self.prefix(task, role), texts)
 
     def token_counter(self) -> "TokenCounter":
         """A ``count_tokens`` with its own tokenizer copy, safe to call from one other thread (e.g. a server's)."""
@@ -467,9 +463,13 @@ class TokenCounter:
         self._prefix = embedder.prefix
 
     def __call__(self, texts: Sequence[str], task: str = "nl2code", role: str | None = "query") -> list[int]:
-        prefix = self._prefix(task, role)
-        ids = self._tokenizer([prefix + t for t in texts], add_special_tokens=True, truncation=False, verbose=False)
-        return [len(row) for row in ids["input_ids"]]
+        return _count_tokens(self._tokenizer, self._prefix(task, role), texts)
+
+
+def _count_tokens(tokenizer, prefix: str, texts: Sequence[str]) -> list[int]:
+    """Token count of ``prefix + text`` with the tokenizer's special tokens, no truncation."""
+    ids = tokenizer([prefix + t for t in texts], add_special_tokens=True, truncation=False, verbose=False)
+    return [len(row) for row in ids["input_ids"]]
 
 
 def finish_vectors(vectors: np.ndarray, dim: int | None, normalize: bool) -> np.ndarray:
