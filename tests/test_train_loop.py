@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -76,19 +77,28 @@ def test_gradient_cache_on_the_model_matches_one_big_batch(tiny_qwen_dir, pair_f
     from codesift.train.loop import build_embedder, step_gradients, trainable_parameters
 
     pairs = load_pairs([pair_file])[:8]
-    grads = []
-    for mb in (8, 3):  # one chunk = plain backprop through the whole batch; 3 = cached, chunks of 3,3,2
-        cfg = _cfg(tiny_qwen_dir, pair_file, tmp_path, mini_batch_size=mb, matryoshka_dims=[16, 64])
+    runs = {  # one chunk = plain backprop through the whole batch; 3 = chunks of 3,3,2, cached or kept
+        "one_chunk": dict(mini_batch_size=8),
+        "cached": dict(mini_batch_size=3),
+        "plain_chunks": dict(mini_batch_size=3, gradient_cache=False),
+        "reordered": dict(mini_batch_size=3),
+    }
+    grads = {}
+    for name, kw in runs.items():
+        cfg = _cfg(tiny_qwen_dir, pair_file, tmp_path, matryoshka_dims=[16, 64], **kw)
         emb = build_embedder(cfg)
-        out, tokens = step_gradients(emb, pairs, cfg, [16, 64])
-        grads.append((out, {n: p.grad.clone() for n, p in trainable_parameters(emb)}))
-    (plain, g1), (cached, g2) = grads
-    assert cached.loss.item() == pytest.approx(plain.loss.item(), rel=1e-5)
-    assert set(cached.per_dim) == {16, 64}
-    assert cached.loss.item() == pytest.approx(sum(cached.per_dim.values()), rel=1e-6)
-    for n in g1:
-        # float32 summation order differs (chunked padding): tolerance relative to the gradient's scale
-        torch.testing.assert_close(g2[n], g1[n], rtol=1e-4, atol=1e-5 * float(g1[n].abs().max()), msg=n)
+        batch = pairs[::-1] if name == "reordered" else pairs  # the loss must not depend on pair order
+        out, tokens = step_gradients(emb, batch, cfg, [16, 64])
+        grads[name] = (out, {n: p.grad.clone() for n, p in trainable_parameters(emb)})
+    plain, g1 = grads["one_chunk"]
+    for name in ("cached", "plain_chunks", "reordered"):
+        other, g2 = grads[name]
+        assert other.loss.item() == pytest.approx(plain.loss.item(), rel=1e-5), name
+        assert set(other.per_dim) == {16, 64}
+        assert other.loss.item() == pytest.approx(sum(other.per_dim.values()), rel=1e-6)
+        for n in g1:
+            # float32 summation order differs (chunked padding): tolerance relative to the gradient's scale
+            torch.testing.assert_close(g2[n], g1[n], rtol=1e-4, atol=1e-5 * float(g1[n].abs().max()), msg=f"{name} {n}")
 
 
 def test_train_run_logs_checkpoints_and_saves_a_loadable_model(tiny_qwen_dir, pair_file, beir_dir, tmp_path):
@@ -245,6 +255,61 @@ def test_two_gloo_processes_equal_one_process(tiny_qwen_dir, pair_file, tmp_path
     assert got_loss == pytest.approx(loss.loss.item(), rel=1e-5)
     for n in want:
         torch.testing.assert_close(got[n], want[n], rtol=1e-4, atol=1e-5 * float(want[n].abs().max()), msg=n)
+
+
+def _train_worker(rank: int, world: int, port: int, cfg_dict: dict, resume: bool) -> None:
+    from codesift.train.loop import train
+
+    torch.set_num_threads(1)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    train(TrainConfig().replace(**cfg_dict), resume=resume)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow  # 2 x 2 spawned processes per case (~1-2 min idle); FSDP is opt-in
+@pytest.mark.parametrize("gradient_cache", [True, False])
+def test_fsdp_two_processes_train_save_and_resume_like_one_process(tiny_qwen_dir, pair_file, beir_dir, tmp_path,
+                                                                   gradient_cache):
+    """FSDP2 over 2 gloo processes: the same losses as one unsharded process, step by step, through a
+    checkpoint and a resume (optimizer state gathered and re-sharded); the final model loads unsharded."""
+    import torch.multiprocessing as mp
+
+    from codesift.model.embedder import Embedder
+    from codesift.train.loop import train
+
+    kw = dict(steps=4, schedule="constant", warmup_ratio=0.0, matryoshka_dims=[32, 64], mini_batch_size=3,
+              gradient_cache=gradient_cache, eval_dir=str(beir_dir), eval_every=2, peak_probe_s=0.0)
+    ref = train(_cfg(tiny_qwen_dir, pair_file, tmp_path / "one", **kw))
+    sharded = _cfg(tiny_qwen_dir, pair_file, tmp_path / "fsdp", fsdp=True, **kw).to_dict()
+    for steps, resume in ((2, False), (4, True)):  # stop after the step-2 checkpoint, then resume to step 4
+        mp.start_processes(_train_worker, args=(2, _free_port(), {**sharded, "steps": steps}, resume), nprocs=2,
+                           join=True, start_method="spawn")
+    a, b = _losses(ref / "metrics.jsonl"), _losses(tmp_path / "fsdp" / "metrics.jsonl")
+    assert sorted(b) == list(range(1, 5))
+    for s in a:
+        assert b[s] == pytest.approx(a[s], rel=1e-4), s
+    evals = [r for r in map(json.loads, (tmp_path / "fsdp" / "metrics.jsonl").read_text().splitlines())
+             if "eval_ndcg_at_10" in r]
+    assert [r["step"] for r in evals] == [0, 2, 4]
+    texts = ["def add(a, b): return a + b", "SELECT 1"]
+    want = Embedder(str(ref)).encode(texts, task="nl2code", role="document")
+    got = Embedder(str(tmp_path / "fsdp")).encode(texts, task="nl2code", role="document")
+    np.testing.assert_allclose(got, want, atol=1e-3)
+
+
+def test_fsdp_with_lora_is_refused(tiny_qwen_dir, pair_file, tmp_path):
+    from codesift.train.loop import train
+
+    with pytest.raises(ValueError, match="fsdp with lora"):
+        train(_cfg(tiny_qwen_dir, pair_file, tmp_path, fsdp=True, lora=True))
 
 
 @pytest.mark.slow  # torchrun with two fresh interpreters

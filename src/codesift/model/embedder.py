@@ -161,6 +161,9 @@ class Embedder:
         # Reuse the instruction prefix's key/value states across a call's texts (decoders, last-token
         # pooling: causal attention makes them independent of the text, and pooling never reads them).
         self.prefix_cache = True
+        # encode() runs under torch.inference_mode; an FSDP-sharded model needs no_grad instead (its
+        # all-gather buffers are reused by training steps, and inference tensors cannot be).
+        self.inference_mode = True
 
     # ---------------------------------------------------------------- properties and small helpers
     @property
@@ -331,7 +334,7 @@ class Embedder:
             from tqdm.auto import tqdm
 
             progress = tqdm(total=total, unit="tok", unit_scale=True, desc="embedding")
-        with torch.inference_mode():
+        with torch.inference_mode() if self.inference_mode else torch.no_grad():
             prefix_states = self._prefix_states(prefix_ids) if tails else None
             for group, rows, budget_rows in ((plain, {i: ids[i] for i in plain}, None),
                                              (list(tails), tails, n_prefix)):
@@ -407,11 +410,14 @@ class Embedder:
         return a @ b.T
 
     # ---------------------------------------------------------------- saving
-    def save(self, out_dir: str | os.PathLike) -> Path:
-        """Write a sentence-transformers folder (weights, tokenizer, pooling, the ten prompts) and return it."""
+    def save(self, out_dir: str | os.PathLike, state_dict: dict[str, torch.Tensor] | None = None) -> Path:
+        """Write a sentence-transformers folder (weights, tokenizer, pooling, the ten prompts) and return it.
+
+        ``state_dict`` replaces the backbone's own weights (a sharded model's gathered full state).
+        """
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(out)
+        self.model.save_pretrained(out, state_dict=state_dict)
         self.tokenizer.save_pretrained(out)
         modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}]
         if self.pooling == "latent_attention":

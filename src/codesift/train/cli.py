@@ -20,6 +20,10 @@ def register(app: typer.Typer) -> None:
         steps: Optional[int] = typer.Option(None, "--steps", help="Optimiser steps."),
         batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Global batch size (all processes)."),
         mini_batch_size: Optional[int] = typer.Option(None, "--mini-batch-size", help="Gradient-cache chunk size."),
+        gradient_cache: Optional[bool] = typer.Option(
+            None, "--gradient-cache/--no-gradient-cache",
+            help="Cache embedding gradients (flat memory) or keep every chunk's graph (no second forward)."),
+        fsdp: Optional[bool] = typer.Option(None, "--fsdp/--no-fsdp", help="Shard the backbone with FSDP2 (under torchrun)."),
         lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate."),
         pooling: Optional[str] = typer.Option(None, "--pooling", help="lasttoken | mean | latent_attention."),
         lora: Optional[bool] = typer.Option(None, "--lora/--full", help="LoRA adapters instead of full fine-tuning."),
@@ -34,7 +38,7 @@ def register(app: typer.Typer) -> None:
         cfg = TrainConfig.from_yaml(config) if config else TrainConfig()
         cfg = cfg.replace(
             model=model, data=[str(p) for p in data] if data else None, steps=steps, batch_size=batch_size,
-            mini_batch_size=mini_batch_size, lr=lr, pooling=pooling, lora=lora,
+            mini_batch_size=mini_batch_size, gradient_cache=gradient_cache, fsdp=fsdp, lr=lr, pooling=pooling, lora=lora,
             eval_dir=str(eval_dir) if eval_dir else None, out=str(out) if out else None,
         )
         result = train(cfg, resume=resume)

@@ -39,6 +39,7 @@ class TrainConfig:
     steps: int = 1500                               # paper: 1500
     batch_size: int = 512                           # paper: 512 (0.5B), 256 (1.5B); global, over all processes
     mini_batch_size: int = 32                       # gradient-cache chunk: sets peak memory, not the result
+    gradient_cache: bool = True                     # False: plain backprop over the chunks (no 2nd forward; memory grows with batch)
     lr: float = DEFAULT_LR
     weight_decay: float = 0.01
     betas: tuple[float, float] = (0.9, 0.999)
@@ -49,7 +50,7 @@ class TrainConfig:
     bf16: bool = True                               # bf16 autocast, fp32 master weights
     seed: int = 0
     device: str = "auto"
-    fsdp: bool = False
+    fsdp: bool = False                              # FSDP2-shard the backbone over the processes (large backbones)
     # output
     out: str = "runs/train"
     save_every: int = 100

@@ -9,6 +9,11 @@ WORLD_SIZE, MASTER_ADDR); the process group is made here. Gradients are all-redu
 after the step's backward passes instead of wrapping the model in DDP: the gradient cache runs
 one backward per mini-batch, and DDP would all-reduce after each of them unless every pass but
 the last were wrapped in ``no_sync``; one explicit averaged all-reduce is simpler and the same math.
+
+FSDP (``fsdp: true``, for backbones whose weights and AdamW state do not fit one device): PyTorch's
+FSDP2 ``fully_shard`` on every decoder layer and the backbone; it reduce-scatters the backbone's
+gradients itself, so only the (small, replicated) pooling module is all-reduced by hand. Checkpoints
+and the final model are gathered to full tensors on rank 0, so they load without FSDP.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import torch
 from codesift.train.checkpoint import load_latest, save_checkpoint
 from codesift.train.config import TrainConfig
 from codesift.train.data import Pair, TaskBatchSampler, load_pairs, shard
-from codesift.train.gradcache import grad_cached_backward
+from codesift.train.gradcache import grad_cached_backward, plain_backward
 from codesift.train.loss import LossOutput, dist_info, matryoshka_infonce
 
 log = logging.getLogger(__name__)
@@ -64,6 +69,32 @@ def build_embedder(cfg: TrainConfig):
     if emb.pooling_module is not None:
         emb.pooling_module.train()
     return emb
+
+
+def _is_dtensor(t: torch.Tensor) -> bool:
+    return type(t).__name__ == "DTensor"
+
+
+def shard_backbone(emb) -> int:
+    """FSDP2: shard each block of the backbone's layer stack, then the backbone; returns the blocks sharded."""
+    from torch.distributed.fsdp import fully_shard
+
+    blocks = 0
+    for name, module in emb.model.named_modules():
+        if isinstance(module, torch.nn.ModuleList) and name.rsplit(".", 1)[-1] in ("layers", "layer", "h", "blocks"):
+            for block in module:
+                fully_shard(block)
+                blocks += 1
+    fully_shard(emb.model)
+    return blocks
+
+
+def _state_container(emb) -> torch.nn.Module:
+    """One module over backbone and pooling whose parameter names match :func:`trainable_parameters`."""
+    parts = {"model": emb.model}
+    if emb.pooling_module is not None:
+        parts["pooling"] = emb.pooling_module
+    return torch.nn.ModuleDict(parts)
 
 
 def trainable_parameters(emb) -> list[tuple[str, torch.nn.Parameter]]:
@@ -104,6 +135,9 @@ def step_gradients(emb, pairs: list[Pair], cfg: TrainConfig, dims: list[int], au
     task = pairs[0].task
     if any(p.task != task for p in pairs):
         raise ValueError("a batch must hold pairs of one task")
+    # InfoNCE is invariant under a joint permutation of the pairs, so order them by document length:
+    # chunks then hold texts of similar length and pad far less (mined documents run 20-2,900 chars).
+    pairs = sorted(pairs, key=lambda p: len(p.document), reverse=True)
     mb = cfg.mini_batch_size
     q_chunks = [emb.tokenize([p.query for p in pairs[i : i + mb]], task, "query", truncate=True)
                 for i in range(0, len(pairs), mb)]
@@ -112,13 +146,18 @@ def step_gradients(emb, pairs: list[Pair], cfg: TrainConfig, dims: list[int], au
     tokens = int(sum(c["attention_mask"].sum() for c in q_chunks + d_chunks))
     loss_fn = partial(matryoshka_infonce, dims=dims, weights=cfg.matryoshka_weights, temperature=cfg.temperature,
                       symmetric=cfg.symmetric, gather=True)
-    out = grad_cached_backward(emb.embed_features, q_chunks, d_chunks, loss_fn, autocast)
+    backward = grad_cached_backward if cfg.gradient_cache else plain_backward
+    out = backward(emb.embed_features, q_chunks, d_chunks, loss_fn, autocast)
     return out, tokens
 
 
 def all_reduce_gradients(params: list[torch.nn.Parameter], world: int) -> None:
-    """Average gradients over ranks (one flat buffer per call: few, large messages)."""
-    if world == 1:
+    """Average gradients over ranks (one flat buffer per call: few, large messages).
+
+    FSDP-sharded parameters (DTensors) are skipped: FSDP has already reduce-scattered theirs.
+    """
+    params = [p for p in params if not _is_dtensor(p)]
+    if world == 1 or not params:
         return
     import torch.distributed as dist
 
@@ -131,6 +170,28 @@ def all_reduce_gradients(params: list[torch.nn.Parameter], world: int) -> None:
         n = g.numel()
         p.grad = flat[offset : offset + n].view_as(p).clone()
         offset += n
+
+
+def clip_gradients(params: list[torch.nn.Parameter], max_norm: float) -> float:
+    """Scale gradients so their global L2 norm is at most ``max_norm``; returns the norm before clipping.
+
+    The same arithmetic as ``torch.nn.utils.clip_grad_norm_``, but it also takes a mix of FSDP-sharded
+    (DTensor) and plain gradients, whose norms must be combined across ranks before the scale is known.
+    """
+    grads = [p.grad for p in params if p.grad is not None]
+    sharded = [g for g in grads if _is_dtensor(g)]
+    plain = [g for g in grads if not _is_dtensor(g)]
+    total_sq = torch.zeros((), dtype=torch.float64)
+    if sharded:
+        total_sq += float(torch.nn.utils.get_total_norm(sharded).full_tensor()) ** 2
+    if plain:
+        total_sq += float(torch.nn.utils.get_total_norm(plain)) ** 2
+    total = float(total_sq.sqrt())
+    coef = max_norm / (total + 1e-6)
+    if coef < 1.0:
+        for g in grads:
+            g.mul_(coef)
+    return total
 
 
 # ------------------------------------------------------------------------------------------ measuring
@@ -210,8 +271,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     """Run training as configured; returns the output folder (which holds the final model)."""
     if not cfg.data:
         raise ValueError("no training data: pass --data pairs.jsonl (or `data:` in the config)")
-    if cfg.fsdp:
-        raise ValueError("fsdp: not implemented yet; use the default (replicated weights, all-reduced gradients)")
+    if cfg.fsdp and cfg.lora:
+        raise ValueError("fsdp with lora is not supported: LoRA already trains in small memory; use one of them")
     from codesift.model.embedder import pick_device
 
     out = Path(cfg.out)
@@ -241,11 +302,29 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     sampler = TaskBatchSampler(pairs, cfg.batch_size, cfg.mixing, cfg.seed)
     emb = build_embedder(cfg)
     dims = list(cfg.matryoshka_dims or emb.matryoshka_dims)
+    if world > 1 and state is None:  # every rank starts from rank 0's weights
+        import torch.distributed as dist
+
+        with torch.no_grad():
+            for _, p in trainable_parameters(emb):
+                dist.broadcast(p, 0)
+    fsdp = cfg.fsdp and world > 1
+    if cfg.fsdp and world == 1:
+        log.warning("fsdp: one process, nothing to shard; training unsharded")
+    if fsdp:
+        log.info("fsdp: %d blocks sharded over %d processes", shard_backbone(emb), world)
+        emb.inference_mode = False
     named = trainable_parameters(emb)
     params = [p for _, p in named]
     optimizer = make_optimizer(named, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(lr_factor, cfg=cfg))
-    if state is not None:
+    if state is not None and fsdp:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+        set_state_dict(_state_container(emb), optimizer, model_state_dict=state["params"],
+                       optim_state_dict=state["optimizer"], options=StateDictOptions(full_state_dict=True, strict=False))
+        scheduler.load_state_dict(state["scheduler"])
+    elif state is not None:
         missing = set(n for n, _ in named) - set(state["params"])
         if missing:
             raise ValueError(f"checkpoint lacks parameters {sorted(missing)[:3]}...: was it made with another model?")
@@ -254,12 +333,6 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
                 p.copy_(state["params"][n])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-    elif world > 1:
-        import torch.distributed as dist
-
-        with torch.no_grad():
-            for p in params:
-                dist.broadcast(p, 0)
 
     use_bf16 = cfg.bf16 and device.type in ("cpu", "cuda")
     autocast = partial(torch.autocast, device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext
@@ -291,8 +364,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
                     writer.add_scalar(k, v, row["step"])
 
     def evaluate(step: int) -> None:
-        if cfg.eval_dir and is_main:
-            emit({"step": step, **{f"eval_{k}": v for k, v in dev_eval(emb, cfg.eval_dir, cfg.eval_max_docs).items()}})
+        if cfg.eval_dir and (is_main or fsdp):  # a sharded forward needs every rank
+            scores = dev_eval(emb, cfg.eval_dir, cfg.eval_max_docs)
+            emit({"step": step, **{f"eval_{k}": v for k, v in scores.items()}})
         if world > 1:
             import torch.distributed as dist
 
@@ -315,7 +389,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         optimizer.zero_grad(set_to_none=True)
         out_loss, tokens = step_gradients(emb, local, cfg, dims, autocast)
         all_reduce_gradients(params, world)
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)) if cfg.grad_clip > 0 else float("nan")
+        grad_norm = clip_gradients(params, cfg.grad_clip) if cfg.grad_clip > 0 else float("nan")
         lr = scheduler.get_last_lr()[0]
         optimizer.step()
         scheduler.step()
@@ -343,20 +417,31 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
             progress.update(1)
         if cfg.eval_every and done % cfg.eval_every == 0 and done != cfg.steps:
             evaluate(done)
-        if cfg.save_every and (done % cfg.save_every == 0 or done == cfg.steps) and is_main:
-            save_checkpoint(out, done, {
-                "step": done, "config": cfg.to_dict(),
-                "params": {n: p.detach().cpu().clone() for n, p in named},
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            }, cfg.keep_last)
+        if cfg.save_every and (done % cfg.save_every == 0 or done == cfg.steps) and (is_main or fsdp):
+            if fsdp:  # gather full tensors (a collective: every rank takes part), rank 0 writes
+                from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+                model_sd, optim_sd = get_state_dict(_state_container(emb), optimizer,
+                                                    options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+            else:
+                model_sd = {n: p.detach().cpu().clone() for n, p in named}
+                optim_sd = optimizer.state_dict()
+            if is_main:
+                save_checkpoint(out, done, {"step": done, "config": cfg.to_dict(), "params": model_sd,
+                                            "optimizer": optim_sd, "scheduler": scheduler.state_dict()}, cfg.keep_last)
     if progress is not None:
         progress.close()
     if cfg.lora:
         emb.model = emb.model.merge_and_unload()
     evaluate(cfg.steps)
+    full_backbone = None
+    if fsdp:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        full_backbone = get_model_state_dict(emb.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     if is_main:
         emb.model.eval()
-        emb.save(out)
+        emb.save(out, state_dict=full_backbone)
         metrics_file.close()
         if writer is not None:
             writer.close()
