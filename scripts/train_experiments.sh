@@ -53,14 +53,19 @@ if [ "$STAGE" = all ] || [ "$STAGE" = main ]; then
   evaluate runs/smollm2-135m SmolLM2-135M-tuned results/train/smollm2-135m humaneval mbpp-test spider-dev cosqa-dev
   "$BIN/codesift" eval --compare results/baselines/SmolLM2-135M-untuned results/baselines/all-MiniLM-L6-v2 \
     results/baselines/bm25 results/train/smollm2-135m --out results/train/compare-main --quiet
+  "$BIN/python" scripts/plot_training.py results/train/smollm2-135m-training.png \
+    "SmolLM2-135M=results/train/smollm2-135m-metrics.jsonl"
 fi
 
 if [ "$STAGE" = all ] || [ "$STAGE" = ablation ]; then
   for p in lasttoken mean latent-attention; do
     train "configs/ablation-$p.yaml" "runs/ablation-$p"
     cp "runs/ablation-$p/metrics.jsonl" "results/train/ablation-$p-metrics.jsonl"
-    evaluate "runs/ablation-$p" "ablation-$p" "results/train/ablation-$p" humaneval mbpp-test spider-dev
+    evaluate "runs/ablation-$p" "ablation-$p" "results/train/ablation-$p" humaneval mbpp-test
   done
   "$BIN/codesift" eval --compare results/train/ablation-lasttoken results/train/ablation-mean \
     results/train/ablation-latent-attention --out results/train/compare-ablation --quiet
+  "$BIN/python" scripts/plot_training.py results/train/ablation-training.png \
+    "last-token=results/train/ablation-lasttoken-metrics.jsonl" "mean=results/train/ablation-mean-metrics.jsonl" \
+    "latent attention=results/train/ablation-latent-attention-metrics.jsonl"
 fi
