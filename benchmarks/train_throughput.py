@@ -83,7 +83,7 @@ def main() -> None:
         "tokens_per_s": tok_s, "model_flops_per_token": fpt, "achieved_tflops": tok_s * fpt / 1e12,
         "bf16_matmul_tflops_before": peak / 1e12, "bf16_matmul_tflops_after": peak_after / 1e12,
         "mfu": tok_s * fpt / max(peak, peak_after),
-        "mfu_incl_recompute": tok_s * fpt * (8 if not args.no_gradient_cache else 6) / 6 / max(peak, peak_after),
+        "mfu_incl_recompute": tok_s * fpt * (6 if args.no_gradient_cache else 8) / 6 / max(peak, peak_after),
         "peak_rss_mb": peak_memory_mb(), "threads": torch.get_num_threads(), "cpu": platform.processor(),
         "cpus": os.cpu_count(), "torch": torch.__version__,
     }

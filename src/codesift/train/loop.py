@@ -72,7 +72,9 @@ def build_embedder(cfg: TrainConfig):
 
 
 def _is_dtensor(t: torch.Tensor) -> bool:
-    return type(t).__name__ == "DTensor"
+    from torch.distributed.tensor import DTensor
+
+    return isinstance(t, DTensor)
 
 
 def shard_backbone(emb) -> int:
@@ -181,12 +183,8 @@ def clip_gradients(params: list[torch.nn.Parameter], max_norm: float) -> float:
     grads = [p.grad for p in params if p.grad is not None]
     sharded = [g for g in grads if _is_dtensor(g)]
     plain = [g for g in grads if not _is_dtensor(g)]
-    total_sq = torch.zeros((), dtype=torch.float64)
-    if sharded:
-        total_sq += float(torch.nn.utils.get_total_norm(sharded).full_tensor()) ** 2
-    if plain:
-        total_sq += float(torch.nn.utils.get_total_norm(plain)) ** 2
-    total = float(total_sq.sqrt())
+    total = math.hypot(float(torch.nn.utils.get_total_norm(sharded).full_tensor()) if sharded else 0.0,
+                       float(torch.nn.utils.get_total_norm(plain)) if plain else 0.0)
     coef = max_norm / (total + 1e-6)
     if coef < 1.0:
         for g in grads:
@@ -322,7 +320,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
 
         set_state_dict(_state_container(emb), optimizer, model_state_dict=state["params"],
-                       optim_state_dict=state["optimizer"], options=StateDictOptions(full_state_dict=True, strict=False))
+                       optim_state_dict=state["optimizer"], options=StateDictOptions(full_state_dict=True))
         scheduler.load_state_dict(state["scheduler"])
     elif state is not None:
         missing = set(n for n, _ in named) - set(state["params"])
