@@ -29,6 +29,10 @@ def main(argv: list[str]) -> int:
     if len(argv) < 2 or any("=" not in a for a in argv[1:]):
         print(__doc__, file=sys.stderr)
         return 2
+    missing = [a.split("=", 1)[1] for a in argv[1:] if not Path(a.split("=", 1)[1]).is_file()]
+    if missing:
+        print(f"error: no such metrics file: {', '.join(missing)} (run `codesift train` first)", file=sys.stderr)
+        return 2
     import matplotlib
 
     matplotlib.use("Agg")

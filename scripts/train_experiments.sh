@@ -11,6 +11,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 STAGE="${1:-all}"
+case "$STAGE" in all|main|ablation) ;; *) echo "error: unknown stage '$STAGE': use all, main or ablation" >&2; exit 2 ;; esac
 BIN="$ROOT/.venv/bin"
 EVAL_ROOT="${EVAL_ROOT:-$ROOT/../shared/data/retrieval}"
 CORPUS="${CORPUS:-work/corpus/pairs.jsonl}"
