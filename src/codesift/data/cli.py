@@ -54,6 +54,25 @@ def mine_cmd(
     typer.echo(f"wrote {n:,} pairs to {output}")
 
 
+@data_app.command("mix")
+def mix_cmd(
+    spec: Path = typer.Argument(..., help="Mix spec YAML: components (file, task, count), seed, holdout, exclude."),
+    output: Path = typer.Option(..., "--output", "-o", help="Training mix JSONL to write."),
+    holdout_dir: Path | None = typer.Option(None, "--holdout-dir", help="Write each component's held-out pairs here as a BEIR folder."),
+    report: Path | None = typer.Option(None, "--report", help="Write the mix table as Markdown here."),
+) -> None:
+    """Sample a training mix from several pair files, decontaminated as a whole (see configs/mix-*.yaml)."""
+    from codesift.data.mix import MixSpec, build_mix
+
+    result = build_mix(MixSpec.from_yaml(spec), output, holdout_dir)
+    table = result.markdown()
+    if report:
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text(table, encoding="utf-8")
+    typer.echo(table)
+    typer.echo(f"wrote {sum(r['train'] for r in result.rows):,} pairs to {output}")
+
+
 @data_app.command("units")
 def units_cmd(path: Path = typer.Argument(..., help="A source file.")) -> None:
     """List the functions, methods and classes of a file."""

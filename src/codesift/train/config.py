@@ -20,6 +20,8 @@ class TrainConfig:
     # model
     model: str = "Qwen/Qwen2.5-Coder-0.5B"          # paper backbone; any HF folder, hub id or .gguf file
     pooling: str = "lasttoken"                      # lasttoken (paper) | mean | latent_attention
+    prompts: bool | None = None                     # task prefixes: None = the model's own rule (decoders yes,
+                                                    # plain encoders no); true conditions an encoder on them too
     max_length: int = 512                           # paper: sequence length 512
     lora: bool = False                              # paper: full fine-tuning
     lora_r: int = 16

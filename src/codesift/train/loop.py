@@ -56,7 +56,8 @@ def build_embedder(cfg: TrainConfig):
     """Load the backbone as a trainable Embedder (fp32 master weights), with LoRA if asked."""
     from codesift.model.embedder import Embedder
 
-    emb = Embedder(cfg.model, device=cfg.device, dtype="float32", max_length=cfg.max_length, pooling=cfg.pooling)
+    emb = Embedder(cfg.model, device=cfg.device, dtype="float32", max_length=cfg.max_length, pooling=cfg.pooling,
+                   prompts=cfg.prompts)
     if cfg.lora:
         from peft import LoraConfig, get_peft_model
 
