@@ -131,6 +131,25 @@ def test_train_run_logs_checkpoints_and_saves_a_loadable_model(tiny_qwen_dir, pa
         train(_cfg(tiny_qwen_dir, pair_file, tmp_path / "run"))
 
 
+def test_encoder_trains_with_task_prefixes_and_saves_its_reading_length(pair_file, tmp_path):
+    """`prompts: true` conditions a plain encoder on the task prefixes; save_max_length sets what it reads."""
+    from codesift.model.embedder import Embedder
+    from codesift.testing import make_tiny_bert
+    from codesift.train.loop import train
+
+    bert = make_tiny_bert(tmp_path / "bert")
+    assert Embedder(str(bert), device="cpu").prefix("nl2code", "query") == ""  # a plain encoder: no prefixes
+    out = train(_cfg(bert, pair_file, tmp_path / "run", pooling="mean", prompts=True, max_length=32,
+                     save_max_length=128, steps=2))
+    trained = Embedder(str(out), device="cpu", dtype="float32")
+    assert trained.pooling == "mean" and trained.max_length == 128
+    assert trained.prefix("nl2code", "query").startswith("Find the most relevant code snippet")
+    assert json.loads((out / "sentence_bert_config.json").read_text())["max_seq_length"] == 128
+    v = trained.encode(["def add(a, b): return a + b"], task="nl2code", role="query")
+    w = trained.encode(["def add(a, b): return a + b"], task="nl2code", role="document")
+    assert abs(v - w).max() > 1e-4  # the prefix changes the vector
+
+
 @pytest.mark.parametrize("kw", [{"pooling": "latent_attention"}, {"lora": True, "lora_r": 4}])
 def test_latent_attention_and_lora_train_and_reload(tiny_qwen_dir, pair_file, tmp_path, kw):
     from codesift.model.embedder import Embedder

@@ -23,6 +23,8 @@ class TrainConfig:
     prompts: bool | None = None                     # task prefixes: None = the model's own rule (decoders yes,
                                                     # plain encoders no); true conditions an encoder on them too
     max_length: int = 512                           # paper: sequence length 512
+    save_max_length: int | None = None              # max_seq_length of the saved model (None: max_length); a
+                                                    # model trained on short cuts may still read longer texts
     lora: bool = False                              # paper: full fine-tuning
     lora_r: int = 16
     lora_alpha: int = 32
@@ -106,6 +108,8 @@ class TrainConfig:
             (self.mixing in ("proportional", "round_robin"), f"mixing must be proportional or round_robin, got {self.mixing!r}"),
             (self.group_by in ("file", "source"), f"group_by must be file or source, got {self.group_by!r}"),
             (self.max_length >= 8, f"max_length must be >= 8, got {self.max_length}"),
+            (self.save_max_length is None or self.save_max_length >= 8,
+             f"save_max_length must be >= 8, got {self.save_max_length}"),
             (self.keep_last >= 1, f"keep_last must be >= 1, got {self.keep_last}"),
             (self.save_every >= 0 and self.eval_every >= 0, "save_every and eval_every must be >= 0"),
         ]

@@ -440,6 +440,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         full_backbone = get_model_state_dict(emb.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     if is_main:
         emb.model.eval()
+        if cfg.save_max_length:
+            limit = getattr(emb.model.config, "max_position_embeddings", None) or cfg.save_max_length
+            emb.max_length = min(cfg.save_max_length, int(limit))
         emb.save(out, state_dict=full_backbone)
         metrics_file.close()
         if writer is not None:
