@@ -65,6 +65,7 @@ CODEXGLUE = Snapshot("microsoft/CodeXGLUE", "ac74a62802a0dd159b3258c78a2df8ad36c
 CODEXGLUE_STAQC = Snapshot("microsoft/CodeXGLUE", "32e497e8345ecfc6e5295c90c5dca5212d6bf44a")  # removed later
 CONALA = Snapshot("shilliscmu/TranxConalaBaseline", "5520285387d946e826f4cc5a4a0a1bf7361355e5")
 SPIDER = Snapshot("taoyds/spider", "b7b5b8c890cd30e35427348bb9eb8c6d1350ca7c")
+TEXT2SQL = Snapshot("jkkummerfeld/text2sql-data", "5050bad2309a93636ea4788d3660c9202bf11e0e")
 SPIDER_TRAIN = Snapshot("tjhalanigrid/Text2Sql", "2a9e09db9bdd0879b81ef3cf0b4a0136a60f027a")  # question/query/db_id
 
 Rows = Iterator[tuple[str, str]]  # (query, document)
@@ -85,6 +86,40 @@ def spider_train(mirror: Path) -> Rows:
     """Spider train_spider.json (7,000 questions -> gold SQL), as the dev set: question -> SQL."""
     for row in SPIDER_TRAIN.json(mirror, "data/train_spider.json"):
         yield row["question"], row["query"]
+
+
+# text2sql-data sets with a train/dev/test split: pairs that are train in both the question and the query
+# split; the cross-validation sets (folds "0".."9", no test split) are those Spider ships as train_others.
+# ATIS is left out: it derives from the LDC release, whose licence does not allow redistribution.
+TEXT2SQL_SPLIT = ("advising", "geography", "scholar")
+TEXT2SQL_FOLDS = ("restaurants", "academic", "imdb", "yelp")
+
+
+def _fill(text: str, values: dict[str, str]) -> str:
+    """Put the example values in place of the variable names (longest name first: city_name10 before city_name1)."""
+    for name in sorted(values, key=len, reverse=True):
+        text = text.replace(name, values[name])
+    return text
+
+
+def _text2sql_rows(mirror: Path, name: str, keep: Callable[[dict, dict], bool]) -> Rows:
+    for entry in TEXT2SQL.json(mirror, f"data/{name}.json"):
+        sql = min(entry["sql"], key=len)  # the variants are equivalent; the shortest reads best
+        defaults = {v["name"]: v["example"] for v in entry["variables"]}
+        for sentence in entry["sentences"]:
+            if keep(entry, sentence):
+                values = {**defaults, **sentence["variables"]}
+                yield _fill(sentence["text"], values), _fill(sql, values)
+
+
+def text2sql_train(mirror: Path) -> Rows:
+    """Finegan-Dollak et al.'s text2sql-data: question -> SQL, train split only (see TEXT2SQL_SPLIT)."""
+    for name in TEXT2SQL_SPLIT:
+        yield from _text2sql_rows(
+            mirror, name, lambda e, s: e["query-split"] == "train" and s["question-split"] == "train"
+        )
+    for name in TEXT2SQL_FOLDS:
+        yield from _text2sql_rows(mirror, name, lambda e, s: True)
 
 
 def codetrans_train(mirror: Path) -> Rows:
@@ -121,6 +156,7 @@ DATASETS = {
     d.name: d
     for d in (
         Dataset("spider-train", "nl2code", "sql", spider_train),
+        Dataset("text2sql-data-train", "nl2code", "sql", text2sql_train),
         Dataset("cosqa-train", "nl2code", "python", cosqa_train),
         Dataset("codetrans-java-cs-train", "code2code", "csharp", codetrans_train),
         Dataset("conala-train", "nl2code", "python", conala_train),
@@ -146,6 +182,14 @@ def _codetrans(split: str) -> Callable[[Path], Rows]:
     return lambda mirror: zip(CODEXGLUE.lines(mirror, base + ".java"), CODEXGLUE.lines(mirror, base + ".cs"))
 
 
+def _text2sql_heldout(mirror: Path) -> Rows:
+    held_out = ("dev", "test", "exclude")
+    for name in TEXT2SQL_SPLIT + ("atis",):
+        yield from _text2sql_rows(
+            mirror, name, lambda e, s: e["query-split"] in held_out or s["question-split"] in held_out
+        )
+
+
 def _conala_test(mirror: Path) -> Rows:
     for row in CONALA.json(mirror, "conala-test.json"):
         yield row.get("rewritten_intent") or row["intent"], row["snippet"]
@@ -163,6 +207,7 @@ EVALSETS: dict[str, Callable[[Path], Rows]] = {
     "codetrans-valid": _codetrans("valid"),
     "codetrans-test": _codetrans("test"),
     "conala-test": _conala_test,
+    "text2sql-data-devtest": _text2sql_heldout,
 }
 
 
