@@ -66,6 +66,7 @@ CODEXGLUE_STAQC = Snapshot("microsoft/CodeXGLUE", "32e497e8345ecfc6e5295c90c5dca
 CONALA = Snapshot("shilliscmu/TranxConalaBaseline", "5520285387d946e826f4cc5a4a0a1bf7361355e5")
 SPIDER = Snapshot("taoyds/spider", "b7b5b8c890cd30e35427348bb9eb8c6d1350ca7c")
 TEXT2SQL = Snapshot("jkkummerfeld/text2sql-data", "5050bad2309a93636ea4788d3660c9202bf11e0e")
+SPIDER_SYN = Snapshot("ygan/Spider-Syn", "0b996a57b7e329c14c300a8fb13661da128a9ddc")
 SPIDER_TRAIN = Snapshot("tjhalanigrid/Text2Sql", "2a9e09db9bdd0879b81ef3cf0b4a0136a60f027a")  # question/query/db_id
 
 Rows = Iterator[tuple[str, str]]  # (query, document)
@@ -86,6 +87,16 @@ def spider_train(mirror: Path) -> Rows:
     """Spider train_spider.json (7,000 questions -> gold SQL), as the dev set: question -> SQL."""
     for row in SPIDER_TRAIN.json(mirror, "data/train_spider.json"):
         yield row["question"], row["query"]
+
+
+def spider_syn_train(mirror: Path) -> Rows:
+    """Spider-Syn train: Spider train questions with schema words replaced by synonyms -> the same SQL.
+
+    Only the rows whose question was changed (the unchanged ones are spider-train already).
+    """
+    for row in SPIDER_SYN.json(mirror, "Spider-Syn/train_spider.json"):
+        if row["SpiderSynQuestion"].strip() != row["SpiderQuestion"].strip():
+            yield row["SpiderSynQuestion"], row["query"]
 
 
 # text2sql-data sets with a train/dev/test split: pairs that are train in both the question and the query
@@ -156,6 +167,7 @@ DATASETS = {
     d.name: d
     for d in (
         Dataset("spider-train", "nl2code", "sql", spider_train),
+        Dataset("spider-syn-train", "nl2code", "sql", spider_syn_train),
         Dataset("text2sql-data-train", "nl2code", "sql", text2sql_train),
         Dataset("cosqa-train", "nl2code", "python", cosqa_train),
         Dataset("codetrans-java-cs-train", "code2code", "csharp", codetrans_train),
@@ -175,6 +187,14 @@ def _cosqa_json(snapshot: Snapshot, path: str) -> Callable[[Path], Rows]:
 def _spider_dev(mirror: Path) -> Rows:
     for row in SPIDER.json(mirror, "evaluation_examples/examples/dev.json"):
         yield row["question"], row["query"]
+
+
+def _spider_syn_dev(mirror: Path) -> Rows:
+    for row in SPIDER_SYN.json(mirror, "Spider-Syn/dev.json"):
+        yield row["SpiderSynQuestion"], row["query"]
+    for name in ("Adv(BERT)", "Adv(GLOVE)"):  # adversarial rewrites of the dev questions
+        for row in SPIDER_SYN.json(mirror, f"WorstCaseDevSet/{name}.json"):
+            yield row["question"], row["query"]
 
 
 def _codetrans(split: str) -> Callable[[Path], Rows]:
@@ -198,6 +218,7 @@ def _conala_test(mirror: Path) -> Rows:
 
 EVALSETS: dict[str, Callable[[Path], Rows]] = {
     "spider-dev-full": _spider_dev,
+    "spider-syn-dev": _spider_syn_dev,
     "cosqa-retrieval-dev": _cosqa_json(COCLR, "data/search/cosqa-retrieval-dev-500.json"),
     "cosqa-retrieval-test": _cosqa_json(COCLR, "data/search/cosqa-retrieval-test-500.json"),
     "cosqa-qa-dev": _cosqa_json(COCLR, "data/qa/cosqa-dev.json"),
