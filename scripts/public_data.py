@@ -67,6 +67,7 @@ CONALA = Snapshot("shilliscmu/TranxConalaBaseline", "5520285387d946e826f4cc5a4a0
 SPIDER = Snapshot("taoyds/spider", "b7b5b8c890cd30e35427348bb9eb8c6d1350ca7c")
 TEXT2SQL = Snapshot("jkkummerfeld/text2sql-data", "5050bad2309a93636ea4788d3660c9202bf11e0e")
 SPIDER_SYN = Snapshot("ygan/Spider-Syn", "0b996a57b7e329c14c300a8fb13661da128a9ddc")
+WIKISQL_V2 = Snapshot("MongoDB-NLQ/WikiSQLv2", "858cd9abfdcb3989e8f4b2d134f3e5001271af88")
 SPIDER_TRAIN = Snapshot("tjhalanigrid/Text2Sql", "2a9e09db9bdd0879b81ef3cf0b4a0136a60f027a")  # question/query/db_id
 
 Rows = Iterator[tuple[str, str]]  # (query, document)
@@ -197,6 +198,17 @@ def _spider_syn_dev(mirror: Path) -> Rows:
             yield row["question"], row["query"]
 
 
+def _wikisql_heldout(mirror: Path) -> Rows:
+    """WikiSQL dev and test questions with their SQL written out (``SELECT agg(col) FROM table WHERE ...``)."""
+    for split in ("dev", "test"):
+        for line in WIKISQL_V2.lines(mirror, f"dataset/{split}.jsonl"):
+            row = json.loads(line)
+            sql = row["sql"]
+            select = f"{sql['agg']}({sql['sel']})" if sql["agg"] else sql["sel"]
+            where = " AND ".join(f"{col} {op} {val}" for col, op, val in sql["conds"])
+            yield row["question"], f"SELECT {select} FROM table" + (f" WHERE {where}" if where else "")
+
+
 def _codetrans(split: str) -> Callable[[Path], Rows]:
     base = f"Code-Code/code-to-code-trans/data/{split}.java-cs.txt"
     return lambda mirror: zip(CODEXGLUE.lines(mirror, base + ".java"), CODEXGLUE.lines(mirror, base + ".cs"))
@@ -229,6 +241,7 @@ EVALSETS: dict[str, Callable[[Path], Rows]] = {
     "codetrans-test": _codetrans("test"),
     "conala-test": _conala_test,
     "text2sql-data-devtest": _text2sql_heldout,
+    "wikisql-devtest": _wikisql_heldout,
 }
 
 
