@@ -8,7 +8,8 @@ both together match, exactly or nearly, a text of an evaluation set:
 
 - the BEIR folders of ``--retrieval`` (the four dev sets codesift reports on), and
 - BEIR-like folders that this program writes to ``--evalsets`` from the public dev/test splits it can
-  read (Spider dev, CoSQA dev/test, WebQueryTest, CodeTrans valid/test, CoNaLa test, StaQC dev/test).
+  read (Spider dev, Spider-Syn dev, CoSQA dev/test, WebQueryTest, StaQC dev/test, CodeTrans valid/test,
+  CoNaLa test, text2sql-data dev/test, WikiSQL dev/test).
 
 Writes ``<out>/<name>.jsonl`` per dataset and ``<out>/stats.json`` (pairs read, kept before and after
 decontamination, drops per evaluation folder). Every source is recorded in DATA.md.
