@@ -26,4 +26,4 @@ PY
   [ -f "results/train/sweep-mini/lr$lr/results.json" ] || \
     "$BIN/codesift" eval --model "$out" --name "mini-lr$lr" --out "results/train/sweep-mini/lr$lr" "${val[@]}" --quiet
 done
-"$BIN/codesift" eval --compare results/train/sweep-mini/lr* --out results/train/sweep-mini/compare --quiet
+"$BIN/codesift" eval --compare results/train/sweep-mini/base-minilm results/train/sweep-mini/lr*/ --out results/train/sweep-mini/compare --quiet
