@@ -1,0 +1,28 @@
+"""Models whose weights ship inside codesift: loadable by name, with no hub and no download.
+
+``codesift-mini`` is all-MiniLM-L6-v2 fine-tuned by codesift's own recipe on code (its card:
+``codesift/shipped/codesift-mini/README.md``). Its folder is a sentence-transformers folder like any
+other; only the name lookup lives here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+SHIPPED_ROOT = Path(__file__).resolve().parent.parent / "shipped"
+SHIPPED_MODELS = ("codesift-mini",)
+CPU_DEFAULT_MODEL = "codesift-mini"
+
+
+def shipped_model_path(name: str) -> Path | None:
+    """The folder of a shipped model called ``name`` (or ``codesift/<name>``), if it is installed."""
+    short = name.removeprefix("codesift/")
+    if short not in SHIPPED_MODELS:
+        return None
+    folder = SHIPPED_ROOT / short
+    return folder if (folder / "modules.json").is_file() else None
+
+
+def has_gpu() -> bool:
+    """Whether an NVIDIA driver is present, told without importing torch (cold CLI starts stay fast)."""
+    return Path("/proc/driver/nvidia/version").exists()
