@@ -28,6 +28,7 @@ from codesift.model.loading import (
     weights_fingerprint,
 )
 from codesift.model.pooling import LatentAttentionPooling, normalize_pooling, pool
+from codesift.model.tokenizer import load_tokenizer, special_token_flags
 from codesift.tasks import TASKS, TaskRegistry
 
 log = logging.getLogger(__name__)
@@ -115,7 +116,7 @@ class Embedder:
         tasks: TaskRegistry | None = None,
         trust_remote_code: bool = False,
     ) -> None:
-        from transformers import AutoConfig, AutoModel, AutoTokenizer
+        from transformers import AutoConfig, AutoModel
 
         if not isinstance(max_length, int) or max_length < 2:
             raise ValueError(f"max_length must be an integer >= 2, got {max_length!r}")
@@ -127,7 +128,7 @@ class Embedder:
         load_kw: dict = {"trust_remote_code": trust_remote_code}
         if src.gguf_file:
             load_kw["gguf_file"] = src.gguf_file
-        self.tokenizer = AutoTokenizer.from_pretrained(src.path, **load_kw)
+        self.tokenizer = load_tokenizer(src, trust_remote_code=trust_remote_code)  # BOS/EOS as the model says
         config = AutoConfig.from_pretrained(src.path, **load_kw)
         self.is_decoder = _is_decoder(config)
         self.model = AutoModel.from_pretrained(src.path, dtype=self.dtype, **load_kw)
@@ -198,9 +199,7 @@ class Embedder:
         return self.prompts.get(f"{t.name}_{r}", t.prefix(r))
 
     def _detect_appended_eos(self) -> bool:
-        ids = self.tokenizer("x", add_special_tokens=True)["input_ids"]
-        eos = self.tokenizer.eos_token_id
-        appended = eos is not None and len(ids) > 0 and ids[-1] == eos
+        appended = special_token_flags(self.tokenizer)[1]
         log.info("tokenizer of %s %s an EOS token", self.name, "appends" if appended else "does not append")
         return appended
 
@@ -419,6 +418,7 @@ class Embedder:
         out.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(out, state_dict=state_dict)
         self.tokenizer.save_pretrained(out)
+        _write_special_token_flags(out, self.tokenizer, always=self.source.layout == "gguf")
         modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}]
         if self.pooling == "latent_attention":
             from codesift.model.st_modules import LatentAttentionPooling as STLatent
@@ -453,6 +453,21 @@ class Embedder:
     def __repr__(self) -> str:
         return (f"Embedder({self.name!r}, device={self.device.type}, dtype={str(self.dtype).replace('torch.', '')}, "
                 f"dim={self.dimension}, pooling={self.pooling}, max_length={self.max_length})")
+
+
+def _write_special_token_flags(out: Path, tokenizer, always: bool) -> None:
+    """State in the saved tokenizer_config.json the BOS/EOS rule the tokenizer really follows.
+
+    transformers may save the flags it was built with rather than the ones in effect (4.57 writes
+    ``add_bos_token: true`` for a GGUF that says false), and a reload would follow them. Keys already
+    there are corrected; ``always`` adds them (GGUF sources, whose rule lives in the .gguf file).
+    """
+    path = out / "tokenizer_config.json"
+    cfg = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    for key, value in zip(("add_bos_token", "add_eos_token"), special_token_flags(tokenizer)):
+        if always or key in cfg:
+            cfg[key] = value
+    _write_json(path, cfg)
 
 
 class TokenCounter:
