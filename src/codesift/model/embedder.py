@@ -159,6 +159,7 @@ class Embedder:
         self.matryoshka_dims: tuple[int, ...] = tuple(src.matryoshka_dims or default_matryoshka_dims(self.dimension))
         self.appends_eos = self._detect_appended_eos()
         self._fingerprint: str | None = None
+        self._overhead: dict[str, int] = {}  # prefix -> tokens it and the special tokens add (token_spans)
         # Reuse the instruction prefix's key/value states across a call's texts (decoders, last-token
         # pooling: causal attention makes them independent of the text, and pooling never reads them).
         self.prefix_cache = True
@@ -242,6 +243,22 @@ class Embedder:
     def count_tokens(self, texts: Sequence[str], task: str = "nl2code", role: str | None = "query") -> list[int]:
         """Token count of each text with its prefix and special tokens (before any truncation)."""
         return _count_tokens(self.tokenizer, self.prefix(task, role), texts)
+
+    def token_spans(self, text: str, task: str = "nl2code",
+                    role: str | None = "query") -> tuple[list[tuple[int, int]], int] | None:
+        """``text`` tokenized once: each token's character span, and the tokens its prefix and special tokens add.
+
+        The two give any piece of ``text`` an approximate count without tokenizing it again (the
+        indexer's chunker); None where the tokenizer has no offsets (a slow, Python tokenizer).
+        """
+        if not getattr(self.tokenizer, "is_fast", False):
+            return None
+        enc = self.tokenizer(text, add_special_tokens=False, truncation=False, return_offsets_mapping=True,
+                             verbose=False)
+        prefix = self.prefix(task, role)
+        if prefix not in self._overhead:
+            self._overhead[prefix] = _count_tokens(self.tokenizer, prefix, [""])[0]
+        return [tuple(span) for span in enc["offset_mapping"]], self._overhead[prefix]
 
     def token_counter(self) -> "TokenCounter":
         """A ``count_tokens`` with its own tokenizer copy, safe to call from one other thread (e.g. a server's)."""
