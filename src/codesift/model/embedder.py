@@ -27,6 +27,7 @@ from codesift.model.loading import (
     resolve_model,
     weights_fingerprint,
 )
+from codesift.model.norm import l2_normalize
 from codesift.model.pooling import LatentAttentionPooling, normalize_pooling, pool
 from codesift.model.tokenizer import load_tokenizer, special_token_flags
 from codesift.tasks import TASKS, TaskRegistry
@@ -421,9 +422,7 @@ class Embedder:
         b = np.atleast_2d(np.asarray(b, dtype=np.float32))
         if a.shape[1] != b.shape[1]:
             raise ValueError(f"vectors have different dims: {a.shape[1]} vs {b.shape[1]}")
-        a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
-        b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
-        return a @ b.T
+        return l2_normalize(a) @ l2_normalize(b).T
 
     # ---------------------------------------------------------------- saving
     def save(self, out_dir: str | os.PathLike, state_dict: dict[str, torch.Tensor] | None = None) -> Path:
@@ -515,8 +514,7 @@ def finish_vectors(vectors: np.ndarray, dim: int | None, normalize: bool) -> np.
     if dim is not None:
         vectors = vectors[:, :dim]
     if normalize:
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        vectors = vectors / np.maximum(norms, 1e-12)
+        vectors = l2_normalize(vectors)
     return np.ascontiguousarray(vectors, dtype=np.float32)
 
 
