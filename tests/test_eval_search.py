@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from codesift.eval.bm25 import BM25Index, code_tokenize
-from codesift.eval.search import exact_top_k, to_run, truncate_normalize
+from codesift.eval.search import exact_top_k, to_run
+from codesift.model.norm import truncate_normalize
 
 
 @pytest.mark.parametrize("doc_chunk,query_chunk", [(7, 3), (1000, 1000), (1, 1)])
@@ -49,3 +50,11 @@ def test_bm25_ranks_the_matching_document_first_and_handles_unknown_words():
     scores, idx = index.search(["add two numbers", "push an item on a stack", "zzzz qqqq"], 3)
     assert idx[0, 0] == 0 and idx[1, 0] == 2
     assert scores[2].tolist() == [0.0, 0.0, 0.0] and idx[2].tolist() == [0, 1, 2]
+
+
+def test_l2_normalize_rows_vectors_and_zeros():
+    from codesift.model.norm import l2_normalize
+
+    np.testing.assert_allclose(l2_normalize(np.array([[3.0, 4.0], [0.0, 0.0]])), [[0.6, 0.8], [0.0, 0.0]], rtol=1e-6)
+    np.testing.assert_allclose(l2_normalize(np.array([0.0, 2.0])), [0.0, 1.0])
+    assert l2_normalize(np.ones((2, 3), dtype=np.float64)).dtype == np.float32

@@ -48,6 +48,47 @@ def make_tokenizer(vocab_size: int = 512, append_eos: bool = False, padding_side
     )
 
 
+def make_tiny_gguf(out: str | Path, add_bos: bool, add_eos: bool | None = None) -> Path:
+    """Write a .gguf file holding ``make_tokenizer``'s vocabulary (llama metadata, GPT-2 BPE) and return its path.
+
+    It carries one zero tensor: enough for transformers to load its tokenizer and config, not a model.
+    """
+    import gguf
+    import numpy as np
+
+    out = Path(out)
+    state = json.loads(make_tokenizer().backend_tokenizer.to_str())
+    vocab = state["model"]["vocab"]
+    tokens = [t for t, _ in sorted(vocab.items(), key=lambda kv: kv[1])]
+    merges = [m if isinstance(m, str) else " ".join(m) for m in state["model"]["merges"]]
+    writer = gguf.GGUFWriter(str(out), "llama")
+    writer.add_context_length(256)
+    writer.add_embedding_length(16)
+    writer.add_block_count(1)
+    writer.add_feed_forward_length(32)
+    writer.add_head_count(2)
+    writer.add_head_count_kv(1)
+    writer.add_layer_norm_rms_eps(1e-6)
+    writer.add_vocab_size(len(tokens))
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("default")
+    writer.add_token_list(tokens)
+    writer.add_token_types([3 if t.startswith("<|") else 1 for t in tokens])  # 3: control (special) token
+    writer.add_token_merges(merges)
+    writer.add_bos_token_id(vocab["<|im_start|>"])
+    writer.add_eos_token_id(vocab["<|im_end|>"])
+    writer.add_pad_token_id(vocab["<|endoftext|>"])
+    writer.add_add_bos_token(add_bos)
+    if add_eos is not None:
+        writer.add_add_eos_token(add_eos)
+    writer.add_tensor("token_embd.weight", np.zeros((len(tokens), 16), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return out
+
+
 def make_tiny_decoder(out: str | Path, append_eos: bool = False, hidden_size: int = 64, layers: int = 2, seed: int = 0) -> Path:
     """Save a tiny random Qwen2 model + tokenizer as a Hugging Face folder and return its path."""
     import torch

@@ -5,17 +5,24 @@ chunk, the code between units becomes ``block`` chunks, a unit over the token li
 the shallowest syntax boundaries (its members, then its statements), tiny neighbours are merged,
 and files without a grammar (or that fail to parse) are cut into line windows. No chunk is over
 ``max_tokens`` as measured by ``count_tokens``; a single line longer than that is cut by characters.
+
+Counting: with a ``PieceCounter`` (the indexer's), the file is tokenized once and every candidate
+piece is counted from the token offsets (``TokenSpans``), conservatively; the final chunks are then
+counted exactly in one batch, and any over the limit is split again with exact counts.
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
+import itertools
 import logging
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from codesift.data.files import read_source
 from codesift.data.languages import SUPPORTED_LANGUAGES, detect_language
@@ -58,32 +65,86 @@ def estimate_tokens(text: str) -> int:
     return max(len(_TOKEN_RE.findall(text)), math.ceil(len(text.encode("utf-8", errors="surrogatepass")) / 3))
 
 
+@dataclass(frozen=True)
+class TokenSpans:
+    """A whole file tokenized once: token i covers characters [starts[i], ends[i]) of the file.
+
+    ``count`` gives a piece's count without tokenizing it: the tokens that overlap the piece (a token
+    cut by the piece's edge counts whole), plus ``overhead`` (the instruction prefix and special
+    tokens every piece gets), plus ``edge_slack`` per edge, because a piece tokenized alone can split
+    a token it shares with its neighbour into two or more.
+    """
+
+    starts: list[int]
+    ends: list[int]
+    overhead: int = 0
+    edge_slack: int = 1
+
+    @classmethod
+    def from_offsets(cls, offsets: Sequence[tuple[int, int]], overhead: int = 0, edge_slack: int = 1) -> "TokenSpans":
+        """From a tokenizer's ``offset_mapping`` (made non-decreasing, so that a bisection is valid)."""
+        starts = list(itertools.accumulate((a for a, _ in offsets), max))
+        ends = list(itertools.accumulate((b for _, b in offsets), max))
+        return cls(starts, ends, overhead, edge_slack)
+
+    def count(self, start: int, end: int) -> int:
+        """Conservative token count of characters [start, end) tokenized on their own."""
+        if end <= start:
+            return self.overhead
+        first = bisect.bisect_right(self.ends, start)  # first token ending after ``start``
+        stop = bisect.bisect_left(self.starts, end)    # first token starting at or after ``end``
+        return max(0, stop - first) + self.overhead + 2 * self.edge_slack
+
+
+class PieceCounter(Protocol):
+    """What the chunker needs from a tokenizer: one tokenization per file, exact counts for a batch."""
+
+    def spans(self, text: str) -> TokenSpans | None:
+        """The file's token spans, or None to count every candidate piece exactly."""
+
+    def count(self, texts: Sequence[str]) -> list[int]:
+        """Exact token counts (as the model will see them) of ``texts``."""
+
+
 @dataclass
 class _Piece:
     start: int  # 0-based line index, inclusive
     end: int  # 0-based line index, exclusive
     symbols: list[tuple[str, str]]  # (symbol, kind) of the units it holds
     text: str | None = None  # set only for the pieces of a line cut by characters
+    char_start: int = 0  # where ``text`` starts in its line
 
 
 class _Chunker:
-    def __init__(self, text: str, max_tokens: int, count: Callable[[str], int]) -> None:
+    def __init__(self, text: str, max_tokens: int, count: Callable[[str], int], spans: TokenSpans | None = None) -> None:
         self.lines = _split_lines(text)
         self.max_tokens = max_tokens
         self.count = count
+        self.spans = spans
         self.boundary: dict[int, int] = {}  # 0-based line -> depth of the shallowest node starting there
 
-        self.fast = count is estimate_tokens
+        self.fast = count is estimate_tokens and spans is None
         if self.fast:  # the estimate is additive over whole lines: prefix sums make `fits` O(1)
             self.words, self.bytes = [0], [0]
             for line in self.lines:
                 self.words.append(self.words[-1] + len(_TOKEN_RE.findall(line)))
                 self.bytes.append(self.bytes[-1] + len(line.encode("utf-8", errors="surrogatepass")))
+        if spans is not None:  # character offset of each line in the file
+            self.line_start = [0, *itertools.accumulate(len(line) for line in self.lines)]
 
     def tokens(self, start: int, end: int) -> int:
         if self.fast:
             return max(self.words[end] - self.words[start], math.ceil((self.bytes[end] - self.bytes[start]) / 3))
+        if self.spans is not None:
+            return self.spans.count(self.line_start[start], self.line_start[end])
         return self.count("".join(self.lines[start:end]))
+
+    def slice_tokens(self, index: int, start: int, end: int) -> int:
+        """Tokens of characters [start, end) of line ``index``."""
+        if self.spans is not None:
+            offset = self.line_start[index]
+            return self.spans.count(offset + start, offset + end)
+        return self.count(self.lines[index][start:end])
 
     def fits(self, start: int, end: int) -> bool:
         return self.tokens(start, end) <= self.max_tokens
@@ -121,20 +182,22 @@ class _Chunker:
             pos = cut
         return pieces
 
-    def split_line(self, index: int, symbols: list[tuple[str, str]]) -> list[_Piece]:
-        """Cut one over-long line by characters."""
-        line, pieces, pos = self.lines[index], [], 0
-        while pos < len(line):
-            lo, hi = pos + 1, len(line)
-            if self.count(line[pos:hi]) > self.max_tokens:
+    def split_line(self, index: int, symbols: list[tuple[str, str]], begin: int = 0,
+                   stop: int | None = None) -> list[_Piece]:
+        """Cut one over-long line (or its characters [begin, stop)) by characters."""
+        line, pieces, pos = self.lines[index], [], begin
+        stop = len(line) if stop is None else stop
+        while pos < stop:
+            lo, hi = pos + 1, stop
+            if self.slice_tokens(index, pos, hi) > self.max_tokens:
                 while lo < hi:  # the longest slice that fits
                     mid = (lo + hi + 1) // 2
-                    if self.count(line[pos:mid]) <= self.max_tokens:
+                    if self.slice_tokens(index, pos, mid) <= self.max_tokens:
                         lo = mid
                     else:
                         hi = mid - 1
                 hi = lo
-            pieces.append(_Piece(index, index + 1, symbols, text=line[pos:hi]))
+            pieces.append(_Piece(index, index + 1, symbols, text=line[pos:hi], char_start=pos))
             pos = hi
         return pieces
 
@@ -218,14 +281,23 @@ def chunk_text(
     language: str | None = None,
     max_tokens: int = 512,
     count_tokens: Callable[[str], int] | None = None,
+    counter: PieceCounter | None = None,
 ) -> list[Chunk]:
-    """Cut ``text`` into chunks of at most ``max_tokens`` that cover the whole file, in order."""
+    """Cut ``text`` into chunks of at most ``max_tokens`` that cover the whole file, in order.
+
+    Tokens are counted by ``counter`` (one tokenization per file, see ``PieceCounter``), else by
+    ``count_tokens`` on every candidate piece, else by ``estimate_tokens``.
+    """
     if max_tokens < 1:
         raise ValueError(f"max_tokens must be at least 1, got {max_tokens}")
     if language is None:
         language = detect_language(path, text.split("\n", 1)[0])
+    spans = None
+    if counter is not None:
+        spans = counter.spans(text)
+        count_tokens = lambda piece: counter.count([piece])[0]  # noqa: E731
     count = count_tokens or estimate_tokens
-    chunker = _Chunker(text, max_tokens, count)
+    chunker = _Chunker(text, max_tokens, count, spans)
     if not chunker.lines:
         return []
     units: list[CodeUnit] = []
@@ -246,14 +318,42 @@ def chunk_text(
             chunker.boundary = {i + 1: 0 for i, line in enumerate(chunker.lines) if not line.strip()}
         pieces = chunker.split_range(0, len(chunker.lines), [])
     pieces = _merge_small(chunker, pieces, max(1, max_tokens // 8))
+    if spans is not None:
+        pieces = _enforce_limit(chunker, pieces, counter)
     chunks = []
     for piece in pieces:
-        body = piece.text if piece.text is not None else "".join(chunker.lines[piece.start:piece.end])
+        body = _body(chunker, piece)
         if not body.strip():
             continue
         symbol, kind = _describe(piece, bool(units))
         chunks.append(Chunk(path, language, piece.start + 1, max(piece.start + 1, piece.end), symbol, kind, body))
     return chunks
+
+
+def _body(chunker: _Chunker, piece: _Piece) -> str:
+    return piece.text if piece.text is not None else "".join(chunker.lines[piece.start:piece.end])
+
+
+def _enforce_limit(chunker: _Chunker, pieces: list[_Piece], counter: PieceCounter) -> list[_Piece]:
+    """Count the final pieces exactly (one batch) and split again, exactly, any the span count let through."""
+    bodies = [_body(chunker, p) for p in pieces]
+    exact = counter.count(bodies)
+    over = [i for i, n in enumerate(exact) if n > chunker.max_tokens]
+    if not over:
+        return pieces
+    logger.debug("%d of %d chunks over %d tokens after span counting; splitting them exactly",
+                 len(over), len(pieces), chunker.max_tokens)
+    strict = _Chunker("".join(chunker.lines), chunker.max_tokens, lambda piece: counter.count([piece])[0])
+    strict.boundary = chunker.boundary
+    out: list[_Piece] = []
+    for i, piece in enumerate(pieces):
+        if exact[i] <= chunker.max_tokens:
+            out.append(piece)
+        elif piece.text is not None:
+            out.extend(strict.split_line(piece.start, piece.symbols, piece.char_start, piece.char_start + len(piece.text)))
+        else:
+            out.extend(strict.split_range(piece.start, piece.end, piece.symbols))
+    return out
 
 
 def _describe(piece: _Piece, parsed: bool) -> tuple[str | None, str]:
@@ -282,11 +382,13 @@ def _record_boundaries(root: object, boundary: dict[int, int]) -> None:
 
 
 def chunk_file(
-    path: str | Path, max_tokens: int = 512, count_tokens: Callable[[str], int] | None = None
+    path: str | Path, max_tokens: int = 512, count_tokens: Callable[[str], int] | None = None,
+    counter: PieceCounter | None = None,
 ) -> tuple[list[Chunk], str | None]:
     """Read and chunk one file: ``(chunks, None)``, or ``([], skip_reason)`` when it is not usable code."""
     text, reason = read_source(path)
     if text is None:
         return [], reason
     language = detect_language(path, text.split("\n", 1)[0])
-    return chunk_text(text, str(path), language, max_tokens=max_tokens, count_tokens=count_tokens), None
+    return chunk_text(text, str(path), language, max_tokens=max_tokens, count_tokens=count_tokens,
+                      counter=counter), None

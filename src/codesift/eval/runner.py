@@ -15,7 +15,8 @@ import numpy as np
 from codesift.eval.cache import EmbeddingCache
 from codesift.eval.data import RetrievalTask, load_beir_task
 from codesift.eval.metrics import evaluate_run
-from codesift.eval.search import exact_top_k, to_run, truncate_normalize
+from codesift.eval.search import exact_top_k, to_run
+from codesift.model.norm import truncate_normalize
 
 logger = logging.getLogger(__name__)
 

@@ -5,16 +5,6 @@ from __future__ import annotations
 import numpy as np
 
 
-def truncate_normalize(vectors: np.ndarray, dim: int | None) -> np.ndarray:
-    """Keep the first ``dim`` components (Matryoshka) and L2-normalise each row again."""
-    if dim is not None:
-        if not 0 < dim <= vectors.shape[1]:
-            raise ValueError(f"dimension {dim} is out of range for {vectors.shape[1]}-dimensional embeddings")
-        vectors = vectors[:, :dim]
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
-
-
 def exact_top_k(
     queries: np.ndarray, docs: np.ndarray, k: int, *, query_chunk: int = 1024, doc_chunk: int = 65536
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-DEFAULT_MODEL = "jinaai/jina-code-embeddings-0.5b"
+from codesift.model.loading import DEFAULT_MODEL  # one default model for the library, the index and the server
 INDEX_DIRNAME = ".codesift"
 IGNORE_FILES = (".gitignore", ".ignore", ".codesiftignore")
 

@@ -87,6 +87,25 @@ def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", errors="surrogatepass")).hexdigest()
 
 
+class DocumentTokens:
+    """The chunker's ``PieceCounter`` over an Embedder: tokens as the model sees a chunk (nl2code document)."""
+
+    def __init__(self, embedder) -> None:
+        self.embedder = embedder
+
+    def spans(self, text: str):
+        """``text`` tokenized once (offsets), or None where the tokenizer has no offsets."""
+        from codesift.data.chunking import TokenSpans
+
+        token_spans = getattr(self.embedder, "token_spans", None)  # stand-in embedders may only count
+        found = token_spans(text, task="nl2code", role="document") if token_spans else None
+        return None if found is None else TokenSpans.from_offsets(*found)
+
+    def count(self, texts) -> list[int]:
+        """Exact counts, prefix and special tokens included."""
+        return self.embedder.count_tokens(list(texts), task="nl2code", role="document")
+
+
 class Indexer:
     """Keeps one index directory in step with one source tree."""
 
@@ -267,8 +286,9 @@ class Indexer:
             return None, "unknown language", None
         return text, None, language
 
-    def _count_tokens(self, text: str) -> int:
-        return self.embedder.count_tokens([text], task="nl2code", role="document")[0]
+    def chunk_limit(self) -> int:
+        """Tokens per chunk: the configured cap, or the model's own limit where that is lower (no chunk is truncated)."""
+        return min(self.config.max_tokens, getattr(self.embedder, "max_length", None) or self.config.max_tokens)
 
     def _write_batch(self, batch: list[tuple[FileStat, str, str, str | None]], report: IndexReport) -> None:
         from codesift.data.chunking import chunk_text
@@ -276,10 +296,10 @@ class Indexer:
         paths = [f.path for f, *_ in batch]
         self.manifest.mark_pending(paths)
         chunks_by_file = []
+        counter = DocumentTokens(self.embedder)
+        limit = self.chunk_limit()
         for f, text, sha, language in batch:
-            chunks = chunk_text(text, f.path, language=language, max_tokens=self.config.max_tokens,
-                                count_tokens=self._count_tokens)
-            chunks_by_file.append(chunks)
+            chunks_by_file.append(chunk_text(text, f.path, language=language, max_tokens=limit, counter=counter))
         all_chunks = [c for cs in chunks_by_file for c in cs]
         vectors = self._vectors(all_chunks, report)
         small = self.store.small_dim

@@ -27,7 +27,9 @@ from codesift.model.loading import (
     resolve_model,
     weights_fingerprint,
 )
+from codesift.model.norm import l2_normalize
 from codesift.model.pooling import LatentAttentionPooling, normalize_pooling, pool
+from codesift.model.tokenizer import load_tokenizer, special_token_flags
 from codesift.tasks import TASKS, TaskRegistry
 
 log = logging.getLogger(__name__)
@@ -115,7 +117,7 @@ class Embedder:
         tasks: TaskRegistry | None = None,
         trust_remote_code: bool = False,
     ) -> None:
-        from transformers import AutoConfig, AutoModel, AutoTokenizer
+        from transformers import AutoConfig, AutoModel
 
         if not isinstance(max_length, int) or max_length < 2:
             raise ValueError(f"max_length must be an integer >= 2, got {max_length!r}")
@@ -127,7 +129,7 @@ class Embedder:
         load_kw: dict = {"trust_remote_code": trust_remote_code}
         if src.gguf_file:
             load_kw["gguf_file"] = src.gguf_file
-        self.tokenizer = AutoTokenizer.from_pretrained(src.path, **load_kw)
+        self.tokenizer = load_tokenizer(src, trust_remote_code=trust_remote_code)  # BOS/EOS as the model says
         config = AutoConfig.from_pretrained(src.path, **load_kw)
         self.is_decoder = _is_decoder(config)
         self.model = AutoModel.from_pretrained(src.path, dtype=self.dtype, **load_kw)
@@ -158,6 +160,7 @@ class Embedder:
         self.matryoshka_dims: tuple[int, ...] = tuple(src.matryoshka_dims or default_matryoshka_dims(self.dimension))
         self.appends_eos = self._detect_appended_eos()
         self._fingerprint: str | None = None
+        self._overhead: dict[str, int] = {}  # prefix -> tokens it and the special tokens add (token_spans)
         # Reuse the instruction prefix's key/value states across a call's texts (decoders, last-token
         # pooling: causal attention makes them independent of the text, and pooling never reads them).
         self.prefix_cache = True
@@ -198,9 +201,7 @@ class Embedder:
         return self.prompts.get(f"{t.name}_{r}", t.prefix(r))
 
     def _detect_appended_eos(self) -> bool:
-        ids = self.tokenizer("x", add_special_tokens=True)["input_ids"]
-        eos = self.tokenizer.eos_token_id
-        appended = eos is not None and len(ids) > 0 and ids[-1] == eos
+        appended = special_token_flags(self.tokenizer)[1]
         log.info("tokenizer of %s %s an EOS token", self.name, "appends" if appended else "does not append")
         return appended
 
@@ -243,6 +244,22 @@ class Embedder:
     def count_tokens(self, texts: Sequence[str], task: str = "nl2code", role: str | None = "query") -> list[int]:
         """Token count of each text with its prefix and special tokens (before any truncation)."""
         return _count_tokens(self.tokenizer, self.prefix(task, role), texts)
+
+    def token_spans(self, text: str, task: str = "nl2code",
+                    role: str | None = "query") -> tuple[list[tuple[int, int]], int] | None:
+        """``text`` tokenized once: each token's character span, and the tokens its prefix and special tokens add.
+
+        The two give any piece of ``text`` an approximate count without tokenizing it again (the
+        indexer's chunker); None where the tokenizer has no offsets (a slow, Python tokenizer).
+        """
+        if not getattr(self.tokenizer, "is_fast", False):
+            return None
+        enc = self.tokenizer(text, add_special_tokens=False, truncation=False, return_offsets_mapping=True,
+                             verbose=False)
+        prefix = self.prefix(task, role)
+        if prefix not in self._overhead:
+            self._overhead[prefix] = _count_tokens(self.tokenizer, prefix, [""])[0]
+        return [tuple(span) for span in enc["offset_mapping"]], self._overhead[prefix]
 
     def token_counter(self) -> "TokenCounter":
         """A ``count_tokens`` with its own tokenizer copy, safe to call from one other thread (e.g. a server's)."""
@@ -405,9 +422,7 @@ class Embedder:
         b = np.atleast_2d(np.asarray(b, dtype=np.float32))
         if a.shape[1] != b.shape[1]:
             raise ValueError(f"vectors have different dims: {a.shape[1]} vs {b.shape[1]}")
-        a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
-        b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
-        return a @ b.T
+        return l2_normalize(a) @ l2_normalize(b).T
 
     # ---------------------------------------------------------------- saving
     def save(self, out_dir: str | os.PathLike, state_dict: dict[str, torch.Tensor] | None = None) -> Path:
@@ -419,6 +434,7 @@ class Embedder:
         out.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(out, state_dict=state_dict)
         self.tokenizer.save_pretrained(out)
+        _write_special_token_flags(out, self.tokenizer, always=self.source.layout == "gguf")
         modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}]
         if self.pooling == "latent_attention":
             from codesift.model.st_modules import LatentAttentionPooling as STLatent
@@ -455,6 +471,21 @@ class Embedder:
                 f"dim={self.dimension}, pooling={self.pooling}, max_length={self.max_length})")
 
 
+def _write_special_token_flags(out: Path, tokenizer, always: bool) -> None:
+    """State in the saved tokenizer_config.json the BOS/EOS rule the tokenizer really follows.
+
+    transformers may save the flags it was built with rather than the ones in effect (4.57 writes
+    ``add_bos_token: true`` for a GGUF that says false), and a reload would follow them. Keys already
+    there are corrected; ``always`` adds them (GGUF sources, whose rule lives in the .gguf file).
+    """
+    path = out / "tokenizer_config.json"
+    cfg = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    for key, value in zip(("add_bos_token", "add_eos_token"), special_token_flags(tokenizer)):
+        if always or key in cfg:
+            cfg[key] = value
+    _write_json(path, cfg)
+
+
 class TokenCounter:
     """Counts tokens like ``Embedder.count_tokens`` on a private tokenizer copy.
 
@@ -483,8 +514,7 @@ def finish_vectors(vectors: np.ndarray, dim: int | None, normalize: bool) -> np.
     if dim is not None:
         vectors = vectors[:, :dim]
     if normalize:
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        vectors = vectors / np.maximum(norms, 1e-12)
+        vectors = l2_normalize(vectors)
     return np.ascontiguousarray(vectors, dtype=np.float32)
 
 

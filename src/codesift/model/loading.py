@@ -165,6 +165,55 @@ def describe_local(path: Path, name: str) -> ModelSource:
     return src
 
 
+@dataclass(frozen=True)
+class SpecialTokenMetadata:
+    """What a model's own files say about its special tokens; None where they say nothing."""
+
+    add_bos: bool | None = None   # prepend the BOS token when tokenizing with special tokens
+    add_eos: bool | None = None   # append the EOS token
+    bos_id: int | None = None     # GGUF only: which ids the special tokens are
+    eos_id: int | None = None
+    pad_id: int | None = None
+    unk_id: int | None = None
+
+
+_GGUF_TOKEN_KEYS = {
+    "add_bos": "tokenizer.ggml.add_bos_token",
+    "add_eos": "tokenizer.ggml.add_eos_token",
+    "bos_id": "tokenizer.ggml.bos_token_id",
+    "eos_id": "tokenizer.ggml.eos_token_id",
+    "pad_id": "tokenizer.ggml.padding_token_id",
+    "unk_id": "tokenizer.ggml.unknown_token_id",
+}
+
+
+def special_token_metadata(src: ModelSource) -> SpecialTokenMetadata:
+    """The BOS/EOS flags (and, for GGUF, the special token ids) the model's files ask for.
+
+    GGUF: the ``tokenizer.ggml.*`` keys. Hugging Face folders: ``add_bos_token`` / ``add_eos_token``
+    in ``tokenizer_config.json`` (the tokenizer.json post-processor rules where the config is silent).
+    """
+    if src.gguf_file:
+        return _gguf_special_tokens(src.path / src.gguf_file)
+    cfg = _read_json(src.path / "tokenizer_config.json") or {}
+    flags = {k: cfg.get(f"{k}_token") for k in ("add_bos", "add_eos")}
+    return SpecialTokenMetadata(**{k: v for k, v in flags.items() if isinstance(v, bool)})
+
+
+def _gguf_special_tokens(path: Path) -> SpecialTokenMetadata:
+    from gguf import GGUFReader
+
+    fields = GGUFReader(path).fields
+    found = {}
+    for name, key in _GGUF_TOKEN_KEYS.items():
+        field = fields.get(key)
+        if field is None or not field.data:
+            continue
+        value = field.parts[field.data[0]][0].item()  # a scalar field's one value (works on every gguf version)
+        found[name] = bool(value) if name.startswith("add_") else int(value)
+    return SpecialTokenMetadata(**found)
+
+
 def _read_sentence_transformers(path: Path, src: ModelSource) -> None:
     src.layout = "sentence-transformers"
     src.normalize = False
