@@ -21,6 +21,7 @@ from codesift.index.manifest import Manifest
 from codesift.index.store import OUTPUT_FIELDS, ChunkStore, quote
 from codesift.index.vectors import META_KEY, ChunkFilter, VectorMirror
 from codesift.index.walk import walk_files
+from codesift.model.inputs import check_text
 
 log = logging.getLogger(__name__)
 
@@ -270,6 +271,7 @@ class CodeIndex:
         """Top ``limit`` chunks for a natural-language query (``mode``: hybrid, dense or bm25)."""
         if not isinstance(query, str) or not query.strip():
             raise ValueError("the query is empty; describe the code you are looking for, e.g. 'parse a config file'")
+        check_text(query, "the query")
         self._check_limit(limit)
         if mode not in MODES:
             raise ValueError(f"unknown search mode {mode!r}; valid modes: {', '.join(MODES)}")
