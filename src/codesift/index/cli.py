@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -56,6 +57,13 @@ def _print_report(report: dict, as_json: bool) -> None:
     )
 
 
+def escape_field(text: str) -> str:
+    """A path or symbol safe on one tab-separated line: backslash, tab, newline and other controls escaped."""
+    if text.isprintable() and "\\" not in text:
+        return text
+    return "".join("\\\\" if c == "\\" else c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _render_results(results, as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps([r.to_dict() for r in results], indent=2))
@@ -65,7 +73,7 @@ def _render_results(results, as_json: bool) -> None:
         return
     if not sys.stdout.isatty():  # grep-like lines for pipes
         for r in results:
-            typer.echo(f"{r.path}:{r.start_line}-{r.end_line}\t{r.score:.4f}\t{r.symbol or ''}")
+            typer.echo(f"{escape_field(r.path)}:{r.start_line}-{r.end_line}\t{r.score:.4f}\t{escape_field(r.symbol or '')}")
         return
     from rich.console import Console
     from rich.syntax import Syntax
@@ -117,7 +125,10 @@ def register(app: typer.Typer) -> None:
             if stored:
                 config = IndexConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in stored.items()
                                         if k in IndexConfig.__dataclass_fields__})
-        config = config or IndexConfig()
+        if config is None:  # a new index: the model is --model, else $CODESIFT_MODEL, else the default
+            from codesift.model.loading import default_model
+
+            config = IndexConfig(model=default_model())
         overrides = {k: v for k, v in (("model", model), ("store_uri", store_uri), ("store_token", store_token),
                                                   ("max_tokens", max_tokens)) if v}
         config = replace(config, **overrides)
@@ -162,8 +173,8 @@ def register(app: typer.Typer) -> None:
         cfg = SearchConfig()
         for name, value in (("rrf_k", rrf_k), ("dense_weight", dense_weight), ("bm25_weight", bm25_weight)):
             if value is not None:
-                if value < 0:
-                    raise ValueError(f"--{name.replace('_', '-')} must be >= 0")
+                if not math.isfinite(value) or value < 0:  # nan passes `< 0`
+                    raise ValueError(f"--{name.replace('_', '-')} must be a finite number >= 0, got {value}")
                 setattr(cfg, name, value)
         with CodeIndex(find_index_dir(path, index), search_config=cfg) as ix:
             if refresh:

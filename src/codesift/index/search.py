@@ -175,6 +175,9 @@ class CodeIndex:
 
     def staleness(self) -> dict:
         """Files added, changed (mtime or size) or deleted since the last run, and pending (interrupted) files."""
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"the indexed source root {self.root} no longer exists; if the repository moved, "
+                                    "rebuild its index there with `codesift index NEW_PATH --rebuild`")
         records = self.manifest.files()
         seen: set[str] = set()
         added = changed = 0

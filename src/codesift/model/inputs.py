@@ -45,5 +45,8 @@ def decode_utf8(data: bytes, name: str) -> str:
 
 
 def printable(text: str) -> str:
-    """``text`` safe to print or send as JSON: invalid characters become backslash escapes."""
-    return text.encode("utf-8", errors="backslashreplace").decode("utf-8")
+    """``text`` safe to print or send as JSON: an undecodable byte becomes ``\\xff``, a lone surrogate ``\\ud800``."""
+    if text_problem(text) is None:
+        return text
+    return "".join(f"\\x{ord(c) - 0xDC00:02x}" if 0xDC80 <= ord(c) <= 0xDCFF else
+                   f"\\u{ord(c):04x}" if 0xD800 <= ord(c) <= 0xDFFF else c for c in text)
