@@ -211,6 +211,8 @@ def register(app: typer.Typer) -> None:
             typer.echo(json.dumps(st, indent=2))
             return
         s = st["staleness"]
+        if st.get("problem"):
+            typer.secho(f"warning: {st['problem']}", fg="yellow", err=True)
         typer.echo(f"root      {st['root']}\nindex     {st['index_dir']}\nstore     {st['store']}"
                    f" (in-memory mirror: {st['vector_mirror']})\n"
                    f"model     {st['model']} (dim {st['dim']}, two-stage dim {st['small_dim']})\n"

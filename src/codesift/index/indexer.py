@@ -88,6 +88,18 @@ def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", errors="surrogatepass")).hexdigest()
 
 
+def store_mismatch(manifest: Manifest, store: ChunkStore, index_dir: Path) -> str | None:
+    """Why ``store`` disagrees with ``manifest`` (a different chunk count), or None when they agree."""
+    totals = manifest.totals()
+    if totals["files_pending"]:
+        return None  # an interrupted run: the next run settles it
+    stored = store.count()
+    if stored == totals["chunks"]:
+        return None
+    return (f"the store of {index_dir} holds {stored} chunks but the manifest lists {totals['chunks']} "
+            "(rolled back to an earlier save, or damaged)")
+
+
 class Indexer:
     """Keeps one index directory in step with one source tree."""
 
@@ -194,7 +206,26 @@ class Indexer:
         return files, records, todo, gone
 
     def update(self, progress: Progress | None = None) -> IndexReport:
-        """Bring the index in line with the tree; returns what changed."""
+        """Bring the index in line with the tree; returns what changed.
+
+        A store that lost rows the manifest lists (rolled back to an earlier save, or damaged) is
+        repaired: every file is written again, its vectors from the embedding cache.
+        """
+        report = self._update(progress)
+        mismatch = self.store_mismatch()
+        if mismatch:
+            log.warning("%s; writing every file again (vectors come from the embedding cache)", mismatch)
+            self.manifest.mark_pending([p for p, r in self.manifest.files().items() if r.status == "done"])
+            report = self._update(progress)
+        return report
+
+    def store_mismatch(self) -> str | None:
+        """Why the store disagrees with the manifest, or None when they agree (see ``store_mismatch``)."""
+        if not self.manifest.get_meta().get("dim"):
+            return None  # no store yet
+        return store_mismatch(self.manifest, self.store, self.index_dir)
+
+    def _update(self, progress: Progress | None = None) -> IndexReport:
         t0 = time.perf_counter()
         report = IndexReport(root=str(self.root), index_dir=str(self.index_dir))
         start_token = self.manifest.get_meta().get(META_KEY)
