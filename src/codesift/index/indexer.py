@@ -214,9 +214,18 @@ class Indexer:
         report = self._update(progress)
         mismatch = self.store_mismatch()
         if mismatch:
-            log.warning("%s; writing every file again (vectors come from the embedding cache)", mismatch)
-            self.manifest.mark_pending([p for p, r in self.manifest.files().items() if r.status == "done"])
-            report = self._update(progress)
+            log.warning("%s; repairing it", mismatch)
+            records = self.manifest.files()
+            listed = {p for p, r in records.items() if r.status == "done" and r.n_chunks}
+            stray = sorted({row["path"] for rows in self.store.iterate(["path"]) for row in rows} - listed)
+            if stray:  # rows of files the manifest does not list (e.g. it was lost and rebuilt)
+                self.store.delete_paths(stray)
+                self.store.flush()
+            self.manifest.set_meta(**{META_KEY: None})  # the next pass rebuilds the vector mirror from the store
+            if self.store_mismatch():  # rows are missing: write every file again, vectors from the cache
+                self.manifest.mark_pending([p for p, r in records.items() if r.status == "done"])
+                return self._update(progress)
+            self._update(progress)
         return report
 
     def store_mismatch(self) -> str | None:

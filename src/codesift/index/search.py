@@ -19,7 +19,7 @@ from codesift.index.config import IndexConfig, SearchConfig
 from codesift.index.indexer import (Indexer, IndexReport, default_index_dir, mirror_enabled, store_mismatch,
                                    store_uri_for)
 from codesift.index.manifest import Manifest
-from codesift.index.store import OUTPUT_FIELDS, ChunkStore, quote
+from codesift.index.store import OUTPUT_FIELDS, ChunkStore, StoreLockedError, quote
 from codesift.index.vectors import META_KEY, ChunkFilter, VectorMirror
 from codesift.index.walk import walk_files
 from codesift.model.inputs import check_text
@@ -223,6 +223,8 @@ class CodeIndex:
         if meta.get("dim"):
             try:
                 self.store  # opening it checks it against the manifest
+            except StoreLockedError:
+                pass  # another process (a server) has it open: nothing to say about it from here
             except ValueError as exc:
                 out["problem"] = str(exc)
         if check_staleness:

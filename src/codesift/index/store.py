@@ -86,6 +86,10 @@ def is_local_uri(uri: str) -> bool:
     return not uri.startswith(("http://", "https://", "tcp://", "unix:"))
 
 
+class StoreLockedError(ValueError):
+    """The store is a Milvus Lite file another process has open."""
+
+
 class ChunkStore:
     """Chunks of one index in a Milvus collection (Milvus Lite file or server URI)."""
 
@@ -98,13 +102,15 @@ class ChunkStore:
         self.uri, self.collection, self.dim, self.small_dim = uri, collection, dim, small_dim
         self.vector_index = vector_index
         try:
-            self.client = MilvusClient(uri, token=token or "")
+            with _quiet_milvus_lite():  # a locked file is logged with two tracebacks before it raises
+                self.client = MilvusClient(uri, token=token or "")
         except Exception as exc:  # Milvus Lite refuses a second process on the same file
             if "lock" in str(exc).lower() or "Open local milvus failed" in str(exc):
-                raise ValueError(
+                raise StoreLockedError(
                     f"the index store {uri} is open in another codesift process (mcp, watch or serve); "
-                    "stop it or use its reindex tool"
-                ) from exc
+                    "stop it, or refresh through it: `POST /v1/index/refresh` on `codesift serve`, the reindex "
+                    "tool of `codesift mcp`"
+                ) from None
             raise
         with _quiet_milvus_lite():
             if not self.client.has_collection(collection):
@@ -218,12 +224,14 @@ class ChunkStore:
 
 @contextlib.contextmanager
 def _quiet_milvus_lite():
-    """Hide what Milvus Lite logs for the AllocTimestamp call it lacks (creating a collection, iterating).
+    """Hide what Milvus Lite logs for the AllocTimestamp call it lacks (creating a collection, iterating),
+    and the tracebacks it logs for a locked file (raised as StoreLockedError instead).
 
     pymilvus falls back to a client-side timestamp, after the in-process gRPC server has logged the
     miss as an error with a traceback and pymilvus as a warning: noise, not a failure.
     """
-    quiet = [logging.getLogger(n) for n in ("grpc._server", "pymilvus.client.iterator.query_iterator")]
+    quiet = [logging.getLogger(n) for n in ("grpc._server", "pymilvus.client.iterator.query_iterator",
+                                            "milvus_lite.server_manager")]
     levels = [q.level for q in quiet]
     for q in quiet:
         q.setLevel(logging.CRITICAL)
