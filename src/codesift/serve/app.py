@@ -162,7 +162,7 @@ def _announce(state: ServerState) -> None:
 
     if not state.config.port:
         return
-    host = state.config.host
+    host = state.config.host.strip("[]")
     host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else f"[{host}]" if ":" in host else host
     path = Path(state.index.index_dir) / SERVING_FILE
     try:
