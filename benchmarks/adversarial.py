@@ -280,7 +280,7 @@ def http_cases(work: Path, repo: Path, model: str) -> None:
 
         @guarded("7", "a tiny request beside a 5 MB one", "answered in under 1 s")
         def _() -> None:
-            thread = threading.Thread(target=post, args=(url, {"input": huge, "truncate": True}))
+            thread = threading.Thread(target=post, args=(url, {"input": huge}))  # the case: refused
             thread.start()
             time.sleep(0.3)
             r, s = post(url, {"input": "def f(): pass"})
@@ -380,9 +380,9 @@ def mcp_cases(repo: Path) -> None:
                json.dumps(r)[:120] if r else "no reply in 30 s")
         send(json.dumps({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
                          "params": {"name": "search_code", "arguments": {"query": "parse config"}}}))
-        r = reply(60)
+        r = reply(300)  # the first call loads the model and opens the store: slow on a busy machine
         record("11", "MCP: a good call after the bad ones", "an answer to id 3", bool(r and r.get("id") == 3),
-               "answered" if r else "no reply in 60 s")
+               "answered" if r else "no reply in 300 s")
     finally:
         proc.kill()
         proc.wait(10)
