@@ -13,10 +13,10 @@ import pytest
 
 pytest.importorskip("mcp")
 
-from codesift.serve.mcp import guard_jsonrpc_line
-
 
 def test_guard_passes_good_messages_and_answers_bad_ones():
+    from codesift.serve.mcp import guard_jsonrpc_line
+
     ok = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}})
     assert guard_jsonrpc_line(ok) is True
     assert guard_jsonrpc_line("   \n") is False

@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 
 from codesift.model.embedder import Embedder, InputTooLongError
-from codesift.model.inputs import InvalidTextError
 
 
 def run_main(args: list[str], monkeypatch, capsys, stdin: bytes | None = None) -> tuple[int, str, str]:
@@ -71,6 +70,8 @@ def test_embed_jsonl_with_a_lone_surrogate_names_the_line(tiny_qwen_dir, tmp_pat
 
 
 def test_embedder_rejects_invalid_text_with_a_value_error(emb):
+    from codesift.model.inputs import InvalidTextError
+
     with pytest.raises(InvalidTextError, match=r"texts\[1\].*surrogate"):
         emb.encode(["ok", "\ud800abc"])
     with pytest.raises(InvalidTextError, match=r"texts\[0\]"):
