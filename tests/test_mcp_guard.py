@@ -46,7 +46,7 @@ def test_stdio_server_answers_every_request(tmp_path, tiny_qwen_dir):
         proc.stdin.write(line.encode() + b"\n")
         proc.stdin.flush()
 
-    def reply(timeout: float = 60) -> dict | None:
+    def reply(timeout: float = 300) -> dict | None:  # generous: a busy machine imports slowly
         ready, _, _ = select.select([proc.stdout], [], [], timeout)
         return json.loads(proc.stdout.readline()) if ready else None
 
