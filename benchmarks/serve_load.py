@@ -6,6 +6,13 @@ of the same texts, one call per task side). Bounded: a fixed number of requests 
 
     nice python benchmarks/serve_load.py --model PATH.gguf --clients 32 --out benchmarks/results/serve_load.json
 
+``--only-big-input`` measures one hostile case instead (issue 14, finding 7): a 5 MB input (under the
+body limit) sent without and with ``truncate``, and a stream of tiny requests sent one after another while
+another 5 MB input is being refused (their worst latency is ``tiny_beside_big.seconds``); it records
+each one's latency and status and the server's RSS before, at its peak and after.
+
+    nice python benchmarks/serve_load.py --model offline --only-big-input --out benchmarks/results/serve_big_input.json
+
 The workload is code from Python's standard library (chunks of lines, as an indexer would send)
 and short natural-language queries; a fixed seed makes it the same on every run.
 """
@@ -215,6 +222,53 @@ def served_phase(args, workload: list[Request], total_tokens: int, batching: boo
     }
 
 
+def big_input_phase(args) -> dict:
+    """Latency, status and server RSS for a huge input, and for a tiny request sent while it runs."""
+    proc, url = start_server(args, batching=True)
+    endpoint = f"{url}/v1/embeddings"
+    unit = "def handler(request):\n    return request.json()\n"
+    huge = (unit * (int(args.big_input_mb * 1e6) // len(unit) + 1))[: int(args.big_input_mb * 1e6)]
+    sampler = RssSampler(proc.pid)
+    out: dict = {"input_chars": len(huge)}
+    try:
+        httpx.post(endpoint, json={"input": ["warm up", "def f(): pass"]}, timeout=600, trust_env=False)
+        out["rss_before_mib"] = sampler._rss()
+        for name, body in (("refused", {"input": huge}), ("truncated", {"input": huge, "truncate": True})):
+            with RssSampler(proc.pid, every=0.05) as rss:
+                t0 = time.perf_counter()
+                r = httpx.post(endpoint, json=body, timeout=600, trust_env=False)
+                seconds = time.perf_counter() - t0
+            out[name] = {"status": r.status_code, "seconds": round(seconds, 3),
+                         "rss_peak_mib": max((v for _, v in rss.samples), default=None)}
+        big_done: dict = {}
+
+        def send_big() -> None:  # the refused variant: its cost is all tokenizing, which is what blocked others
+            t0 = time.perf_counter()
+            r = httpx.post(endpoint, json={"input": huge}, timeout=600, trust_env=False)
+            big_done.update(status=r.status_code, seconds=round(time.perf_counter() - t0, 3))
+
+        thread = threading.Thread(target=send_big)
+        thread.start()
+        time.sleep(args.tiny_after_s)  # the big body is on its way
+        tiny: list[float] = []
+        while thread.is_alive() or not tiny:  # tiny requests one after another while the big one runs
+            t0 = time.perf_counter()
+            r = httpx.post(endpoint, json={"input": "def f(): pass"}, timeout=600, trust_env=False)
+            tiny.append(time.perf_counter() - t0)
+        thread.join()
+        out["tiny_beside_big"] = {"status": r.status_code, "seconds": round(max(tiny), 3), "requests": len(tiny),
+                                  "p50_s": round(float(np.median(tiny)), 3), "sent_after_s": args.tiny_after_s}
+        out["big_beside_tiny"] = big_done
+        t0 = time.perf_counter()
+        r = httpx.post(endpoint, json={"input": "def f(): pass"}, timeout=600, trust_env=False)
+        out["tiny_alone"] = {"status": r.status_code, "seconds": round(time.perf_counter() - t0, 3)}
+        out["rss_after_mib"] = sampler._rss()
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default=smollm2_gguf(), help="model for both the server and the offline engine")
@@ -226,12 +280,28 @@ def main() -> None:
     ap.add_argument("--deadline", type=float, default=900, help="seconds a served phase may take")
     ap.add_argument("--load-timeout", type=float, default=600)
     ap.add_argument("--skip-unbatched", action="store_true")
+    ap.add_argument("--only-big-input", action="store_true", help="measure the huge-input case only")
+    ap.add_argument("--big-input-mb", type=float, default=5.0)
+    ap.add_argument("--tiny-after-s", type=float, default=0.3, help="when the tiny request follows the big one")
     ap.add_argument("--out", default="benchmarks/results/serve_load.json")
     args = ap.parse_args()
     if not args.model:
         ap.error("--model is required (no offline SmolLM2 GGUF found)")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if args.only_big_input:
+        result = {"benchmark": "serve_big_input", "model": Path(args.model).name,
+                  "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                              "loadavg_at_start": os.getloadavg()},
+                  **big_input_phase(args)}
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=2))
+        print(f"{'case':<18} {'status':>6} {'seconds':>8} {'RSS peak MiB':>13}")
+        for case in ("refused", "truncated", "tiny_beside_big", "big_beside_tiny", "tiny_alone"):
+            c = result[case]
+            print(f"{case:<18} {c['status']:>6} {c['seconds']:>8} {c.get('rss_peak_mib') or '':>13}")
+        print(f"RSS before {result['rss_before_mib']} MiB, after {result['rss_after_mib']} MiB; wrote {args.out}")
+        return
 
     from codesift.model.embedder import Embedder
 

@@ -47,6 +47,7 @@ def main() -> None:
     """Entry point: run the app, turning user errors into one clear line instead of a traceback."""
     import warnings
 
+    from codesift.model.inputs import printable
     from codesift.model.loading import ModelNotAvailableError
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -55,10 +56,11 @@ def main() -> None:
     warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
     try:
         app()
-    except (UserError, ValueError, FileNotFoundError, PermissionError, ModelNotAvailableError) as exc:
+    except (UserError, ValueError, OSError, ModelNotAvailableError) as exc:
+        # OSError: a file the user named cannot be read or written (directory, full disk, permissions)
         if os.environ.get("CODESIFT_DEBUG"):
             raise
-        typer.secho(f"error: {exc}", fg="red", err=True)
+        typer.secho(f"error: {printable(str(exc))}", fg="red", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         typer.secho("interrupted", fg="yellow", err=True)

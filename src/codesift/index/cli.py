@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import os
 import sys
 from pathlib import Path
 
@@ -25,6 +27,43 @@ def find_index_dir(path: str | None, index: str | None) -> Path:
         if (d / INDEX_DIRNAME / "manifest.sqlite").is_file():
             return d / INDEX_DIRNAME
     raise FileNotFoundError(f"no {INDEX_DIRNAME} index here or above {here}; run `codesift index PATH` first")
+
+
+def serving_url(index_dir: Path) -> str | None:
+    """The URL of a live `codesift serve` that serves this index (its ``serving.json``), or None."""
+    from codesift.index.config import SERVING_FILE
+
+    try:
+        info = json.loads((Path(index_dir) / SERVING_FILE).read_text())
+        os.kill(int(info["pid"]), 0)  # raises if that process is gone
+        return str(info["url"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def call_server(url: str, route: str, body: dict) -> dict:
+    """POST ``body`` to a codesift server (bearer key: the first of $CODESIFT_API_KEY); its answer, or ValueError."""
+    import urllib.error
+    import urllib.request
+
+    headers = {"Content-Type": "application/json"}
+    key = next((k.strip() for k in os.environ.get("CODESIFT_API_KEY", "").split(",") if k.strip()), None)
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    request = urllib.request.Request(url + route, data=json.dumps(body).encode(), headers=headers, method="POST")
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # the server is local: no proxy
+    try:
+        with opener.open(request, timeout=3600) as answer:
+            return json.loads(answer.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            message = json.loads(exc.read())["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = exc.reason
+        hint = "; set CODESIFT_API_KEY to one of its keys" if exc.code == 401 else ""
+        raise ValueError(f"the server at {url} answered {exc.code}: {message}{hint}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise ValueError(f"could not reach the server at {url} that serves this index ({exc})") from None
 
 
 def _progress_printer(enabled: bool):
@@ -56,6 +95,13 @@ def _print_report(report: dict, as_json: bool) -> None:
     )
 
 
+def escape_field(text: str) -> str:
+    """A path or symbol safe on one tab-separated line: backslash, tab, newline and other controls escaped."""
+    if text.isprintable() and "\\" not in text:
+        return text
+    return "".join("\\\\" if c == "\\" else c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _render_results(results, as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps([r.to_dict() for r in results], indent=2))
@@ -65,7 +111,7 @@ def _render_results(results, as_json: bool) -> None:
         return
     if not sys.stdout.isatty():  # grep-like lines for pipes
         for r in results:
-            typer.echo(f"{r.path}:{r.start_line}-{r.end_line}\t{r.score:.4f}\t{r.symbol or ''}")
+            typer.echo(f"{escape_field(r.path)}:{r.start_line}-{r.end_line}\t{r.score:.4f}\t{escape_field(r.symbol or '')}")
         return
     from rich.console import Console
     from rich.syntax import Syntax
@@ -105,6 +151,13 @@ def register(app: typer.Typer) -> None:
         if not root.is_dir():
             raise FileNotFoundError(f"{path} is not a directory; pass the root of the source tree to index")
         index_dir = Path(index) if index else default_index_dir(root)
+        url = serving_url(index_dir)
+        if url is not None:  # the server holds the store: it refreshes the index itself
+            if rebuild or model or store_uri or max_tokens:
+                raise ValueError(f"{index_dir} is served by {url}; stop that server to --rebuild or change settings")
+            typer.secho(f"note: {index_dir} is served by {url}; refreshing it through the server", err=True)
+            _print_report(call_server(url, "/v1/index/refresh", {})["report"], as_json)
+            return
         if rebuild and index_dir.exists():
             if not (index_dir / "manifest.sqlite").is_file():
                 raise ValueError(f"{index_dir} does not look like a codesift index; refusing to delete it")
@@ -117,7 +170,10 @@ def register(app: typer.Typer) -> None:
             if stored:
                 config = IndexConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in stored.items()
                                         if k in IndexConfig.__dataclass_fields__})
-        config = config or IndexConfig()
+        if config is None:  # a new index: the model is --model, else $CODESIFT_MODEL, else the default
+            from codesift.model.loading import default_model
+
+            config = IndexConfig(model=default_model())
         overrides = {k: v for k, v in (("model", model), ("store_uri", store_uri), ("store_token", store_token),
                                                   ("max_tokens", max_tokens)) if v}
         config = replace(config, **overrides)
@@ -162,10 +218,26 @@ def register(app: typer.Typer) -> None:
         cfg = SearchConfig()
         for name, value in (("rrf_k", rrf_k), ("dense_weight", dense_weight), ("bm25_weight", bm25_weight)):
             if value is not None:
-                if value < 0:
-                    raise ValueError(f"--{name.replace('_', '-')} must be >= 0")
+                if not math.isfinite(value) or value < 0:  # nan passes `< 0`
+                    raise ValueError(f"--{name.replace('_', '-')} must be a finite number >= 0, got {value}")
                 setattr(cfg, name, value)
-        with CodeIndex(find_index_dir(path, index), search_config=cfg) as ix:
+        index_dir = find_index_dir(path, index)
+        url = serving_url(index_dir)
+        if url is not None:  # the server holds the store: search through it
+            from codesift.index.search import SearchResult
+            from codesift.model.inputs import check_text
+
+            if like or any(v is not None for v in (rrf_k, dense_weight, bm25_weight)):
+                raise ValueError(f"{index_dir} is served by {url}, whose search has no --like or fusion options; "
+                                 "stop that server to use them")
+            check_text(query, "the query")
+            if refresh:
+                call_server(url, "/v1/index/refresh", {})
+            body = {"query": query, "limit": limit, "language": lang, "path_globs": list(path_glob or []),
+                    "mode": mode, "exclude_tests": exclude_tests, "two_stage": two_stage}
+            _render_results([SearchResult(**h) for h in call_server(url, "/v1/search", body)["results"]], as_json)
+            return
+        with CodeIndex(index_dir, search_config=cfg) as ix:
             if refresh:
                 ix.refresh()
             else:
@@ -200,6 +272,8 @@ def register(app: typer.Typer) -> None:
             typer.echo(json.dumps(st, indent=2))
             return
         s = st["staleness"]
+        if st.get("problem"):
+            typer.secho(f"warning: {st['problem']}", fg="yellow", err=True)
         typer.echo(f"root      {st['root']}\nindex     {st['index_dir']}\nstore     {st['store']}"
                    f" (in-memory mirror: {st['vector_mirror']})\n"
                    f"model     {st['model']} (dim {st['dim']}, two-stage dim {st['small_dim']})\n"

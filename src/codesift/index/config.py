@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from codesift.model.loading import DEFAULT_MODEL  # one default model for the library, the index and the server
 INDEX_DIRNAME = ".codesift"
 IGNORE_FILES = (".gitignore", ".ignore", ".codesiftignore")
+SERVING_FILE = "serving.json"  # in an index dir while `codesift serve` serves it: {"url", "pid"}
 
 # Always skipped (gitignore syntax); a `!pattern` in a project's .codesiftignore re-includes one.
 DEFAULT_EXCLUDES = (

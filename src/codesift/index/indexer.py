@@ -12,7 +12,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,7 @@ from codesift.index.manifest import FileRecord, Manifest
 from codesift.index.store import ChunkStore, is_local_uri, make_row
 from codesift.index.vectors import META_KEY, VectorMirror
 from codesift.index.walk import FileStat, looks_like_test, walk_files
+from codesift.model.loading import canonical_model_name
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,18 @@ class DocumentTokens:
         return self.embedder.count_tokens(list(texts), task="nl2code", role="document")
 
 
+def store_mismatch(manifest: Manifest, store: ChunkStore, index_dir: Path) -> str | None:
+    """Why ``store`` disagrees with ``manifest`` (a different chunk count), or None when they agree."""
+    totals = manifest.totals()
+    if totals["files_pending"]:
+        return None  # an interrupted run: the next run settles it
+    stored = store.count()
+    if stored == totals["chunks"]:
+        return None
+    return (f"the store of {index_dir} holds {stored} chunks but the manifest lists {totals['chunks']} "
+            "(rolled back to an earlier save, or damaged)")
+
+
 class Indexer:
     """Keeps one index directory in step with one source tree."""
 
@@ -123,8 +136,10 @@ class Indexer:
         if isinstance(config.extra_excludes, list):
             config.extra_excludes = tuple(config.extra_excludes)
         if meta.get("root") and Path(meta["root"]) != self.root:
-            raise ValueError(f"index {self.index_dir} belongs to {meta['root']}, not {self.root}; pass another --index")
-        if meta.get("config") and meta["config"].get("model") != config.model:
+            raise ValueError(f"index {self.index_dir} belongs to {meta['root']}, not {self.root}; if the repository "
+                             f"moved, rebuild it here with `codesift index {self.root} --rebuild`, else pass another --index")
+        config = replace(config, model=canonical_model_name(config.model))
+        if meta.get("config") and canonical_model_name(meta["config"].get("model") or "") != config.model:
             raise ValueError(
                 f"index {self.index_dir} was built with model {meta['config'].get('model')!r}, not {config.model!r}; "
                 "delete the index directory (or pass --rebuild) to re-embed with the new model"
@@ -156,7 +171,21 @@ class Indexer:
             from codesift.model.embedder import Embedder
 
             self._embedder = Embedder(self.config.model)
+            self._record_loaded_model()
         return self._embedder
+
+    def _record_loaded_model(self) -> None:
+        """Store the name of the model that was actually loaded ($CODESIFT_MODEL or a fallback may stand in for
+        the configured one), and refuse one whose weights differ from the index's vectors."""
+        fingerprint = self.manifest.get_meta().get("fingerprint")
+        if fingerprint and self._embedder.fingerprint != fingerprint:
+            raise ValueError(f"model {self._embedder.name!r} is not the one that built index {self.index_dir} "
+                             f"(weights {fingerprint}); pass --model with that model, or --rebuild to re-embed")
+        loaded = canonical_model_name(self._embedder.name)
+        if loaded != self.config.model:
+            log.info("recording the loaded model %s (configured: %s)", loaded, self.config.model)
+            self.config = replace(self.config, model=loaded)
+            self.manifest.set_meta(config=asdict(self.config))
 
     @property
     def store(self) -> ChunkStore:
@@ -183,7 +212,8 @@ class Indexer:
 
     def scan(self) -> tuple[list[FileStat], dict[str, FileRecord], list[FileStat], list[str]]:
         """Walk and diff: (all files, manifest records, files to (re)check, paths gone from the tree)."""
-        files = list(walk_files(self.root, self.config.extra_excludes))
+        self.bad_names: list[tuple[str, str]] = []  # (escaped path, reason): names that are not UTF-8
+        files = list(walk_files(self.root, self.config.extra_excludes, skipped=self.bad_names))
         records = self.manifest.files()
         todo = []
         for f in files:
@@ -195,7 +225,35 @@ class Indexer:
         return files, records, todo, gone
 
     def update(self, progress: Progress | None = None) -> IndexReport:
-        """Bring the index in line with the tree; returns what changed."""
+        """Bring the index in line with the tree; returns what changed.
+
+        A store that lost rows the manifest lists (rolled back to an earlier save, or damaged) is
+        repaired: every file is written again, its vectors from the embedding cache.
+        """
+        report = self._update(progress)
+        mismatch = self.store_mismatch()
+        if mismatch:
+            log.warning("%s; repairing it", mismatch)
+            records = self.manifest.files()
+            listed = {p for p, r in records.items() if r.status == "done" and r.n_chunks}
+            stray = sorted({row["path"] for rows in self.store.iterate(["path"]) for row in rows} - listed)
+            if stray:  # rows of files the manifest does not list (e.g. it was lost and rebuilt)
+                self.store.delete_paths(stray)
+                self.store.flush()
+            self.manifest.set_meta(**{META_KEY: None})  # the next pass rebuilds the vector mirror from the store
+            if self.store_mismatch():  # rows are missing: write every file again, vectors from the cache
+                self.manifest.mark_pending([p for p, r in records.items() if r.status == "done"])
+                return self._update(progress)
+            self._update(progress)
+        return report
+
+    def store_mismatch(self) -> str | None:
+        """Why the store disagrees with the manifest, or None when they agree (see ``store_mismatch``)."""
+        if not self.manifest.get_meta().get("dim"):
+            return None  # no store yet
+        return store_mismatch(self.manifest, self.store, self.index_dir)
+
+    def _update(self, progress: Progress | None = None) -> IndexReport:
         t0 = time.perf_counter()
         report = IndexReport(root=str(self.root), index_dir=str(self.index_dir))
         start_token = self.manifest.get_meta().get(META_KEY)
@@ -203,7 +261,9 @@ class Indexer:
         self.manifest.set_meta(root=str(self.root), config=asdict(self.config), started_at=time.time())
         files, records, todo, gone = self.scan()
         self._fresh = not records  # a first run: the mirror starts empty
-        report.files_seen = len(files)
+        report.files_seen = len(files) + len(self.bad_names)
+        report.files_skipped += len(self.bad_names)
+        report.skipped.update(self.bad_names)
         report.walk_seconds = time.perf_counter() - t0
 
         if gone:

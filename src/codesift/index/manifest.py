@@ -29,6 +29,18 @@ CREATE TABLE IF NOT EXISTS embed_cache (
 """
 
 
+class CorruptIndexError(ValueError):
+    """An index file is damaged: the index must be rebuilt."""
+
+
+def corrupt_message(path: Path, exc: BaseException) -> str:
+    """One line saying which index file is damaged and the command that rebuilds it."""
+    index_dir = path.parent
+    root = index_dir.parent if index_dir.name == ".codesift" else "ROOT"
+    return (f"the index file {path} is corrupt ({exc}); rebuild the index with "
+            f"`codesift index {root} --rebuild`" + ("" if index_dir.name == ".codesift" else f" --index {index_dir}"))
+
+
 @dataclass
 class FileRecord:
     """What the index knows about one file."""
@@ -49,9 +61,14 @@ class Manifest:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(SCHEMA)
+        try:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(SCHEMA)
+            self.db.execute("SELECT COUNT(*) FROM meta").fetchone()
+        except sqlite3.DatabaseError as exc:
+            self.db.close()
+            raise CorruptIndexError(corrupt_message(self.path, exc)) from None
 
     def close(self) -> None:
         """Close the database."""

@@ -16,11 +16,13 @@ import numpy as np
 import pathspec
 
 from codesift.index.config import IndexConfig, SearchConfig
-from codesift.index.indexer import Indexer, IndexReport, default_index_dir, mirror_enabled, store_uri_for
+from codesift.index.indexer import (Indexer, IndexReport, default_index_dir, mirror_enabled, store_mismatch,
+                                   store_uri_for)
 from codesift.index.manifest import Manifest
-from codesift.index.store import OUTPUT_FIELDS, ChunkStore, quote
+from codesift.index.store import OUTPUT_FIELDS, ChunkStore, StoreLockedError, quote
 from codesift.index.vectors import META_KEY, ChunkFilter, VectorMirror
 from codesift.index.walk import walk_files
+from codesift.model.inputs import check_text
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +118,20 @@ class CodeIndex:
             meta = self.manifest.get_meta()
             self._store = ChunkStore(store_uri_for(self.index_dir, self.config), self.config.collection,
                                      meta["dim"], meta["small_dim"], token=self.config.store_token)
+            mismatch = store_mismatch(self.manifest, self._store, self.index_dir)
+            if mismatch:  # searching it would silently miss chunks: say so, and how to repair it
+                self.close_store()
+                raise ValueError(f"{mismatch}; run `codesift index {self.root}` to repair it "
+                                 "(or `--rebuild` to start over)")
         return self._store
+
+    def close_store(self) -> None:
+        """Release the store only (its file lock), keeping the manifest open."""
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+        if self._indexer is not None:
+            self._indexer._store = None
 
     def vector_mirror(self) -> VectorMirror | None:
         """The in-memory vectors matching the store now (None when the index keeps none, e.g. a Milvus server)."""
@@ -174,6 +189,9 @@ class CodeIndex:
 
     def staleness(self) -> dict:
         """Files added, changed (mtime or size) or deleted since the last run, and pending (interrupted) files."""
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"the indexed source root {self.root} no longer exists; if the repository moved, "
+                                    "rebuild its index there with `codesift index NEW_PATH --rebuild`")
         records = self.manifest.files()
         seen: set[str] = set()
         added = changed = 0
@@ -201,8 +219,17 @@ class CodeIndex:
                "store": store_uri_for(self.index_dir, self.config), "collection": self.config.collection,
                **self.manifest.totals(), "languages": dict(sorted(langs.items(), key=lambda t: -t[1])),
                "indexed_at": meta.get("indexed_at"), "vector_mirror": self._mirror_state(meta)}
+        out["problem"] = None
+        if meta.get("dim"):
+            try:
+                self.store  # opening it checks it against the manifest
+            except StoreLockedError:
+                pass  # another process (a server) has it open: nothing to say about it from here
+            except ValueError as exc:
+                out["problem"] = str(exc)
         if check_staleness:
             out["staleness"] = self.staleness()
+            out["staleness"]["stale"] = out["staleness"]["stale"] or out["problem"] is not None
         return out
 
     def _mirror_state(self, meta: dict) -> str:
@@ -270,6 +297,7 @@ class CodeIndex:
         """Top ``limit`` chunks for a natural-language query (``mode``: hybrid, dense or bm25)."""
         if not isinstance(query, str) or not query.strip():
             raise ValueError("the query is empty; describe the code you are looking for, e.g. 'parse a config file'")
+        check_text(query, "the query")
         self._check_limit(limit)
         if mode not in MODES:
             raise ValueError(f"unknown search mode {mode!r}; valid modes: {', '.join(MODES)}")

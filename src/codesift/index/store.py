@@ -6,6 +6,7 @@ server / cluster / Zilliz Cloud (``http://host:19530``); pymilvus picks by the U
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -85,6 +86,10 @@ def is_local_uri(uri: str) -> bool:
     return not uri.startswith(("http://", "https://", "tcp://", "unix:"))
 
 
+class StoreLockedError(ValueError):
+    """The store is a Milvus Lite file another process has open."""
+
+
 class ChunkStore:
     """Chunks of one index in a Milvus collection (Milvus Lite file or server URI)."""
 
@@ -97,17 +102,20 @@ class ChunkStore:
         self.uri, self.collection, self.dim, self.small_dim = uri, collection, dim, small_dim
         self.vector_index = vector_index
         try:
-            self.client = MilvusClient(uri, token=token or "")
+            with _quiet_milvus_lite():  # a locked file is logged with two tracebacks before it raises
+                self.client = MilvusClient(uri, token=token or "")
         except Exception as exc:  # Milvus Lite refuses a second process on the same file
             if "lock" in str(exc).lower() or "Open local milvus failed" in str(exc):
-                raise ValueError(
+                raise StoreLockedError(
                     f"the index store {uri} is open in another codesift process (mcp, watch or serve); "
-                    "stop it or use its reindex tool"
-                ) from exc
+                    "stop it, or refresh through it: `POST /v1/index/refresh` on `codesift serve`, the reindex "
+                    "tool of `codesift mcp`"
+                ) from None
             raise
-        if not self.client.has_collection(collection):
-            self._create()
-        self.client.load_collection(collection)
+        with _quiet_milvus_lite():
+            if not self.client.has_collection(collection):
+                self._create()
+            self.client.load_collection(collection)
 
     def _create(self) -> None:
         from pymilvus import DataType, Function, FunctionType
@@ -194,31 +202,44 @@ class ChunkStore:
 
     def iterate(self, output_fields: Sequence[str], batch_size: int = 4096):
         """Every row (id and ``output_fields``), in batches (lists of dicts)."""
-        # Milvus Lite lacks AllocTimestamp: the iterator falls back to a client-side timestamp, after the in-process
-        # gRPC server has logged the miss as an error and pymilvus as a warning
-        quiet = [logging.getLogger(n) for n in ("grpc._server", "pymilvus.client.iterator.query_iterator")]
-        levels = [q.level for q in quiet]
-        for q in quiet:
-            q.setLevel(logging.CRITICAL)
         it = None
-        try:
-            it = self.client.query_iterator(self.collection, batch_size=batch_size, filter="",
-                                            output_fields=["id", *output_fields])
-            while True:
-                rows = it.next()
-                if not rows:
-                    return
-                yield [dict(r) for r in rows]
-        finally:
-            if it is not None:
-                it.close()
-            for q, level in zip(quiet, levels):
-                q.setLevel(level)
+        with _quiet_milvus_lite():
+            try:
+                it = self.client.query_iterator(self.collection, batch_size=batch_size, filter="",
+                                                output_fields=["id", *output_fields])
+                while True:
+                    rows = it.next()
+                    if not rows:
+                        return
+                    yield [dict(r) for r in rows]
+            finally:
+                if it is not None:
+                    it.close()
 
     def query(self, filter: str, output_fields: Sequence[str] = OUTPUT_FIELDS, limit: int | None = None) -> list[dict]:
         """Rows matching a filter expression."""
         kwargs = {"limit": limit} if limit else {}
         return [dict(r) for r in self.client.query(self.collection, filter=filter, output_fields=["id", *output_fields], **kwargs)]
+
+
+@contextlib.contextmanager
+def _quiet_milvus_lite():
+    """Hide what Milvus Lite logs for the AllocTimestamp call it lacks (creating a collection, iterating),
+    and the tracebacks it logs for a locked file (raised as StoreLockedError instead).
+
+    pymilvus falls back to a client-side timestamp, after the in-process gRPC server has logged the
+    miss as an error with a traceback and pymilvus as a warning: noise, not a failure.
+    """
+    quiet = [logging.getLogger(n) for n in ("grpc._server", "pymilvus.client.iterator.query_iterator",
+                                            "milvus_lite.server_manager")]
+    levels = [q.level for q in quiet]
+    for q in quiet:
+        q.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for q, level in zip(quiet, levels):
+            q.setLevel(level)
 
 
 def _flat(hit) -> dict:

@@ -139,7 +139,7 @@ class VectorMirror:
         try:
             with np.load(Path(index_dir) / SIDECAR) as z:
                 return str(z["token"])
-        except (OSError, KeyError, ValueError):
+        except Exception:  # missing, truncated (BadZipFile, EOFError) or foreign: a cache to rebuild
             return None
 
     @classmethod
@@ -153,8 +153,8 @@ class VectorMirror:
                     return None
                 return cls(z["ids"], z["paths"], z["path_codes"], z["languages"], z["language_codes"], z["is_test"],
                            z["vectors"], int(z["small_dim"]), Postings.from_arrays(z), token)
-        except (OSError, KeyError, ValueError) as exc:
-            log.warning("could not read %s (%s); rebuilding it from the store", SIDECAR, exc)
+        except Exception as exc:  # truncated (BadZipFile, EOFError), partial or foreign: rebuild the cache
+            log.warning("could not read %s (%s: %s); rebuilding it from the store", SIDECAR, type(exc).__name__, exc)
             return None
 
     # ---- search

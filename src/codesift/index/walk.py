@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -11,6 +12,9 @@ from pathlib import Path, PurePosixPath
 import pathspec
 
 from codesift.index.config import DEFAULT_EXCLUDES, IGNORE_FILES, TEST_DIRS, TEST_FILE_PATTERNS
+from codesift.model.inputs import printable, text_problem
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -50,11 +54,14 @@ def _load_spec(directory: Path, names: tuple[str, ...]) -> pathspec.PathSpec | N
     return pathspec.GitIgnoreSpec.from_lines(lines) if lines else None
 
 
-def walk_files(root: str | Path, extra_excludes: tuple[str, ...] = ()) -> Iterator[FileStat]:
+def walk_files(root: str | Path, extra_excludes: tuple[str, ...] = (),
+               skipped: list[tuple[str, str]] | None = None) -> Iterator[FileStat]:
     """Yield every regular file under ``root`` that no ignore rule excludes, in a stable order.
 
     Rules come from the built-in excludes, ``extra_excludes`` and each directory's .gitignore,
     .ignore and .codesiftignore (later files and deeper directories win). Symlinks are not followed.
+    A file or directory whose name is not valid UTF-8 cannot be stored or shown: it is left out, and
+    (path with the bad bytes escaped, reason) is added to ``skipped``.
     """
     root = Path(root)
     if not root.is_dir():
@@ -73,6 +80,13 @@ def walk_files(root: str | Path, extra_excludes: tuple[str, ...] = ()) -> Iterat
         subdirs: list[tuple[str, _Rules]] = []
         for entry in entries:
             rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+            problem = text_problem(entry.name)
+            if problem is not None:
+                kind = "directory" if entry.is_dir(follow_symlinks=False) else "file"
+                log.warning("skipped %s: its name is not valid UTF-8 (%s)", printable(rel), problem)
+                if skipped is not None:
+                    skipped.append((printable(rel), f"{kind} name is not valid UTF-8 ({problem})"))
+                continue
             try:
                 if entry.is_symlink():
                     continue

@@ -22,16 +22,25 @@ def load_embedder(model: str | None, **kwargs):
 
 
 def _read_inputs(texts: list[str], input_file: Path | None) -> list[str]:
+    """The texts to embed: arguments, else the lines (or JSONL items) of --input or stdin; all valid UTF-8, none empty."""
+    from codesift.model.inputs import check_text, decode_utf8
+
     if texts and input_file:
         raise ValueError("give texts as arguments or with --input, not both")
     if texts:
+        for n, t in enumerate(texts, 1):
+            check_text(t, f"argument {n}")
+            if not t:
+                raise ValueError(f"argument {n} is empty; every text must have at least one character")
         return texts
     if input_file is not None and str(input_file) != "-":
+        if input_file.is_dir():
+            raise ValueError(f"--input {input_file} is a directory; pass a .jsonl or text file")
         if not input_file.exists():
             raise FileNotFoundError(f"input file {input_file} does not exist")
-        lines = input_file.read_text(encoding="utf-8").splitlines()
+        lines = decode_utf8(input_file.read_bytes(), str(input_file)).splitlines()
     elif input_file is not None or not sys.stdin.isatty():
-        lines = sys.stdin.read().splitlines()
+        lines = decode_utf8(sys.stdin.buffer.read(), "stdin").splitlines()
     else:
         raise ValueError("no input: pass texts as arguments, pipe lines on stdin, or use --input FILE.jsonl")
     is_jsonl = input_file is not None and input_file.suffix in (".jsonl", ".json")
@@ -50,10 +59,37 @@ def _read_inputs(texts: list[str], input_file: Path | None) -> list[str]:
                 obj = obj["text"]
             if not isinstance(obj, str):
                 raise ValueError(f"{input_file}:{n}: expected a string or an object with 'text'")
+            check_text(obj, f"{input_file}:{n}")
+            if not obj:
+                raise ValueError(f"{input_file}:{n}: the text is empty; every text must have at least one character")
             out.append(obj)
         else:
             out.append(line)
+    if not out:
+        raise ValueError("no input: every line is blank")
     return out
+
+
+OUTPUT_SUFFIXES = (".npy", ".jsonl", ".json")
+
+
+def _write_vectors(vecs, output: Path | None) -> None:
+    """Vectors as .npy or JSONL (one {"index", "embedding"} a line), to ``output`` or stdout."""
+    if output is not None and output.suffix == ".npy":
+        import numpy as np
+
+        with open(output, "wb") as fh:
+            np.save(fh, vecs)
+        typer.echo(f"wrote {vecs.shape[0]} x {vecs.shape[1]} vectors to {output}", err=True)
+        return
+    sink = open(output, "w", encoding="utf-8") if output else sys.stdout
+    try:
+        for i, v in enumerate(vecs):
+            sink.write(json.dumps({"index": i, "embedding": [round(float(x), 7) for x in v]}) + "\n")
+        sink.flush()
+    finally:
+        if output:
+            sink.close()
 
 
 def register(app: typer.Typer) -> None:
@@ -63,7 +99,7 @@ def register(app: typer.Typer) -> None:
     def embed(
         texts: list[str] = typer.Argument(None, help="Texts to embed (else --input or stdin lines)."),
         input_file: Optional[Path] = typer.Option(None, "--input", "-i", help="A .jsonl file (strings or {'text': ...}) or a text file, one input a line; '-' for stdin."),
-        output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write .npy (array) or .jsonl; default JSONL on stdout."),
+        output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write .npy (array) or .jsonl (also for a name without a suffix); default JSONL on stdout."),
         task: str = typer.Option("nl2code", help="nl2code, qa, code2code, code2nl, code2completion (or nl2code.query ...)."),
         role: Optional[str] = typer.Option(None, help="query or document (passage); default query, or the role in --task."),
         dim: Optional[int] = typer.Option(None, help="Matryoshka dimension (truncate, then re-normalise)."),
@@ -74,23 +110,20 @@ def register(app: typer.Typer) -> None:
         dtype: str = typer.Option("auto"),
     ) -> None:
         """Embed texts with a task's query or document prefix."""
+        if output is not None and output.suffix and output.suffix not in OUTPUT_SUFFIXES:
+            raise ValueError(f"--output {output}: unknown format {output.suffix!r}; use a .npy (array) or "
+                             ".jsonl file (a name without a suffix gets JSONL too)")
+        if batch_tokens is not None and batch_tokens < 1:
+            raise ValueError(f"--batch-tokens must be at least 1, got {batch_tokens}")
         items = _read_inputs(texts or [], input_file)
         emb = load_embedder(model, device=device, dtype=dtype)
         vecs = emb.encode(items, task=task, role=role or "query", dim=dim, truncate=truncate, batch_tokens=batch_tokens,
                           show_progress=None)
-        if output is not None and output.suffix == ".npy":
-            import numpy as np
-
-            np.save(output, vecs)
-            typer.echo(f"wrote {vecs.shape[0]} x {vecs.shape[1]} vectors to {output}", err=True)
-            return
-        sink = open(output, "w", encoding="utf-8") if output else sys.stdout
         try:
-            for i, v in enumerate(vecs):
-                sink.write(json.dumps({"index": i, "embedding": [round(float(x), 7) for x in v]}) + "\n")
-        finally:
-            if output:
-                sink.close()
+            _write_vectors(vecs, output)
+        except OSError as exc:
+            raise ValueError(f"could not write the vectors to {output or 'stdout'}: "
+                             f"{exc.strerror or type(exc).__name__}") from None
 
     @app.command("models")
     def models(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:

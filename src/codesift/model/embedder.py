@@ -28,6 +28,7 @@ from codesift.model.loading import (
     weights_fingerprint,
 )
 from codesift.model.norm import l2_normalize
+from codesift.model.inputs import check_text
 from codesift.model.pooling import LatentAttentionPooling, normalize_pooling, pool
 from codesift.model.tokenizer import load_tokenizer, special_token_flags
 from codesift.tasks import TASKS, TaskRegistry
@@ -44,6 +45,13 @@ _ENCODER_TYPES = {
 DEFAULT_BATCH_TOKENS = {"cpu": 1024, "cuda": 65536, "mps": 16384}
 MAX_BATCH_ROWS = 512
 PROGRESS_MIN_TOKENS = 50_000
+# Long texts are tokenized only as far as the limit needs: a first window of this many characters per
+# allowed token holds more than max_length tokens for any ordinary text (code averages 3-4 characters a
+# token). A window that holds too few (long runs of whitespace) grows 4x at a time, so a 5 MB input
+# costs a few milliseconds, not seconds and gigabytes. The margin keeps a cut inside a word from
+# changing the tokens that are kept.
+PROBE_CHARS_PER_TOKEN = 8
+PROBE_MARGIN_TOKENS = 16
 
 
 class InputTooLongError(ValueError):
@@ -57,9 +65,20 @@ class _Batch:
 
 
 def pick_device(device: str = "auto") -> torch.device:
-    """``auto`` -> cuda, then mps, then cpu."""
+    """``auto`` -> cuda, then mps, then cpu; ValueError for a device this machine does not have."""
     if device != "auto":
-        return torch.device(device)
+        try:
+            dev = torch.device(device)
+        except RuntimeError:
+            raise ValueError(f"unknown device {device!r}; valid: auto, cpu, cuda, cuda:N, mps") from None
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} is not available here (no CUDA GPU, or torch built without CUDA); "
+                             "use --device cpu or auto")
+        if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r} does not exist; this machine has {torch.cuda.device_count()} CUDA GPUs")
+        if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise ValueError(f"device {device!r} is not available here; use --device cpu or auto")
+        return dev
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
@@ -221,29 +240,34 @@ class Embedder:
         for i, t in enumerate(texts):
             if not isinstance(t, str):
                 raise ValueError(f"texts[{i}] is {type(t).__name__}, not str")
-        ids = self.tokenizer([prefix + t for t in texts], add_special_tokens=True, truncation=False,
-                             verbose=False)["input_ids"]
+            check_text(t, f"texts[{i}]")
+        ids, used = _bounded_token_ids(self.tokenizer, prefix, texts, self.max_length)
         too_long = [i for i, row in enumerate(ids) if len(row) > self.max_length]
         if too_long and not truncate:
             i = too_long[0]
             more = f" (and {len(too_long) - 1} more)" if len(too_long) > 1 else ""
+            size = f"{len(ids[i])}" if len(used[i]) == len(texts[i]) else f"more than {len(ids[i])}"
             raise InputTooLongError(
-                f"input {i} is {len(ids[i])} tokens, over max_length={self.max_length}{more}; "
+                f"input {i} is {size} tokens, over max_length={self.max_length}{more}; "
                 "pass truncate=True to cut the text (the instruction prefix is kept) or split the input"
             )
         if too_long:
             prefix_len = len(self.tokenizer(prefix, add_special_tokens=True)["input_ids"]) if prefix else 0
             if prefix_len >= self.max_length:
                 raise ValueError(f"max_length={self.max_length} leaves no room for the {prefix_len}-token prefix")
-            cut = self.tokenizer([prefix + texts[i] for i in too_long], add_special_tokens=True, truncation=True,
+            cut = self.tokenizer([prefix + used[i] for i in too_long], add_special_tokens=True, truncation=True,
                                  max_length=self.max_length)["input_ids"]
             for i, row in zip(too_long, cut):
                 ids[i] = row
         return ids
 
     def count_tokens(self, texts: Sequence[str], task: str = "nl2code", role: str | None = "query") -> list[int]:
-        """Token count of each text with its prefix and special tokens (before any truncation)."""
-        return _count_tokens(self.tokenizer, self.prefix(task, role), texts)
+        """Token count of each text with its prefix and special tokens (before any truncation).
+
+        Past ``max_length`` the count is a lower bound (still over ``max_length``): long texts are
+        tokenized only far enough to know they are too long.
+        """
+        return _count_tokens(self.tokenizer, self.prefix(task, role), texts, self.max_length)
 
     def token_spans(self, text: str, task: str = "nl2code",
                     role: str | None = "query") -> tuple[list[tuple[int, int]], int] | None:
@@ -258,7 +282,7 @@ class Embedder:
                              verbose=False)
         prefix = self.prefix(task, role)
         if prefix not in self._overhead:
-            self._overhead[prefix] = _count_tokens(self.tokenizer, prefix, [""])[0]
+            self._overhead[prefix] = _count_tokens(self.tokenizer, prefix, [""], self.max_length)[0]
         return [tuple(span) for span in enc["offset_mapping"]], self._overhead[prefix]
 
     def token_counter(self) -> "TokenCounter":
@@ -333,7 +357,7 @@ class Embedder:
         if len(texts) == 0:
             return np.zeros((0, out_dim), dtype=np.float32)
         ids = self._token_ids(texts, prefix, truncate)
-        budget = int(batch_tokens or DEFAULT_BATCH_TOKENS.get(self.device.type, 8192))
+        budget = int(batch_tokens if batch_tokens is not None else DEFAULT_BATCH_TOKENS.get(self.device.type, 8192))
         if budget < 1:
             raise ValueError(f"batch_tokens must be positive, got {batch_tokens}")
         prefix_ids = self._cacheable_prefix_ids(prefix)
@@ -498,15 +522,50 @@ class TokenCounter:
 
         self._tokenizer = copy.deepcopy(embedder.tokenizer)
         self._prefix = embedder.prefix
+        self._max_length = embedder.max_length
 
     def __call__(self, texts: Sequence[str], task: str = "nl2code", role: str | None = "query") -> list[int]:
-        return _count_tokens(self._tokenizer, self._prefix(task, role), texts)
+        return _count_tokens(self._tokenizer, self._prefix(task, role), texts, self._max_length)
 
 
-def _count_tokens(tokenizer, prefix: str, texts: Sequence[str]) -> list[int]:
-    """Token count of ``prefix + text`` with the tokenizer's special tokens, no truncation."""
-    ids = tokenizer([prefix + t for t in texts], add_special_tokens=True, truncation=False, verbose=False)
-    return [len(row) for row in ids["input_ids"]]
+def _count_tokens(tokenizer, prefix: str, texts: Sequence[str], max_length: int) -> list[int]:
+    """Token count of ``prefix + text`` with the tokenizer's special tokens; a lower bound past ``max_length``."""
+    for i, t in enumerate(texts):
+        check_text(t, f"texts[{i}]")
+    return [len(row) for row in _bounded_token_ids(tokenizer, prefix, texts, max_length)[0]]
+
+
+def _bounded_token_ids(tokenizer, prefix: str, texts: Sequence[str], max_length: int) -> tuple[list[list[int]], list[str]]:
+    """Ids of ``prefix + text`` for each text, tokenizing only a window of each long text (no truncation).
+
+    Returns (ids, used): ``used[i]`` is the part of ``texts[i]`` that was tokenized. When it is shorter
+    than the text, ``ids[i]`` holds more than ``max_length`` tokens (a lower bound of the text's count)
+    and truncating ``prefix + used[i]`` gives the same ids as truncating the whole text.
+    """
+    ids: list[list[int]] = [[] for _ in texts]
+    used = list(texts)
+    window = max_length * PROBE_CHARS_PER_TOKEN
+    todo = list(range(len(texts)))
+    while todo:
+        cuts = [_cut_chars(texts[i], window) for i in todo]
+        rows = tokenizer([prefix + c for c in cuts], add_special_tokens=True, truncation=False,
+                         verbose=False)["input_ids"]
+        again = []
+        for i, cut, row in zip(todo, cuts, rows):
+            if len(cut) == len(texts[i]) or len(row) > max_length + PROBE_MARGIN_TOKENS:
+                ids[i], used[i] = row, cut
+            else:
+                again.append(i)
+        todo, window = again, window * 4
+    return ids, used
+
+
+def _cut_chars(text: str, n: int) -> str:
+    """The first ``n`` characters of ``text``, ending at a space or newline near the cut when there is one."""
+    if len(text) <= n:
+        return text
+    space = max(text.rfind(" ", n - 256, n), text.rfind("\n", n - 256, n))
+    return text[:space] if space > 0 else text[:n]
 
 
 def finish_vectors(vectors: np.ndarray, dim: int | None, normalize: bool) -> np.ndarray:

@@ -58,6 +58,24 @@ class ModelSource:
     is_fallback: bool = False
 
 
+FALLBACK_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def default_model() -> str:
+    """The model of a command given none: $CODESIFT_MODEL, else the default."""
+    return os.environ.get(MODEL_ENV) or DEFAULT_MODEL
+
+
+def canonical_model_name(model: str | os.PathLike) -> str:
+    """One name per model, so that an index compares and records names once: the offline fallback's aliases
+    become its hub id, an existing local path becomes absolute, a hub id stays as it is."""
+    name = str(model)
+    if name in OFFLINE_FALLBACK_NAMES:
+        return FALLBACK_MODEL
+    path = Path(name).expanduser()
+    return str(path.resolve()) if path.exists() else name
+
+
 def resolve_model(model: str | os.PathLike | None, allow_fallback: bool | None = None) -> ModelSource:
     """Turn a model name or path into a local ``ModelSource``, downloading from the hub only when it is reachable."""
     name = str(model) if model else DEFAULT_MODEL
@@ -137,7 +155,7 @@ def offline_fallback(reason: str | None) -> ModelSource:
         UserWarning,
         stacklevel=3,
     )
-    src = describe_local(folder, "sentence-transformers/all-MiniLM-L6-v2")
+    src = describe_local(folder, FALLBACK_MODEL)
     src.is_fallback = True
     return src
 

@@ -14,6 +14,7 @@ import asyncio
 import hmac
 import json
 import logging
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -28,6 +29,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from codesift import __version__
+from codesift.model.inputs import printable, text_problem
 from codesift.serve.batcher import BatchKey, QueueFull, ShuttingDown, TokenBudgetBatcher
 from codesift.serve.config import ServeConfig
 from codesift.serve.metrics import ServerMetrics
@@ -71,7 +73,9 @@ def served_name(config: ServeConfig) -> str:
     path = Path(config.model).expanduser()
     if path.exists():
         return path.stem if path.is_file() else path.name
-    return config.model
+    if config.model.startswith(("/", "~", ".")) or config.model.endswith(".gguf") or config.model.count("/") > 1:
+        return path.stem if path.suffix == ".gguf" else path.name  # a path that is not there (yet)
+    return config.model  # a hub id
 
 
 @dataclass
@@ -85,11 +89,23 @@ class ServerState:
     embedder: Any = None
     index: Any = None
     status: str = "loading"  # loading | ready | failed
-    error: str | None = None
+    error: BaseException | None = None  # why loading failed: for the log and the exit, never for clients
+    on_load_failure: Any = None  # called once loading failed (`codesift serve` stops the server: exit non-zero)
     started_at: float = field(default_factory=time.time)
+    # Token counting has two lanes, each a thread with its own tokenizer copy: requests of more than
+    # config.big_request_chars characters count on the second, so a small request never waits behind them.
     count_tokens: Any = None
+    count_tokens_big: Any = None
     tokenize_executor: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="codesift-tokenize"))
+    big_tokenize_executor: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="codesift-tokenize-big"))
+
+    def counting_lane(self, texts: list[str]) -> tuple[ThreadPoolExecutor, Any]:
+        """(executor, counter) for a request: big ones count on their own lane."""
+        if sum(len(t) for t in texts) > self.config.big_request_chars:
+            return self.big_tokenize_executor, self.count_tokens_big
+        return self.tokenize_executor, self.count_tokens
 
     def ready_embedder(self) -> Any:
         """The model, or a 503 (with Retry-After) while it loads or after it failed."""
@@ -97,7 +113,8 @@ class ServerState:
             raise APIError(503, "the server is shutting down", type="server_error", code="shutting_down",
                            headers={"Retry-After": str(self.config.retry_after_s)})
         if self.status != "ready":
-            msg = "the model is still loading" if self.status == "loading" else f"the model failed to load: {self.error}"
+            msg = "the model is still loading" if self.status == "loading" else \
+                "the model failed to load; the server log says why"
             raise APIError(503, msg, type="server_error", code=f"model_{self.status}",
                            headers={"Retry-After": str(self.config.retry_after_s * 5)})
         return self.embedder
@@ -121,22 +138,58 @@ async def _load(state: ServerState, embedder: Any | None) -> None:
             embedder = await state.batcher.run_in_engine(_load_engine, state.config)
         if state.config.index_dir is not None:
             state.index = await state.batcher.run_in_engine(_open_index, state.config.index_dir, embedder)
+            _announce(state)
         counter = getattr(embedder, "token_counter", None)
         state.count_tokens = counter() if callable(counter) else embedder.count_tokens
+        state.count_tokens_big = counter() if callable(counter) else embedder.count_tokens
         state.embedder = state.batcher.engine = embedder
         state.status = "ready"
         state.metrics.ready.set(1)
         log.info("serving %s as %r", embedder, state.model_name)
-    except Exception as exc:  # the server stays up and says why in /health
-        log.exception("loading %s failed", state.config.model)
-        state.status, state.error = "failed", f"{type(exc).__name__}: {exc}"
+    except Exception as exc:  # said in the log only: /health needs no key, and must not show paths or errors
+        user_error = isinstance(exc, (ValueError, OSError)) or type(exc).__name__ == "ModelNotAvailableError"
+        log.error("loading %s failed: %s", state.config.model, exc, exc_info=not user_error)
+        state.status, state.error = "failed", exc
+        state.metrics.ready.set(0)
+        if state.on_load_failure is not None:
+            state.on_load_failure()
+
+
+def _announce(state: ServerState) -> None:
+    """Leave the server's URL in the index dir, so that `codesift index` and `search` can go through it
+    while it holds the store (Milvus Lite allows one process per file)."""
+    from codesift.index.config import SERVING_FILE
+
+    if not state.config.port:
+        return
+    host = state.config.host.strip("[]")
+    host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else f"[{host}]" if ":" in host else host
+    path = Path(state.index.index_dir) / SERVING_FILE
+    try:
+        path.write_text(json.dumps({"url": f"http://{host}:{state.config.port}", "pid": os.getpid()}))
+    except OSError as exc:
+        log.warning("could not write %s: %s", path, exc)
+
+
+def _retract(state: ServerState) -> None:
+    from codesift.index.config import SERVING_FILE
+
+    if state.index is None:
+        return
+    path = Path(state.index.index_dir) / SERVING_FILE
+    try:
+        if json.loads(path.read_text()).get("pid") == os.getpid():
+            path.unlink()
+    except (OSError, ValueError):
+        pass
 
 
 class BodyLimitMiddleware:
-    """Answer 413 to bodies over ``max_bytes`` (declared or streamed) before any parsing."""
+    """Answer 413 to bodies over ``max_bytes`` (declared or streamed) before any parsing, and 408 to a body
+    that takes longer than ``timeout_s`` to arrive (a slow or stalled client must not hold a connection)."""
 
-    def __init__(self, app: Any, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app: Any, max_bytes: int, timeout_s: float = 30.0) -> None:
+        self.app, self.max_bytes, self.timeout_s = app, max_bytes, timeout_s
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
@@ -145,8 +198,13 @@ class BodyLimitMiddleware:
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             return await self._too_large(send)
         chunks, size, more = [], 0, True
+        deadline = time.monotonic() + self.timeout_s
         while more:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                return await self._error(send, 408, f"the request body did not arrive within {self.timeout_s:g} s",
+                                         "body_timeout")
             if message["type"] != "http.request":
                 return  # the client went away while sending
             chunks.append(message.get("body", b""))
@@ -167,16 +225,24 @@ class BodyLimitMiddleware:
         await self.app(scope, replay, send)
 
     async def _too_large(self, send: Any) -> None:
-        body = render_json({"error": {"message": f"request body is larger than {self.max_bytes} bytes; send fewer or "
-                                                 "shorter inputs per request", "type": "invalid_request_error",
-                                      "param": None, "code": "request_too_large"}})
-        await send({"type": "http.response.start", "status": 413,
+        await self._error(send, 413, f"request body is larger than {self.max_bytes} bytes; send fewer or shorter "
+                                     "inputs per request", "request_too_large")
+
+    @staticmethod
+    async def _error(send: Any, status: int, message: str, code: str) -> None:
+        body = render_json({"error": {"message": message, "type": "invalid_request_error", "param": None,
+                                      "code": code}})
+        await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"), (b"connection", b"close")]})
         await send({"type": "http.response.body", "body": body})
 
 
 class MetricsMiddleware:
-    """Count requests and time them, by route template and status."""
+    """Count requests and time them, by route template and status.
+
+    A request answered with nothing because its client went away counts as 499 (nginx's "client
+    closed request"), not as a server error.
+    """
 
     def __init__(self, app: Any, metrics: ServerMetrics, routes: set[str]) -> None:
         self.app, self.metrics, self.routes = app, metrics, routes
@@ -186,7 +252,7 @@ class MetricsMiddleware:
             return await self.app(scope, receive, send)
         route = scope["path"] if scope["path"] in self.routes else "other"
         started = time.perf_counter()
-        status = 500
+        status: int | None = None
 
         async def send_status(message: dict) -> None:
             nonlocal status
@@ -196,8 +262,11 @@ class MetricsMiddleware:
 
         try:
             await self.app(scope, receive, send_status)
+        except Exception:
+            status = status or 500
+            raise
         finally:
-            self.metrics.requests.labels(route, str(status)).inc()
+            self.metrics.requests.labels(route, str(status or 499)).inc()
             self.metrics.latency.labels(route).observe(time.perf_counter() - started)
 
 
@@ -208,9 +277,10 @@ async def _wait_for_disconnect(request: Request) -> None:
             return
 
 
-def create_app(config: ServeConfig, embedder: Any | None = None) -> FastAPI:
+def create_app(config: ServeConfig, embedder: Any | None = None, on_load_failure: Any = None) -> FastAPI:
     """The ASGI app. With ``embedder`` given it serves that model; otherwise it loads ``config.model``
-    in the background (``/health`` answers 503 until it is ready)."""
+    in the background (``/health`` answers 503 until it is ready). ``on_load_failure()`` is called if
+    loading fails (`codesift serve` then stops and exits non-zero, so that a supervisor restarts it)."""
     metrics = ServerMetrics()
     batcher = TokenBudgetBatcher(
         max_batch_tokens=config.max_batch_tokens, max_wait_ms=config.max_wait_ms, share_tokens=config.share_tokens,
@@ -218,7 +288,8 @@ def create_app(config: ServeConfig, embedder: Any | None = None) -> FastAPI:
         batching=config.batching, on_batch=metrics.observe_batch,
     )
     metrics.watch_queue(lambda: batcher.queued_requests, lambda: batcher.queued_tokens)
-    state = ServerState(config=config, batcher=batcher, metrics=metrics, model_name=served_name(config))
+    state = ServerState(config=config, batcher=batcher, metrics=metrics, model_name=served_name(config),
+                        on_load_failure=on_load_failure)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -229,8 +300,10 @@ def create_app(config: ServeConfig, embedder: Any | None = None) -> FastAPI:
         finally:
             # uvicorn has already let in-flight requests finish (SIGTERM drain); stop the engine.
             loading.cancel()
+            _retract(state)
             await batcher.close(timeout=config.drain_timeout_s)
             state.tokenize_executor.shutdown(wait=False, cancel_futures=True)
+            state.big_tokenize_executor.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="codesift", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
@@ -252,7 +325,8 @@ def create_app(config: ServeConfig, embedder: Any | None = None) -> FastAPI:
     # -- errors ----------------------------------------------------------------------------------
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError) -> Response:
-        return json_response({"error": {"message": exc.message, "type": exc.type, "param": exc.param,
+        # printable(): a message that quotes the client's invalid text must still be valid JSON
+        return json_response({"error": {"message": printable(exc.message), "type": exc.type, "param": exc.param,
                                         "code": exc.code}}, exc.status, exc.headers)
 
     @app.exception_handler(RequestValidationError)
@@ -281,9 +355,8 @@ def create_app(config: ServeConfig, embedder: Any | None = None) -> FastAPI:
     async def health() -> Response:
         if batcher.closing:
             return json_response({"status": "draining"}, 503)
-        if state.status != "ready":
-            return json_response({"status": state.status, "error": state.error}, 503,
-                                 {"Retry-After": str(config.retry_after_s * 5)})
+        if state.status != "ready":  # never the error itself: it may hold local paths
+            return json_response({"status": state.status}, 503, {"Retry-After": str(config.retry_after_s * 5)})
         return json_response({"status": "ok"})
 
     @app.get("/v1/models", dependencies=protected)
@@ -327,6 +400,15 @@ def create_app(config: ServeConfig, embedder: Any | None = None) -> FastAPI:
         texts = body.texts()
         if not texts:
             raise APIError(400, "input is an empty list; send at least one string", param="input")
+        for i, text in enumerate(texts):
+            name = "input" if isinstance(body.input, str) else f"input[{i}]"
+            if not text:
+                raise APIError(400, f"{name} is an empty string; every input needs at least one character",
+                               param=name, code="empty_input")
+            problem = text_problem(text)
+            if problem is not None:
+                raise APIError(400, f"{name} is not valid UTF-8 text: {problem}; send UTF-8 text", param=name,
+                               code="invalid_text")
         if len(texts) > config.max_inputs_per_request:
             raise APIError(413, f"input has {len(texts)} items, more than the limit of "
                                 f"{config.max_inputs_per_request} per request; split it into several requests",
@@ -343,9 +425,11 @@ def create_app(config: ServeConfig, embedder: Any | None = None) -> FastAPI:
             if batcher.closing:
                 raise ShuttingDown("the server is shutting down")
             # Counting runs on its own thread with its own tokenizer copy, so admission (and 429s)
-            # never waits behind a forward pass on the engine thread.
+            # never waits behind a forward pass on the engine thread; long texts are counted only as
+            # far as the limit needs (Embedder.count_tokens).
+            executor, count = state.counting_lane(texts)
             counts = await asyncio.get_running_loop().run_in_executor(
-                state.tokenize_executor, lambda: state.count_tokens(texts, task=task.name, role=role))
+                executor, lambda: count(texts, task=task.name, role=role))
         except ShuttingDown as exc:
             raise APIError(503, str(exc), type="server_error") from None
         limit = emb.max_length
@@ -353,7 +437,7 @@ def create_app(config: ServeConfig, embedder: Any | None = None) -> FastAPI:
         if too_long and not body.truncate:
             i = too_long[0]
             more = f" ({len(too_long) - 1} more inputs are too long too)" if len(too_long) > 1 else ""
-            raise APIError(400, f"input[{i}] is {counts[i]} tokens, over the limit of {limit}{more}; shorten or "
+            raise APIError(400, f"input[{i}] is over the limit of {limit} tokens ({counts[i]} counted){more}; shorten or "
                                 "split it, or send \"truncate\": true to cut it", param=f"input[{i}]",
                            code="input_too_long")
         counts = [min(n, limit) for n in counts]
@@ -401,8 +485,9 @@ def create_app(config: ServeConfig, embedder: Any | None = None) -> FastAPI:
             if isinstance(exc, ShuttingDown):
                 raise APIError(503, str(exc), type="server_error", code="shutting_down")
             if exc is not None:
-                log.error("request failed on the engine: %s", exc)
-                raise APIError(500, f"the engine failed: {type(exc).__name__}: {exc}", type="server_error")
+                log.error("request failed on the engine: %s: %s", type(exc).__name__, exc)
+                raise APIError(500, "the engine failed on this request; the server log says why", type="server_error",
+                               code="engine_error")
             return ticket.future.result()
         batcher.cancel(ticket)
         if watcher in done:
@@ -429,8 +514,21 @@ def create_app(config: ServeConfig, embedder: Any | None = None) -> FastAPI:
         return json_response({"object": "list", "query": body.query, "mode": body.mode,
                               "results": [r.to_dict() for r in results]})
 
+    @app.post("/v1/index/refresh", dependencies=protected)
+    async def refresh_index() -> Response:
+        """Re-index what changed in the served index's tree (incremental), on the engine thread."""
+        state.ready_embedder()
+        if state.index is None:
+            raise APIError(404, "no index is configured on this server; start it with `codesift serve --index DIR`",
+                           code="no_index")
+        try:
+            report = await batcher.run_in_engine(state.index.refresh)
+        except ValueError as exc:
+            raise APIError(409, printable(str(exc)), code="refresh_failed") from None
+        return json_response({"object": "index.refresh", "report": report.to_dict()})
+
     # The last middleware added is the outermost: metrics see every answer, 413s included.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes, timeout_s=config.body_timeout_s)
     if config.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 

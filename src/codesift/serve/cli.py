@@ -49,6 +49,7 @@ def register(app: typer.Typer) -> None:
         max_body_mb: float = typer.Option(_default("max_body_bytes") / 2**20, help="Largest request body in MiB (larger: 413)."),
         max_queue_tokens: int = typer.Option(_default("max_queue_tokens"), help="Tokens that may wait; beyond: 429 with Retry-After."),
         no_batching: bool = typer.Option(False, "--no-batching", help="One forward pass per request (to compare)."),
+        body_timeout: float = typer.Option(_default("body_timeout_s"), help="Seconds a request body may take to arrive (else 408)."),
         api_key_file: Path | None = typer.Option(None, help=f"File of bearer API keys, one a line "
                                                                 f"(also: ${API_KEY_ENV}, comma-separated)."),
         cors_origin: list[str] = typer.Option([], help="Allow browser calls from this origin (repeatable)."),
@@ -66,6 +67,30 @@ def register(app: typer.Typer) -> None:
             batching=not no_batching, max_batch_tokens=max_batch_tokens, max_wait_ms=max_wait_ms,
             max_inputs_per_request=max_inputs, max_body_bytes=int(max_body_mb * 1024 * 1024),
             max_queue_tokens=max_queue_tokens, api_keys=read_api_keys(api_key_file), cors_origins=cors_origin,
+            body_timeout_s=body_timeout,
         )
-        uvicorn.run(create_app(config), host=host, port=port, log_level=log_level,
-                    timeout_graceful_shutdown=int(config.drain_timeout_s))
+        server: uvicorn.Server | None = None
+
+        def stop() -> None:  # the model failed to load: stop serving, then exit non-zero (as TEI does)
+            if server is not None:
+                server.should_exit = True
+
+        app_ = create_app(config, on_load_failure=stop)
+        server = uvicorn.Server(uvicorn.Config(app_, host=host, port=port, log_level=log_level,
+                                               timeout_graceful_shutdown=int(config.drain_timeout_s)))
+        server.run()
+        state = app_.state.codesift
+        if state.status == "failed":
+            exit_on_load_failure(state.error)
+
+
+def exit_on_load_failure(exc: BaseException | None) -> None:
+    """End `codesift serve` after a failed load: one `error:` line; exit 2 for a user mistake, else 1."""
+    import sys
+
+    from codesift.model.loading import ModelNotAvailableError
+
+    if isinstance(exc, (ValueError, OSError, ModelNotAvailableError)):
+        raise exc  # codesift.cli.main prints it as one line and exits 2
+    typer.secho(f"error: the model failed to load: {type(exc).__name__}: {exc}", fg="red", err=True)
+    sys.exit(1)

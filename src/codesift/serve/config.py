@@ -40,6 +40,8 @@ class ServeConfig:
     max_body_bytes: int = 8 * 1024 * 1024
     max_search_limit: int = 100
     request_timeout_s: float = 300.0
+    body_timeout_s: float = 30.0  # the whole request body must arrive within this (else 408)
+    big_request_chars: int = 65536  # requests with more characters count their tokens on a lane of their own
     retry_after_s: int = 1
 
     # security
@@ -64,9 +66,11 @@ class ServeConfig:
         """Raise ValueError with an actionable message for impossible settings."""
         resolve_task(self.default_task)  # raises on unknown task names
         for name in ("max_length", "max_batch_tokens", "max_queue_tokens", "max_queue_requests",
-                     "max_inputs_per_request", "max_body_bytes", "max_search_limit"):
+                     "max_inputs_per_request", "max_body_bytes", "max_search_limit", "big_request_chars"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not self.body_timeout_s > 0:
+            raise ValueError(f"body_timeout_s must be > 0, got {self.body_timeout_s}")
         if self.max_wait_ms < 0:
             raise ValueError(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
         if not 0 < self.port < 65536 and self.port != 0:

@@ -7,6 +7,7 @@ returns lies inside one of the indexed roots given at start; anything else is re
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import threading
 from pathlib import Path
@@ -153,8 +154,120 @@ def build_server(roots: list[str | Path], embedder=None):
 
 def run_stdio(roots: list[str | Path]) -> None:
     """Serve the tools over stdio until the client disconnects."""
+    import anyio
+
     server = build_server(roots)
     try:
-        server.run("stdio")
+        anyio.run(serve_stdio_guarded, server)
     finally:
         server._codesift_roots.close()
+
+
+# -- the stdio boundary ----------------------------------------------------------------------------
+# The SDK's stdio transport drops a line it cannot parse or validate without answering it, so an
+# agent waiting for that request's reply hangs. Every line passes this guard first: what the SDK
+# would drop is answered here with a JSON-RPC error; everything else goes on to the SDK unchanged.
+PARSE_ERROR, INVALID_REQUEST, INVALID_PARAMS = -32700, -32600, -32602
+
+
+def _jsonrpc_error(request_id: Any, code: int, message: str) -> dict:
+    return {"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message}}
+
+
+def _invalid_text_at(value: Any, where: str = "params") -> str | None:
+    """The JSON path and problem of the first string under ``value`` that is not valid Unicode, or None."""
+    from codesift.model.inputs import text_problem
+
+    if isinstance(value, str):
+        problem = text_problem(value)
+        return f"{where}: {problem}" if problem else None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        if isinstance(key, str) and text_problem(key):
+            return f"a key in {where}: {text_problem(key)}"
+        found = _invalid_text_at(item, f"{where}.{key}" if isinstance(key, str) else f"{where}[{key}]")
+        if found:
+            return found
+    return None
+
+
+def guard_jsonrpc_line(line: str) -> dict | bool:
+    """True: pass ``line`` to the SDK; a dict: the JSON-RPC error to answer instead; False: drop it (blank line,
+    or a notification nobody waits for)."""
+    import mcp_types
+
+    if not line.strip():
+        return False
+    try:
+        message = json.loads(line)
+    except ValueError as exc:
+        return _jsonrpc_error(None, PARSE_ERROR, f"Parse error: the line is not JSON ({exc})")
+    request_id = message.get("id") if isinstance(message, dict) else None
+    if not isinstance(request_id, (str, int)) or isinstance(request_id, bool):
+        request_id = None
+    is_notification = isinstance(message, dict) and "id" not in message and "method" in message
+    bad_text = _invalid_text_at(message.get("params"), "params") if isinstance(message, dict) else None
+    if bad_text:
+        if is_notification:
+            log.warning("dropped a notification whose %s", bad_text)
+            return False
+        return _jsonrpc_error(request_id, INVALID_PARAMS, f"Invalid params: text that is not valid UTF-8 in {bad_text}")
+    try:
+        mcp_types.jsonrpc_message_adapter.validate_json(line, by_name=False)
+    except Exception as exc:  # pydantic's ValidationError: not a JSON-RPC message the SDK knows
+        if is_notification:
+            log.warning("dropped an invalid notification: %s", exc)
+            return False
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return _jsonrpc_error(request_id, INVALID_REQUEST, f"Invalid Request: not a JSON-RPC 2.0 message ({first})")
+    return True
+
+
+class _LockedWriter:
+    """stdout for both the SDK and the guard: one whole line at a time."""
+
+    def __init__(self, stream) -> None:
+        import anyio
+
+        self._stream, self._lock = stream, anyio.Lock()
+
+    async def write(self, text: str) -> None:
+        async with self._lock:
+            await self._stream.write(text)
+            await self._stream.flush()
+
+    async def flush(self) -> None:
+        pass  # every write is flushed
+
+
+class _GuardedLines:
+    """stdin lines for the SDK, with the ones it would leave unanswered answered (or dropped) here."""
+
+    def __init__(self, stream, out: _LockedWriter) -> None:
+        self._stream, self._out = stream, out
+
+    def __aiter__(self):
+        return self._lines()
+
+    async def _lines(self):
+        async for line in self._stream:
+            verdict = guard_jsonrpc_line(line)
+            if verdict is True:
+                yield line
+            elif verdict:
+                await self._out.write(json.dumps(verdict) + "\n")
+
+
+async def serve_stdio_guarded(server, stdin=None, stdout=None) -> None:
+    """Run an MCPServer over stdio (or the given text streams) behind ``guard_jsonrpc_line``."""
+    import io
+    import sys
+
+    import anyio
+    from mcp.server.stdio import stdio_server
+
+    stdin = stdin or anyio.wrap_file(io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace"))
+    out = _LockedWriter(stdout or anyio.wrap_file(io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8")))
+    lowlevel = server._lowlevel_server  # what MCPServer.run_stdio_async runs; it takes no streams of its own
+    async with stdio_server(stdin=_GuardedLines(stdin, out), stdout=out) as (read, write):
+        await lowlevel.run(read, write, lowlevel.create_initialization_options())

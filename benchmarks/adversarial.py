@@ -1,0 +1,421 @@
+"""Replay the adversarial run of issue 14 against the CLI, a live `codesift serve` and `codesift mcp`.
+
+Each case is a hostile or careless input with the outcome a user should see (one `error:` line and
+exit 2, an OpenAI-shaped 4xx, a JSON-RPC error, a repaired index ...). The script prints a table of
+what happened and writes it as JSON, so that the next run can be compared with this one.
+
+    HF_HUB_OFFLINE=1 nice python benchmarks/adversarial.py --model offline --out benchmarks/results/adversarial.json
+
+It works in a temporary directory and runs the code on PYTHONPATH (point it at an older checkout's
+``src`` to replay the cases against that). About 3 minutes on 2 shared cores with the MiniLM fallback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import select
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+CASES: list[dict] = []
+ENV = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", CODESIFT_ALLOW_FALLBACK="0")
+ENV.pop("CODESIFT_MODEL", None)
+
+
+def record(finding: str, name: str, expected: str, ok: bool, outcome: str, seconds: float | None = None) -> None:
+    CASES.append({"finding": finding, "case": name, "expected": expected, "ok": bool(ok), "outcome": outcome[:160],
+                  "seconds": None if seconds is None else round(seconds, 2)})
+    print(f"{'ok  ' if ok else 'FAIL'} [{finding:>2}] {name}: {outcome[:100]}", flush=True)
+
+
+def guarded(finding: str, name: str, expected: str) -> Callable:
+    """Run a case function; an exception is that case's outcome, not the end of the replay."""
+    def wrap(fn: Callable[[], None]) -> None:
+        try:
+            fn()
+        except Exception as exc:  # noqa: BLE001 - a crash of the case is what we report
+            record(finding, name, expected, False, f"replay raised {type(exc).__name__}: {exc}")
+    return wrap
+
+
+def cli(args: list, stdin: bytes | None = None, env: dict | None = None, cwd: Path | None = None,
+        timeout: float = 300) -> tuple[int, str, str, float]:
+    """(exit status, stdout, stderr, seconds) of `codesift ARGS` in a subprocess (bytes args allowed)."""
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "codesift.cli", *args], input=stdin, capture_output=True,
+                          env=env or ENV, cwd=cwd, timeout=timeout)
+    return (proc.returncode, proc.stdout.decode("utf-8", "replace"), proc.stderr.decode("utf-8", "replace"),
+            time.perf_counter() - t0)
+
+
+def error_line(err: str) -> str:
+    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    return lines[-1] if lines else (err.strip().splitlines() or ["(no stderr)"])[-1]
+
+
+def one_error(code: int, err: str, *needles: str) -> bool:
+    """The documented failure: exit 2, one `error:` line holding the needles, no traceback."""
+    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    return code == 2 and len(lines) == 1 and "Traceback" not in err and all(n in lines[0] for n in needles)
+
+
+def expect_error(finding: str, name: str, args: list, *needles: str, **kw) -> None:
+    @guarded(finding, name, "exit 2, one error: line, no traceback")
+    def _() -> None:
+        code, _, err, s = cli(args, **kw)
+        record(finding, name, "exit 2, one error: line, no traceback", one_error(code, err, *needles),
+               f"exit {code}: {error_line(err)}" + (" (traceback)" if "Traceback" in err else ""), s)
+
+
+def make_tree(root: Path) -> None:
+    (root / "src").mkdir(parents=True)
+    (root / "src/conf.py").write_text("def parse_config(path):\n    return open(path).read()\n")
+    (root / "src/stack.py").write_text("class Stack:\n    def push(self, item):\n        self.items.append(item)\n")
+    (root / "src/gruss.py").write_bytes('def gruss(name):\n    return "Grüße, " + name  # café über\n'
+                                        .encode("latin-1"))
+    (root / "src/blob.py").write_bytes(bytes((i * 7919 + 13) % 224 + 32 for i in range(20_000)))
+    (root / "src" / "odd\tname.py").write_text("def odd_tabbed_name():\n    return 1\n")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+def cli_cases(work: Path, model: str) -> Path:
+    repo = work / "repo"
+    make_tree(repo)
+    expect_error("1", "embed $'caf\\xe9'", ["embed", b"caf\xe9", "--model", model], "not valid UTF-8")
+    expect_error("1", "urandom | embed", ["embed", "--model", model], "stdin", stdin=os.urandom(3000))
+    expect_error("10", "embed --input DIRECTORY", ["embed", "--input", str(work), "--model", model], "directory")
+    expect_error("10", "embed -o /dev/full", ["embed", "x", "-o", "/dev/full", "--model", model], "/dev/full")
+    expect_error("12", "embed -o x.csv", ["embed", "x", "-o", str(work / "x.csv"), "--model", model], ".csv")
+    expect_error("12", "embed --batch-tokens 0", ["embed", "x", "--batch-tokens", "0", "--model", model],
+                 "--batch-tokens")
+    expect_error("12", "embed ''", ["embed", "", "--model", model], "empty")
+
+    @guarded("10", "embed --device cuda", "exit 2 without CUDA (exit 0 with it), no traceback")
+    def _() -> None:
+        code, _, err, s = cli(["embed", "x", "--device", "cuda", "--model", model])
+        record("10", "embed --device cuda", "exit 2 without CUDA (exit 0 with it), no traceback",
+               (code == 0 or one_error(code, err)) and "Traceback" not in err, f"exit {code}: {error_line(err)}", s)
+
+    @guarded("2", "index a tree with a file name that is not UTF-8", "exit 0, the file skipped with a reason")
+    def _() -> None:
+        with open(os.path.join(os.fsencode(repo / "src"), b"bad_\xff.py"), "wb") as fh:
+            fh.write(b"def f(): pass\n")
+        env = dict(ENV, CODESIFT_MODEL=model)  # finding 5: the model comes from the environment
+        code, out, err, s = cli(["index", str(repo), "--json"], env=env)
+        report = json.loads(out) if code == 0 else {}
+        skipped = report.get("skipped", {})
+        ok = code == 0 and any("not valid UTF-8" in v for v in skipped.values()) and report.get("chunks_total", 0) >= 3
+        record("2", "index a tree with a file name that is not UTF-8", "exit 0, the file skipped with a reason", ok,
+               f"exit {code}: skipped {sorted(skipped)}" if code == 0 else f"exit {code}: {error_line(err)}", s)
+        record("12", "a binary blob is skipped as binary", "reason 'binary'", skipped.get("src/blob.py") == "binary",
+               f"reason {skipped.get('src/blob.py')!r}")
+
+    @guarded("5", "CODESIFT_MODEL=... index records the loaded model", "status names the model that was loaded")
+    def _() -> None:
+        code, out, err, s = cli(["status", str(repo), "--json"])
+        got = json.loads(out)["model"] if code == 0 else error_line(err)
+        want = "sentence-transformers/all-MiniLM-L6-v2" if model in ("offline", "minilm") else model
+        record("5", "CODESIFT_MODEL=... index records the loaded model", "status names the model that was loaded",
+               got == want or Path(got) == Path(model).resolve(), f"model {got!r}", s)
+        code, _, err, s = cli(["search", "parse config", str(repo)])
+        record("5", "search later without CODESIFT_MODEL", "exit 0", code == 0, f"exit {code}: {error_line(err)}", s)
+        code, _, err, s = cli(["index", str(repo), "--model", model])
+        record("5", "index --model with the same model (an alias)", "exit 0", code == 0,
+               f"exit {code}: {error_line(err)}", s)
+
+    expect_error("1", "search $'caf\\xe9'", ["search", b"caf\xe9", str(repo)], "query")
+    expect_error("12", "search --dense-weight nan", ["search", "parse", str(repo), "--dense-weight", "nan"], "nan")
+    expect_error("12", "search --rrf-k inf", ["search", "parse", str(repo), "--rrf-k", "inf"], "inf")
+
+    @guarded("12", "piped search output with a tab in a path", "the tab escaped as \\t")
+    def _() -> None:
+        code, out, err, s = cli(["search", "odd tabbed name", str(repo), "--mode", "bm25"])
+        lines = out.splitlines()
+        ok = code == 0 and all(len(ln.split("\t")) == 3 for ln in lines) and any("odd\\tname" in ln for ln in lines)
+        record("12", "piped search output with a tab in a path", "the tab escaped as \\t", ok,
+               f"exit {code}: {lines[:1]}", s)
+
+    @guarded("12", "a Latin-1 file is read as Western text", "the snippet holds 'Grüße'")
+    def _() -> None:
+        code, out, err, s = cli(["search", "gruss", str(repo), "--mode", "bm25", "--json"])
+        snippet = next((h["snippet"] for h in json.loads(out) if h["path"] == "src/gruss.py"), "") if code == 0 else ""
+        record("12", "a Latin-1 file is read as Western text", "the snippet holds 'Grüße'", "Grüße" in snippet,
+               f"snippet {snippet.splitlines()[1:2]}", s)
+    return repo
+
+
+def index_damage_cases(work: Path, repo: Path, model: str) -> None:
+    index_dir = repo / ".codesift"
+
+    @guarded("4", "a truncated vectors.npz", "search exit 0 (the sidecar is rebuilt)")
+    def _() -> None:
+        for p in index_dir.glob("*.npz"):
+            p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+        code, _, err, s = cli(["search", "parse config", str(repo)])
+        record("4", "a truncated vectors.npz", "search exit 0 (the sidecar is rebuilt)",
+               code == 0 and "Traceback" not in err, f"exit {code}: {error_line(err)}", s)
+
+    @guarded("3", "a store rolled back behind the manifest", "search exit 2 naming it; status stale; index repairs")
+    def _() -> None:
+        saved = work / "store-save"
+        shutil.rmtree(saved, ignore_errors=True)
+        saved.mkdir()
+        store = [p for p in index_dir.iterdir() if not p.name.startswith(("manifest.sqlite", "vectors.", "serving"))]
+        for p in store:
+            (shutil.copytree if p.is_dir() else shutil.copy2)(p, saved / p.name)
+        (repo / "src/later.py").write_text("def tokenize_later_words(text):\n    return text.split()\n")
+        cli(["index", str(repo)])
+        for p in store:
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+        for p in saved.iterdir():
+            (shutil.copytree if p.is_dir() else shutil.copy2)(p, index_dir / p.name)
+        code, _, err, s = cli(["search", "tokenize later words", str(repo)])
+        record("3", "search over a rolled-back store", "exit 2, one line naming the mismatch",
+               one_error(code, err, "manifest lists"), f"exit {code}: {error_line(err)}", s)
+        code, out, err, s = cli(["status", str(repo), "--json"])
+        stale = json.loads(out)["staleness"]["stale"] if code == 0 else None
+        record("3", "status over a rolled-back store", "stale: yes", stale is True, f"exit {code}, stale {stale}", s)
+        code, out, err, s = cli(["index", str(repo), "--json"])
+        report = json.loads(out) if code == 0 else {}
+        record("3", "index over a rolled-back store", "exit 0, repaired without embedding",
+               code == 0 and report.get("chunks_embedded") == 0,
+               f"exit {code}: {report.get('files_changed')} files written again" if code == 0 else error_line(err), s)
+
+    @guarded("4", "a corrupt manifest.sqlite", "exit 2, one line naming --rebuild")
+    def _() -> None:
+        broken = work / "broken"
+        shutil.copytree(repo, broken, ignore=shutil.ignore_patterns("serving.json"))
+        for p in (broken / ".codesift").glob("manifest.sqlite*"):
+            p.unlink()
+        (broken / ".codesift" / "manifest.sqlite").write_bytes(b"not a database" * 300)
+        code, _, err, s = cli(["search", "parse", str(broken)])
+        record("4", "a corrupt manifest.sqlite", "exit 2, one line naming --rebuild", one_error(code, err, "--rebuild"),
+               f"exit {code}: {error_line(err)}", s)
+
+    @guarded("12", "a moved repository", "exit 2 naming --rebuild")
+    def _() -> None:
+        moved = work / "moved"
+        shutil.copytree(repo, moved, ignore=shutil.ignore_patterns("serving.json"))
+        code, _, err, s = cli(["index", str(moved)])
+        record("12", "index a moved repository", "exit 2 naming --rebuild", one_error(code, err, "--rebuild"),
+               f"exit {code}: {error_line(err)}", s)
+
+
+# --------------------------------------------------------------------------------------------- HTTP
+def start_server(args: list, timeout: float = 300) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "codesift.cli", "serve", "--port", str(port), "--log-level",
+                             "warning", *args], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if httpx.get(f"{url}/health", timeout=1, trust_env=False).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    return proc, url
+
+
+def post(url: str, body, timeout: float = 120) -> tuple[httpx.Response, float]:
+    content = body if isinstance(body, (bytes, str)) else json.dumps(body)
+    t0 = time.perf_counter()
+    r = httpx.post(f"{url}/v1/embeddings", content=content, headers={"content-type": "application/json"},
+                   timeout=timeout, trust_env=False)
+    return r, time.perf_counter() - t0
+
+
+def metric(url: str, status: str) -> float:
+    import re
+
+    text = httpx.get(f"{url}/metrics", trust_env=False).text
+    m = re.search(rf'codesift_requests_total{{route="/v1/embeddings",status="{status}"}} (\S+)', text)
+    return float(m.group(1)) if m else 0.0
+
+
+def http_cases(work: Path, repo: Path, model: str) -> None:
+    proc, url = start_server(["--model", model, "--index", str(repo / ".codesift"), "--body-timeout", "2"])
+    try:
+        if proc.poll() is not None:
+            record("-", "serve starts", "healthy", False, proc.stderr.read().decode()[-300:])
+            return
+
+        def api(finding: str, name: str, body, want_status: int, want_code: str | None = None) -> None:
+            @guarded(finding, name, f"{want_status}")
+            def _() -> None:
+                r, s = post(url, body)
+                try:
+                    code = r.json()["error"]["code"] if r.status_code >= 400 else None
+                except ValueError:
+                    code = "(not JSON)"
+                ok = r.status_code == want_status and (want_code is None or code == want_code)
+                record(finding, name, f"{want_status} {want_code or ''}".strip(), ok, f"{r.status_code} {code or ''}", s)
+
+        api("1", 'POST {"input": "\\ud800abc"}', b'{"input": "\\ud800abc"}', 400, "invalid_text")
+        api("1", "POST a list with a cut emoji", b'{"input": ["ok", "\\ud83d"]}', 400, "invalid_text")
+        api("12", 'POST {"input": ""}', {"input": ""}, 400, "empty_input")
+        unit = "def handler(request):\n    return request.json()\n"
+        huge = (unit * (5_000_000 // len(unit) + 1))[:5_000_000]
+        api("7", "POST a 5 MB input", {"input": huge}, 400, "input_too_long")
+        api("7", "POST a 5 MB input with truncate", {"input": huge, "truncate": True}, 200)
+
+        @guarded("7", "a tiny request beside a 5 MB one", "answered in under 1 s")
+        def _() -> None:
+            thread = threading.Thread(target=post, args=(url, {"input": huge}))  # the issue's case: refused
+            thread.start()
+            time.sleep(0.3)
+            r, s = post(url, {"input": "def f(): pass"})
+            thread.join()
+            record("7", "a tiny request beside a 5 MB one", "answered in under 1 s", r.status_code == 200 and s < 1.0,
+                   f"{r.status_code} in {s:.2f} s", s)
+
+        @guarded("6", "a client closes mid-body", "counted as 499, no 500")
+        def _() -> None:
+            before = metric(url, "500"), metric(url, "499")
+            with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1]))) as sock:
+                sock.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: 100\r\n\r\n{")
+                time.sleep(0.3)
+            time.sleep(0.5)
+            after = metric(url, "500"), metric(url, "499")
+            record("6", "a client closes mid-body", "counted as 499, no 500",
+                   after[0] == before[0] and after[1] == before[1] + 1,
+                   f"500: {before[0]:g} -> {after[0]:g}, 499: {before[1]:g} -> {after[1]:g}")
+
+        @guarded("12", "a body that stalls", "408 after the body timeout")
+        def _() -> None:
+            t0 = time.perf_counter()
+            with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=30) as sock:
+                sock.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: 100\r\n\r\n{\"in")
+                reply = sock.recv(200)
+            s = time.perf_counter() - t0
+            record("12", "a body that stalls", "408 after the body timeout", reply.startswith(b"HTTP/1.1 408"),
+                   reply.split(b"\r\n", 1)[0].decode(errors="replace") or "(closed)", s)
+
+        @guarded("8", "/health shows no path or exception", "{'status': 'ok'} only")
+        def _() -> None:
+            body = httpx.get(f"{url}/health", trust_env=False).text
+            record("8", "/health shows no path or exception", "{'status': 'ok'} only", str(work) not in body
+                   and "Error" not in body, body)
+
+        @guarded("9", "a served index is refreshed", "HTTP route 200; index and search go through the server")
+        def _() -> None:
+            httpx.post(f"{url}/v1/search", json={"query": "parse"}, timeout=120, trust_env=False)  # opens the store
+            (repo / "src/served_later.py").write_text("def served_later_words(text):\n    return text.split()\n")
+            code, out, err, s = cli(["index", str(repo), "--json"])
+            record("9", "codesift index while served", "exit 0 through the server",
+                   code == 0 and json.loads(out).get("files_changed") == 1, f"exit {code}: {error_line(err)}", s)
+            code, out, err, s = cli(["search", "served later words", str(repo), "--mode", "bm25"])
+            record("9", "codesift search while served", "exit 0 through the server, the new file first",
+                   code == 0 and out.startswith("src/served_later.py"), f"exit {code}: {out.splitlines()[:1]}", s)
+            r = httpx.post(f"{url}/v1/index/refresh", timeout=120, trust_env=False)
+            record("9", "POST /v1/index/refresh", "200", r.status_code == 200, f"{r.status_code}")
+    finally:
+        proc.terminate()
+        proc.wait(60)
+
+    @guarded("8", "serve a model that cannot load", "exits non-zero with one error: line")
+    def _() -> None:
+        t0 = time.perf_counter()
+        proc, _ = start_server(["--model", str(work / "no" / "such-model")], timeout=60)
+        try:
+            code = proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = None
+        err = proc.stderr.read().decode(errors="replace")
+        record("8", "serve a model that cannot load", "exits non-zero with one error: line",
+               code not in (0, None) and "Traceback" not in err, f"exit {code}: {error_line(err)}",
+               time.perf_counter() - t0)
+
+
+# ---------------------------------------------------------------------------------------------- MCP
+def mcp_cases(repo: Path) -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "codesift.cli", "mcp", str(repo)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=ENV)
+
+    def send(line: str) -> None:
+        proc.stdin.write(line.encode() + b"\n")
+        proc.stdin.flush()
+
+    def reply(timeout: float) -> dict | None:
+        ready, _, _ = select.select([proc.stdout], [], [], timeout)
+        line = proc.stdout.readline() if ready else b""
+        return json.loads(line) if line.strip() else None
+
+    try:
+        send(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "replay", "version": "1"}}}))
+        reply(120)
+        send(json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+        send("this is not json")
+        r = reply(10)
+        record("11", "MCP: a line that is not JSON", "-32700", bool(r and r.get("error", {}).get("code") == -32700),
+               json.dumps(r)[:120] if r else "no reply in 10 s")
+        send('{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"search_code",'
+             '"arguments":{"query":"\\ud800"}}}')
+        r = reply(30)
+        record("11", "MCP: tools/call with \\ud800 in an argument", "an answer to id 2 (an error)",
+               bool(r and r.get("id") == 2 and ("error" in r or r.get("result", {}).get("isError"))),
+               json.dumps(r)[:120] if r else "no reply in 30 s")
+        send(json.dumps({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+                         "params": {"name": "search_code", "arguments": {"query": "parse config"}}}))
+        r = reply(300)  # the first call loads the model and opens the store: slow on a busy machine
+        record("11", "MCP: a good call after the bad ones", "an answer to id 3", bool(r and r.get("id") == 3),
+               "answered" if r else "no reply in 300 s")
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="offline", help="model for every case (default: the MiniLM fallback)")
+    ap.add_argument("--out", default="benchmarks/results/adversarial.json")
+    args = ap.parse_args()
+    import codesift
+
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="codesift-adversarial-") as tmp:
+        work = Path(tmp)
+        repo = cli_cases(work, args.model)
+        mcp_cases(repo)
+        http_cases(work, repo, args.model)
+        index_damage_cases(work, repo, args.model)
+    passed = sum(c["ok"] for c in CASES)
+    print(f"\n{'':4} {'#':>2}  {'case':<52} {'expected':<44} outcome")
+    for c in CASES:
+        print(f"{'ok' if c['ok'] else 'FAIL':<4} {c['finding']:>2}  {c['case'][:52]:<52} {c['expected'][:44]:<44} "
+              f"{c['outcome'][:70]}")
+    print(f"\n{passed}/{len(CASES)} cases as expected in {time.perf_counter() - started:.0f} s")
+    result = {"benchmark": "adversarial", "model": args.model, "codesift": str(Path(codesift.__file__).parent),
+              "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+              "passed": passed, "total": len(CASES), "seconds": round(time.perf_counter() - started, 1),
+              "cases": CASES}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
