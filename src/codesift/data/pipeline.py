@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from codesift.data.commits import CommitConfig
 from codesift.data.mining import (
     Deduper,
     MineConfig,
@@ -62,14 +63,21 @@ def mine(
     workers: int = 1,
     progress: bool = False,
     near_threshold: float = 0.7,
+    commits: Iterable[str | Path] = (),
+    commit_cfg: CommitConfig | None = None,
 ) -> MineResult:
-    """Mine pairs from source trees (plus ``extra_pairs`` such as MBPP train), filtered and decontaminated."""
+    """Mine pairs from source trees and git histories (``commits``: repositories, ``NAME=PATH`` names one),
+    plus ``extra_pairs`` such as MBPP train; deduped, capped and decontaminated."""
     from tqdm.auto import tqdm
 
+    from codesift.data.commits import commit_pairs, open_repository
     from codesift.data.decontam import DecontamConfig, Decontaminator
 
     cfg = cfg or MineConfig()
     exclude = list(exclude)
+    histories = [_named(raw) for raw in commits]
+    for _, repo in histories:  # refuse a bad repository before any long work
+        open_repository(repo)
     decontam = Decontaminator.from_beir(exclude, DecontamConfig(threshold=near_threshold)) if exclude else None
     roots: list[SourceRoot] = source_roots(paths, split_sources=split_sources)
     files = [
@@ -94,6 +102,8 @@ def mine(
             _merge(report, part)
             bar.update()
     bar.close()
+    for name, repo in histories:
+        candidates.extend(commit_pairs(repo, name, commit_cfg, report, progress=progress))
     n_candidates = len(candidates)
 
     deduper = Deduper()
@@ -113,6 +123,8 @@ def mine(
                 contaminated.append({"task": pair.task, "source": pair.source, "symbol": pair.symbol, "match": hit})
         report.drop("decontaminated", len(capped) - len(kept))
     stats = compute_stats(kept, report, n_candidates)
+    if histories:
+        stats["commits_read"] = dict(report.commits)
     stats["decontamination"] = {
         "excluded_sets": [str(Path(e)) for e in exclude],
         "eval_texts": len(decontam) if decontam else 0,
@@ -121,6 +133,15 @@ def mine(
         "examples": contaminated[:20],
     }
     return MineResult(kept, stats)
+
+
+def _named(raw: str | Path) -> tuple[str | None, Path]:
+    """``NAME=PATH`` -> (NAME, PATH); a plain path (even one containing ``=``) -> (None, PATH)."""
+    raw = str(raw)
+    if "=" in raw and not Path(raw).exists():
+        name, _, value = raw.partition("=")
+        return name, Path(value)
+    return None, Path(raw)
 
 
 def _percentiles(values: list[int]) -> dict[str, float]:
