@@ -134,7 +134,7 @@ def test_commit_pairs_keep_meaningful_source_commits_only(repo):
 def test_clean_message_drops_trailers_refs_and_template_noise():
     raw = (
         "Speed up the lexer (#4521) [skip ci]\n\n"
-        "* Speed up the lexer\n\n"
+        "* Speed up the lexer\n\n* add changelog\n\n* Update lexer.py\n\n* fix lint\n\n"
         "The lexer now caches compiled patterns.\n"
         "Fixes #4500\n"
         "- [x] tests added\n"
@@ -144,6 +144,9 @@ def test_clean_message_drops_trailers_refs_and_template_noise():
         "Signed-off-by: Ada <ada@example.com>"
     )
     assert clean_message(raw) == "Speed up the lexer\n\nThe lexer now caches compiled patterns."
+    assert clean_message("Cache patterns\n\n* Add a pattern cache to the lexer class") == (
+        "Cache patterns\n\n* Add a pattern cache to the lexer class"
+    )
     assert clean_message("Fix the parser\n\nFixes: a crash when the input is empty") == (
         "Fix the parser\n\nFixes: a crash when the input is empty"
     )
@@ -217,7 +220,7 @@ def test_bare_mirror_gives_the_same_pairs(repo, tmp_path):
     subprocess.run(["git", "clone", "-q", "--bare", str(r.path), str(tmp_path / "owner+demo" / "repo")], check=True)
     bare = commit_pairs(tmp_path / "owner+demo" / "repo")
     assert [p.to_json() | {"source": ""} for p in bare] == [p.to_json() | {"source": ""} for p in commit_pairs(r.path)]
-    assert {p.source for p in bare} == {"owner/demo"}
+    assert {p.source for p in bare} == {"owner+demo"}
 
 
 def test_cli_mine_commits_with_dedupe_and_decontamination(repo, tmp_path):
@@ -256,3 +259,13 @@ def test_cli_refuses_swe_bench_and_empty_runs(tmp_path):
     assert not (tmp_path / "p.jsonl").exists()
     res = CliRunner().invoke(app, ["data", "mine", "-o", str(tmp_path / "p.jsonl")])
     assert res.exit_code != 0 and "nothing to mine" in str(res.exception)
+
+
+def test_pinned_history_reads_only_up_to_the_commit(repo, tmp_path):
+    from codesift.data.commits import CommitConfig as Cfg
+    from codesift.data.pipeline import mine
+
+    r, shas = repo
+    pinned = mine([], commits=[f"demo={r.path}@{shas['feature'][:12]}"], commit_cfg=Cfg())
+    assert {p.symbol for p in pinned.pairs} == {shas["init"], shas["feature"]}
+    assert pinned.stats["commits_read"] == {"demo": 2}

@@ -15,8 +15,8 @@ def mine_cmd(
     output: Path = typer.Option(..., "--output", "-o", help="Pairs JSONL to write."),
     exclude: list[Path] = typer.Option([], "--exclude", help="BEIR folder to decontaminate against (repeatable)."),
     commits: list[Path] = typer.Option(
-        [], "--commits", help="Git repository (clone or bare mirror; NAME=PATH names it): add commit message -> diff "
-        "nl2code pairs from its history (repeatable)."
+        [], "--commits", help="Git repository (clone or bare mirror; [NAME=]PATH[@COMMIT] names it and pins its history): add "
+        "commit message -> diff nl2code pairs from its history (repeatable)."
     ),
     max_commits: int | None = typer.Option(None, "--max-commits", help="Read at most this many newest commits per repository."),
     commit_diff_chars: int = typer.Option(4000, "--commit-diff-chars", help="Cut a commit's diff to whole hunks under this."),

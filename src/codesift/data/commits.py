@@ -198,7 +198,16 @@ _RULE = re.compile(r"^\s*([-=*_~])\1{2,}\s*$")
 _CHERRY = re.compile(r"^\s*\(cherry picked from commit [0-9a-f]+\)\s*$", re.IGNORECASE)
 _HTML_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
 _CHECKLIST = re.compile(r"^\s*[-*]\s*\[[ xX]\]")
-_SQUASH_NOISE = re.compile(r"^\s*(?:\*\s*)?(?:Merge branch|Merge remote-tracking branch|Merge pull request)\b.*$", re.IGNORECASE)
+_SQUASH_NOISE = re.compile(
+    r"^\s*(?:\*\s*)?(?:Merge branch|Merge remote-tracking branch|Merge pull request)\b.*$|"
+    # the bullets of a squash merge that only say "fixed the chores": changelog, lint, review, "Update x.py"
+    r"^\s*\*\s+(?:#\d+\s+)?(?:(?:add|added|update|updated|fix|fixed|apply|applied|address|run|ran)\s+)?(?:the\s+)?"
+    r"(?:changes|changelog|change ?log entry|history|news|release notes|lint|linting|linter|formatting|format|typos?|"
+    r"mypy|black|ruff|flake8|isort|pre-commit|review|review comments?|comments?|suggestions?|feedback|wip|fixup|tmp|"
+    r"tests?|docs?)\b[^\n]{0,40}$|"
+    r"^\s*\*\s+Update [\w./-]+\.\w+$",
+    re.IGNORECASE,
+)
 
 
 def clean_message(message: str, max_chars: int = 1500) -> str:
@@ -372,9 +381,10 @@ def main_language(changed: dict[str, int]) -> str:
 
 def commit_pairs(
     repo: str | Path, source: str | None = None, cfg: CommitConfig | None = None, report: MineReport | None = None,
-    progress: bool = False,
+    progress: bool = False, rev: str | None = None,
 ) -> list[Pair]:
-    """nl2code pairs of a repository's history: cleaned commit message -> diff of the source files it changed."""
+    """nl2code pairs of a repository's history (from ``rev``, default ``cfg.rev``): cleaned commit message ->
+    diff of the source files it changed."""
     from tqdm.auto import tqdm
 
     cfg = cfg or CommitConfig()
@@ -382,7 +392,7 @@ def commit_pairs(
     repo = open_repository(repo)
     source = source or _default_source(repo)
     pairs: list[Pair] = []
-    for commit in tqdm(iter_commits(repo, cfg.rev, cfg.max_commits), desc=f"commits {source}", unit="commit",
+    for commit in tqdm(iter_commits(repo, rev or cfg.rev, cfg.max_commits), desc=f"commits {source}", unit="commit",
                        disable=not progress):
         report.commits[source] = report.commits.get(source, 0) + 1
         pair = _commit_pair(repo, commit, source, cfg, report)
@@ -428,7 +438,7 @@ def _commit_pair(repo: Path, commit: Commit, source: str, cfg: CommitConfig, rep
 
 def _default_source(repo: Path) -> str:
     resolved = repo.resolve()
-    if resolved.name in ("repo", ".git") or resolved.name.endswith(".git"):
-        name = resolved.parent.name if resolved.name in ("repo", ".git") else resolved.name.removesuffix(".git")
-        return name.replace("+", "/")
-    return resolved.name
+    # a source name holds no "/" (the stats group sources by their first "/" part): owner+name stays as it is
+    if resolved.name in ("repo", ".git"):
+        return resolved.parent.name
+    return resolved.name.removesuffix(".git")

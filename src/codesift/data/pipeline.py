@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -76,7 +77,7 @@ def mine(
     cfg = cfg or MineConfig()
     exclude = list(exclude)
     histories = [_named(raw) for raw in commits]
-    for _, repo in histories:  # refuse a bad repository before any long work
+    for _, repo, _ in histories:  # refuse a bad repository before any long work
         open_repository(repo)
     decontam = Decontaminator.from_beir(exclude, DecontamConfig(threshold=near_threshold)) if exclude else None
     roots: list[SourceRoot] = source_roots(paths, split_sources=split_sources)
@@ -102,8 +103,8 @@ def mine(
             _merge(report, part)
             bar.update()
     bar.close()
-    for name, repo in histories:
-        candidates.extend(commit_pairs(repo, name, commit_cfg, report, progress=progress))
+    for name, repo, rev in histories:
+        candidates.extend(commit_pairs(repo, name, commit_cfg, report, progress=progress, rev=rev))
     n_candidates = len(candidates)
 
     deduper = Deduper()
@@ -135,13 +136,20 @@ def mine(
     return MineResult(kept, stats)
 
 
-def _named(raw: str | Path) -> tuple[str | None, Path]:
-    """``NAME=PATH`` -> (NAME, PATH); a plain path (even one containing ``=``) -> (None, PATH)."""
+_PINNED = re.compile(r"^(.*)@([0-9a-fA-F]{7,40})$")
+
+
+def _named(raw: str | Path) -> tuple[str | None, Path, str | None]:
+    """``[NAME=]PATH[@COMMIT]`` -> (NAME, PATH, COMMIT); a path that exists as given is never split."""
     raw = str(raw)
+    rev = None
+    pinned = _PINNED.match(raw)
+    if pinned and not Path(raw).exists():
+        raw, rev = pinned.group(1), pinned.group(2)
     if "=" in raw and not Path(raw).exists():
         name, _, value = raw.partition("=")
-        return name, Path(value)
-    return None, Path(raw)
+        return name, Path(value), rev
+    return None, Path(raw), rev
 
 
 def _percentiles(values: list[int]) -> dict[str, float]:
@@ -217,7 +225,9 @@ def stats_markdown(stats: dict) -> str:
         lines.append(f"| {task} | {q['p5']:.0f} / {q['p50']:.0f} / {q['p95']:.0f} | {d['p5']:.0f} / {d['p50']:.0f} / {d['p95']:.0f} |")
     if "by_source" in stats:
         lines += ["", "Pairs by source: " + ", ".join(f"{k} {v:,}" for k, v in stats["by_source"].items())]
-    if "files_by_language" in stats:
+    if stats.get("commits_read"):
+        lines += ["", "Commits read: " + ", ".join(f"{k} {v:,}" for k, v in stats["commits_read"].items())]
+    if stats.get("files_by_language"):
         lines += ["", "Files read: " + ", ".join(f"{k} {v:,}" for k, v in stats["files_by_language"].items())]
     if stats.get("skipped_files"):
         lines += ["", "Files skipped: " + ", ".join(f"{k} {v:,}" for k, v in stats["skipped_files"].items())]

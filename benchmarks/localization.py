@@ -1,0 +1,270 @@
+"""File localization on real history: for a commit's message, are the files it changed among the top files?
+
+    # 1. mine cases (committed, so runs are reproducible): commits that change 1-5 source files
+    python benchmarks/localization.py mine --repo python-poetry/poetry=/work/.mirror/python-poetry+poetry/repo \\
+        --repo ... --per-repo 20 --out benchmarks/data/localization.jsonl
+    # 2. run: index each repository at every case's PARENT commit (one work tree, parents in time order,
+    #    so only changed files are re-embedded) and search with the message
+    python benchmarks/localization.py run --cases benchmarks/data/localization.jsonl \\
+        --repo python-poetry/poetry=/work/.mirror/python-poetry+poetry/repo ... \\
+        [--model offline] [--modes bm25,dense,hybrid] [--ranker chunks|files] [--out benchmarks/results/localization.json]
+
+A case is a hit at k when any file the commit modified or deleted (a non-test source file that existed at
+the parent) is among the first k distinct files. Files are ranked by their best chunk (``--ranker chunks``)
+or by ``CodeIndex.search_files`` where the index has it (``--ranker files``). Repositories are read through
+``codesift.data.commits`` (the reader of ``codesift data mine --commits``), which refuses SWE-bench's twelve.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+KS = (1, 5, 10)
+MODES = ("bm25", "dense", "hybrid")
+CHUNK_DEPTH = 100  # chunks asked per query when files are ranked from chunks
+
+# (index, query, mode, limit) -> (paths best first, was the query truncated for the model)
+FileRanker = Callable[..., tuple[list[str], bool]]
+
+
+# ------------------------------------------------------------------------------------------- mine
+
+
+def eligible_case(commit, name: str, min_words: int, max_files: int) -> dict | None:
+    """A localization case for a commit, or None: a meaningful message and 1..max_files source files changed."""
+    from codesift.data.commits import clean_message, is_code_path, message_skip_reason
+
+    query = clean_message(commit.message)
+    if message_skip_reason(commit, query) or len(query.split("\n", 1)[0].split()) < min_words:
+        return None
+    code = [f for f in commit.files if is_code_path(f.path)]
+    targets = sorted(f.path for f in code if f.existed_before)
+    if not targets or len(code) > max_files or commit.parent is None:
+        return None
+    return {
+        "repo": name, "commit": commit.sha, "parent": commit.parent, "timestamp": commit.timestamp,
+        "query": query, "files": targets, "added": sorted(f.path for f in code if not f.existed_before),
+    }
+
+
+def mine_cases(name: str, repo: Path, per_repo: int, rev: str = "HEAD", window: int = 600, min_words: int = 4,
+               max_files: int = 5, seed: int = 0) -> list[dict]:
+    """``per_repo`` cases sampled from the eligible commits among the newest ``window`` commits before ``rev``.
+
+    A window keeps the parents close in time, so indexing them one after another re-embeds few files."""
+    from codesift.data.commits import iter_commits, open_repository
+
+    repo = open_repository(repo)
+    found = [c for c in (eligible_case(commit, name, min_words, max_files) for commit in iter_commits(repo, rev, window)) if c]
+    picked = found if len(found) <= per_repo else random.Random(f"{seed}:{name}").sample(found, per_repo)
+    return sorted(picked, key=lambda c: c["timestamp"])
+
+
+# -------------------------------------------------------------------------------------------- run
+
+
+def search_checked(index, query: str, mode: str, limit: int):
+    """``index.search`` that survives a query over the model's limit: it is cut to fit and flagged."""
+    try:
+        return index.search(query, limit=limit, mode=mode), False
+    except ValueError as exc:
+        if "max_length" not in str(exc):
+            raise
+    emb = index.embedder
+    ids = emb.tokenizer(query, add_special_tokens=False)["input_ids"]
+    room = emb.max_length - len(emb.tokenizer(emb.prefix("nl2code", "query"))["input_ids"]) - 8
+    cut = emb.tokenizer.decode(ids[: max(room, 16)])
+    return index.search(cut, limit=limit, mode=mode), True
+
+
+def rank_files_by_chunks(index, query: str, mode: str, limit: int = 10) -> tuple[list[str], bool]:
+    """Distinct files of the top chunks, each at the rank of its best chunk."""
+    results, truncated = search_checked(index, query, mode, max(CHUNK_DEPTH, limit))
+    files: list[str] = []
+    for r in results:
+        path = index.relative_path(r.path)
+        if path not in files:
+            files.append(path)
+    return files[:limit], truncated
+
+
+def rank_files_by_api(index, query: str, mode: str, limit: int = 10) -> tuple[list[str], bool]:
+    """Files from ``CodeIndex.search_files`` (the ``--files`` ranking of ``codesift search``)."""
+    if not hasattr(index, "search_files"):
+        raise SystemExit("error: this codesift has no CodeIndex.search_files; use --ranker chunks")
+    hits = index.search_files(query, limit=limit, mode=mode)
+    return [index.relative_path(h.path if hasattr(h, "path") else h["path"]) for h in hits], False
+
+
+RANKERS: dict[str, FileRanker] = {"chunks": rank_files_by_chunks, "files": rank_files_by_api}
+
+
+def git(work: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(work), *args], check=True, capture_output=True, text=True).stdout
+
+
+def prepare_work_tree(source: Path, work: Path) -> Path:
+    """A clone of ``source`` (a mirror or a clone) whose work tree the run checks out commit by commit."""
+    if not (work / ".git").exists():
+        work.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["git", "clone", "-q", "--no-checkout", str(source), str(work)], check=True)
+    return work
+
+
+def first_rank(files: list[str], targets: list[str]) -> int | None:
+    """1-based rank of the first target file, None when absent."""
+    return next((i for i, f in enumerate(files, start=1) if f in targets), None)
+
+
+def summarize(rows: list[dict], modes: tuple[str, ...]) -> dict:
+    """Acc@k (a target file in the top k) and MRR@10 per mode."""
+    out = {}
+    for mode in modes:
+        ranks = [r["ranks"][mode] for r in rows]
+        out[mode] = {f"acc@{k}": round(sum(1 for x in ranks if x is not None and x <= k) / max(len(ranks), 1), 4) for k in KS}
+        out[mode]["mrr@10"] = round(sum(1 / x for x in ranks if x is not None and x <= 10) / max(len(ranks), 1), 4)
+    return out
+
+
+def run_repo(name: str, source: Path, cases: list[dict], args, embedder, ranker: FileRanker) -> tuple[list[dict], dict]:
+    """Index ``source`` at each case's parent (oldest first, incrementally) and rank files for its message."""
+    from codesift.index import IndexConfig, build_index, open_index
+
+    work = prepare_work_tree(source, Path(args.work) / name.replace("/", "+"))
+    index_dir = Path(args.work) / (name.replace("/", "+") + ".index")
+    rows, timing = [], {"index_s": 0.0, "search_s": 0.0, "files_embedded": [], "chunks": 0}
+    for case in sorted(cases, key=lambda c: c["timestamp"]):
+        git(work, "checkout", "-q", "--force", "--detach", case["parent"])
+        git(work, "clean", "-fdxq")
+        t = time.perf_counter()
+        report = build_index(work, index_dir, IndexConfig(model=args.model), embedder=embedder).to_dict()
+        timing["index_s"] += time.perf_counter() - t
+        timing["files_embedded"].append(report.get("files_indexed", report.get("files_changed", 0)))
+        t = time.perf_counter()
+        ranks, truncated = {}, False
+        with open_index(index_dir, embedder=embedder) as index:
+            timing["chunks"] = int(index.status(check_staleness=False).get("chunks", 0))
+            top = {}
+            for mode in args.modes:
+                files, cut = ranker(index, case["query"], mode, 10)
+                truncated |= cut
+                top[mode] = files
+                ranks[mode] = first_rank(files, case["files"])
+        timing["search_s"] += time.perf_counter() - t
+        rows.append({"repo": name, "commit": case["commit"], "files": case["files"], "ranks": ranks,
+                     "query_truncated": truncated, "top": {m: f[:5] for m, f in top.items()}})
+        shown = " ".join(f"{m}={ranks[m] or '-'}" for m in args.modes)
+        print(f"  {name} {case['commit'][:10]} {shown}  {case['query'].splitlines()[0][:70]}", file=sys.stderr)
+    return rows, timing
+
+
+def table(summary: dict, per_repo: dict, n: int, modes: tuple[str, ...]) -> str:
+    lines = [f"| mode | Acc@1 | Acc@5 | Acc@10 | MRR@10 |  (n={n})", "|---|---|---|---|---|"]
+    for mode in modes:
+        s = summary[mode]
+        lines.append(f"| {mode} | {s['acc@1']:.3f} | {s['acc@5']:.3f} | {s['acc@10']:.3f} | {s['mrr@10']:.3f} |")
+    lines += ["", "| repo | n | " + " | ".join(f"{m} Acc@5" for m in modes) + " |", "|---" * (len(modes) + 2) + "|"]
+    for repo, rs in per_repo.items():
+        lines.append(f"| {repo} | {rs['n']} | " + " | ".join(f"{rs[m]['acc@5']:.3f}" for m in modes) + " |")
+    return "\n".join(lines)
+
+
+def run(args) -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from codesift.model.embedder import Embedder
+
+    if Path(args.model).exists():  # the index remembers the model; keep it valid from any cwd
+        args.model = str(Path(args.model).resolve())
+    args.modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
+    unknown = [m for m in args.modes if m not in MODES]
+    if unknown:
+        raise SystemExit(f"error: unknown mode(s) {unknown}; choose from {', '.join(MODES)}")
+    cases = [json.loads(line) for line in Path(args.cases).read_text(encoding="utf-8").splitlines() if line.strip()]
+    repos = dict(parse_repo(r) for r in args.repo)
+    missing = sorted({c["repo"] for c in cases} - set(repos))
+    if missing:
+        raise SystemExit(f"error: no --repo NAME=PATH for {', '.join(missing)} (the cases name them)")
+    if args.limit_per_repo:
+        cases = [c for name in repos for c in [c for c in cases if c["repo"] == name][: args.limit_per_repo]]
+    embedder = Embedder(args.model) if "dense" in args.modes or "hybrid" in args.modes else None
+    t0 = time.perf_counter()
+    rows, timing = [], {}
+    for name, source in repos.items():
+        repo_cases = [c for c in cases if c["repo"] == name]
+        if repo_cases:
+            print(f"{name}: {len(repo_cases)} cases", file=sys.stderr)
+            got, timing[name] = run_repo(name, source, repo_cases, args, embedder, RANKERS[args.ranker])
+            rows.extend(got)
+    summary = summarize(rows, args.modes)
+    per_repo = {name: {"n": sum(1 for r in rows if r["repo"] == name), **summarize([r for r in rows if r["repo"] == name], args.modes)}
+                for name in timing}
+    result = {
+        "benchmark": "localization", "model": args.model, "ranker": args.ranker, "cases": len(rows),
+        "queries_truncated": sum(r["query_truncated"] for r in rows), "summary": summary, "per_repo": per_repo,
+        "timing": timing, "wall_s": round(time.perf_counter() - t0, 1), "cases_file": str(args.cases), "rows": rows,
+        "command": " ".join(sys.argv),
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(table(summary, per_repo, len(rows), args.modes))
+    print(f"wrote {args.out} ({result['wall_s']} s)")
+
+
+def parse_repo(raw: str) -> tuple[str, Path]:
+    name, sep, path = raw.partition("=")
+    if not sep or not name or not path:
+        raise SystemExit(f"error: --repo takes NAME=PATH (e.g. owner/name=/path/to/mirror), got {raw!r}")
+    return name, Path(path)
+
+
+def mine(args) -> None:
+    out = []
+    for raw in args.repo:
+        name, path = parse_repo(raw)
+        try:
+            cases = mine_cases(name, path, args.per_repo, args.rev, args.window, seed=args.seed)
+        except ValueError as exc:
+            raise SystemExit(f"error: {exc}") from None
+        print(f"{name}: {len(cases)} cases", file=sys.stderr)
+        out.extend(cases)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    with open(args.out, "w", encoding="utf-8") as fh:
+        for case in out:
+            fh.write(json.dumps(case, ensure_ascii=False) + "\n")
+    print(f"wrote {len(out)} cases to {args.out}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+    m = sub.add_parser("mine", help="pick commits and write the cases JSONL")
+    m.add_argument("--repo", action="append", required=True, help="NAME=PATH of a git repository (repeatable)")
+    m.add_argument("--per-repo", type=int, default=20)
+    m.add_argument("--window", type=int, default=600, help="sample among the newest N commits")
+    m.add_argument("--rev", default="HEAD")
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--out", default="benchmarks/data/localization.jsonl")
+    r = sub.add_parser("run", help="index at each parent and measure file-level Acc@k")
+    r.add_argument("--cases", default="benchmarks/data/localization.jsonl")
+    r.add_argument("--repo", action="append", required=True, help="NAME=PATH of a case's repository (repeatable)")
+    r.add_argument("--model", default=os.environ.get("CODESIFT_MODEL", "offline"))
+    r.add_argument("--modes", default=",".join(MODES))
+    r.add_argument("--ranker", choices=sorted(RANKERS), default="chunks")
+    r.add_argument("--limit-per-repo", type=int, default=0, help="only the first N cases of each repository (smoke runs)")
+    r.add_argument("--work", default="/tmp/codesift-localization", help="work trees and indexes (kept for re-runs)")
+    r.add_argument("--out", default="benchmarks/results/localization.json")
+    args = ap.parse_args(argv)
+    mine(args) if args.command == "mine" else run(args)
+
+
+if __name__ == "__main__":
+    main()
