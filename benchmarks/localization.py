@@ -140,14 +140,16 @@ def run_repo(name: str, source: Path, cases: list[dict], args, embedder, ranker:
 
     work = prepare_work_tree(source, Path(args.work) / name.replace("/", "+"))
     index_dir = Path(args.work) / (name.replace("/", "+") + ".index")
-    rows, timing = [], {"index_s": 0.0, "search_s": 0.0, "files_embedded": [], "chunks": 0}
+    config = IndexConfig(model=args.model, extra_excludes=tuple(args.index_exclude))
+    rows, timing = [], {"index_s": [], "search_s": 0.0, "files_changed": [], "chunks_embedded": [], "chunks": 0}
     for case in sorted(cases, key=lambda c: c["timestamp"]):
         git(work, "checkout", "-q", "--force", "--detach", case["parent"])
         git(work, "clean", "-fdxq")
         t = time.perf_counter()
-        report = build_index(work, index_dir, IndexConfig(model=args.model), embedder=embedder).to_dict()
-        timing["index_s"] += time.perf_counter() - t
-        timing["files_embedded"].append(report.get("files_indexed", report.get("files_changed", 0)))
+        report = build_index(work, index_dir, config, embedder=embedder)
+        timing["index_s"].append(round(time.perf_counter() - t, 1))
+        timing["files_changed"].append(report.files_changed + report.files_deleted)
+        timing["chunks_embedded"].append(report.chunks_embedded)
         t = time.perf_counter()
         ranks, truncated = {}, False
         with open_index(index_dir, embedder=embedder) as index:
@@ -177,7 +179,8 @@ def table(summary: dict, per_repo: dict, n: int, modes: tuple[str, ...]) -> str:
     return "\n".join(lines)
 
 
-def run(args) -> None:
+def run(args, embedder=None) -> dict:
+    """Run every case; prints the table, writes ``args.out`` and returns the result."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from codesift.model.embedder import Embedder
@@ -195,7 +198,8 @@ def run(args) -> None:
         raise SystemExit(f"error: no --repo NAME=PATH for {', '.join(missing)} (the cases name them)")
     if args.limit_per_repo:
         cases = [c for name in repos for c in [c for c in cases if c["repo"] == name][: args.limit_per_repo]]
-    embedder = Embedder(args.model) if "dense" in args.modes or "hybrid" in args.modes else None
+    if embedder is None:
+        embedder = Embedder(args.model)  # build_index embeds every chunk whatever the modes
     t0 = time.perf_counter()
     rows, timing = [], {}
     for name, source in repos.items():
@@ -209,6 +213,7 @@ def run(args) -> None:
                 for name in timing}
     result = {
         "benchmark": "localization", "model": args.model, "ranker": args.ranker, "cases": len(rows),
+        "index_exclude": args.index_exclude,
         "queries_truncated": sum(r["query_truncated"] for r in rows), "summary": summary, "per_repo": per_repo,
         "timing": timing, "wall_s": round(time.perf_counter() - t0, 1), "cases_file": str(args.cases), "rows": rows,
         "command": " ".join(sys.argv),
@@ -217,6 +222,7 @@ def run(args) -> None:
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(table(summary, per_repo, len(rows), args.modes))
     print(f"wrote {args.out} ({result['wall_s']} s)")
+    return result
 
 
 def parse_repo(raw: str) -> tuple[str, Path]:
@@ -243,7 +249,7 @@ def mine(args) -> None:
     print(f"wrote {len(out)} cases to {args.out}")
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
     m = sub.add_parser("mine", help="pick commits and write the cases JSONL")
@@ -259,10 +265,16 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--model", default=os.environ.get("CODESIFT_MODEL", "offline"))
     r.add_argument("--modes", default=",".join(MODES))
     r.add_argument("--ranker", choices=sorted(RANKERS), default="chunks")
+    r.add_argument("--index-exclude", action="append", default=[],
+                   help="gitignore-style pattern left out of every index (repeatable), e.g. 'tests/**/fixtures/'")
     r.add_argument("--limit-per-repo", type=int, default=0, help="only the first N cases of each repository (smoke runs)")
     r.add_argument("--work", default="/tmp/codesift-localization", help="work trees and indexes (kept for re-runs)")
     r.add_argument("--out", default="benchmarks/results/localization.json")
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     mine(args) if args.command == "mine" else run(args)
 
 

@@ -20,38 +20,9 @@ from codesift.data.commits import (
     refuse_swe_bench,
 )
 from codesift.data.mining import MineReport
+from codesift.testing import GitRepoBuilder as Repo
 
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
-
-
-class Repo:
-    """A throwaway git repository with helpers to commit files."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        path.mkdir(parents=True, exist_ok=True)
-        self.git("init", "-q", "-b", "main")
-
-    def git(self, *args: str, env: dict[str, str] | None = None) -> str:
-        base = {
-            "GIT_AUTHOR_NAME": "Ada", "GIT_AUTHOR_EMAIL": "ada@example.com", "GIT_COMMITTER_NAME": "Ada",
-            "GIT_COMMITTER_EMAIL": "ada@example.com", "HOME": str(self.path), "GIT_CONFIG_NOSYSTEM": "1",
-            "PATH": "/usr/bin:/bin:/usr/local/bin",
-        }
-        return subprocess.run(["git", "-C", str(self.path), *args], check=True, capture_output=True, text=True,
-                              env={**base, **(env or {})}).stdout
-
-    def commit(self, message: str, files: dict[str, str | None], author: str = "Ada", email: str = "ada@example.com") -> str:
-        for name, text in files.items():
-            target = self.path / name
-            if text is None:
-                target.unlink()
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(text)
-        self.git("add", "-A")
-        self.git("commit", "-q", "-m", message, env={"GIT_AUTHOR_NAME": author, "GIT_AUTHOR_EMAIL": email})
-        return self.git("rev-parse", "HEAD").strip()
 
 
 def func(name: str, body: str = "return 1") -> str:
