@@ -7,11 +7,13 @@
     #    so only changed files are re-embedded) and search with the message
     python benchmarks/localization.py run --cases benchmarks/data/localization.jsonl \\
         --repo python-poetry/poetry=/work/.mirror/python-poetry+poetry/repo ... \\
-        [--model offline] [--modes bm25,dense,hybrid] [--ranker chunks|files] [--out benchmarks/results/localization.json]
+        [--model offline] [--modes bm25,dense,hybrid] [--rankers chunks,no-tests,votes,subject,files]
+        [--index-exclude 'tests/**/fixtures/'] [--out benchmarks/results/localization.json]
 
 A case is a hit at k when any file the commit modified or deleted (a non-test source file that existed at
-the parent) is among the first k distinct files. Files are ranked by their best chunk (``--ranker chunks``)
-or by ``CodeIndex.search_files`` where the index has it (``--ranker files``). Repositories are read through
+the parent) is among the first k distinct files. Files are ranked by their best chunk (``--rankers chunks``,
+the headline), or by one of the variants measured beside it, or by ``CodeIndex.search_files`` where the
+index has it (``files``). Repositories are read through
 ``codesift.data.commits`` (the reader of ``codesift data mine --commits``), which refuses SWE-bench's twelve.
 """
 
@@ -71,10 +73,10 @@ def mine_cases(name: str, repo: Path, per_repo: int, rev: str = "HEAD", window: 
 # -------------------------------------------------------------------------------------------- run
 
 
-def search_checked(index, query: str, mode: str, limit: int):
+def search_checked(index, query: str, mode: str, limit: int, **filters):
     """``index.search`` that survives a query over the model's limit: it is cut to fit and flagged."""
     try:
-        return index.search(query, limit=limit, mode=mode), False
+        return index.search(query, limit=limit, mode=mode, **filters), False
     except ValueError as exc:
         if "max_length" not in str(exc):
             raise
@@ -82,29 +84,58 @@ def search_checked(index, query: str, mode: str, limit: int):
     ids = emb.tokenizer(query, add_special_tokens=False)["input_ids"]
     room = emb.max_length - len(emb.tokenizer(emb.prefix("nl2code", "query"))["input_ids"]) - 8
     cut = emb.tokenizer.decode(ids[: max(room, 16)])
-    return index.search(cut, limit=limit, mode=mode), True
+    return index.search(cut, limit=limit, mode=mode, **filters), True
 
 
-def rank_files_by_chunks(index, query: str, mode: str, limit: int = 10) -> tuple[list[str], bool]:
-    """Distinct files of the top chunks, each at the rank of its best chunk."""
-    results, truncated = search_checked(index, query, mode, max(CHUNK_DEPTH, limit))
+def distinct_files(index, results) -> list[str]:
+    """Root-relative paths of the results' files, each at the rank of its best chunk."""
     files: list[str] = []
     for r in results:
         path = index.relative_path(r.path)
         if path not in files:
             files.append(path)
-    return files[:limit], truncated
+    return files
+
+
+def rank_files_by_chunks(index, query: str, mode: str, limit: int = 10) -> tuple[list[str], bool]:
+    """Distinct files of the top chunks, each at the rank of its best chunk (the baseline)."""
+    results, truncated = search_checked(index, query, mode, max(CHUNK_DEPTH, limit))
+    return distinct_files(index, results)[:limit], truncated
+
+
+def rank_files_without_tests(index, query: str, mode: str, limit: int = 10) -> tuple[list[str], bool]:
+    """As the baseline, with test files filtered out before the cut (``exclude_tests=True``)."""
+    results, truncated = search_checked(index, query, mode, max(CHUNK_DEPTH, limit), exclude_tests=True)
+    return distinct_files(index, results)[:limit], truncated
+
+
+def rank_files_by_chunk_votes(index, query: str, mode: str, limit: int = 10, k: float = 60.0) -> tuple[list[str], bool]:
+    """Files by the sum of 1/(k + rank) over their chunks in the top 100: evidence from several chunks adds up."""
+    results, truncated = search_checked(index, query, mode, max(CHUNK_DEPTH, limit))
+    score: dict[str, float] = {}
+    for rank, r in enumerate(results, start=1):
+        path = index.relative_path(r.path)
+        score[path] = score.get(path, 0.0) + 1.0 / (k + rank)
+    return sorted(score, key=lambda p: -score[p])[:limit], truncated
+
+
+def rank_files_by_subject(index, query: str, mode: str, limit: int = 10) -> tuple[list[str], bool]:
+    """The baseline asked with the message's first line only."""
+    return rank_files_by_chunks(index, query.split("\n", 1)[0], mode, limit)
 
 
 def rank_files_by_api(index, query: str, mode: str, limit: int = 10) -> tuple[list[str], bool]:
     """Files from ``CodeIndex.search_files`` (the ``--files`` ranking of ``codesift search``)."""
     if not hasattr(index, "search_files"):
-        raise SystemExit("error: this codesift has no CodeIndex.search_files; use --ranker chunks")
+        raise SystemExit("error: this codesift has no CodeIndex.search_files; leave 'files' out of --rankers")
     hits = index.search_files(query, limit=limit, mode=mode)
     return [index.relative_path(h.path if hasattr(h, "path") else h["path"]) for h in hits], False
 
 
-RANKERS: dict[str, FileRanker] = {"chunks": rank_files_by_chunks, "files": rank_files_by_api}
+RANKERS: dict[str, FileRanker] = {
+    "chunks": rank_files_by_chunks, "no-tests": rank_files_without_tests, "votes": rank_files_by_chunk_votes,
+    "subject": rank_files_by_subject, "files": rank_files_by_api,
+}
 
 
 def git(work: Path, *args: str) -> str:
@@ -134,7 +165,7 @@ def summarize(rows: list[dict], modes: tuple[str, ...]) -> dict:
     return out
 
 
-def run_repo(name: str, source: Path, cases: list[dict], args, embedder, ranker: FileRanker) -> tuple[list[dict], dict]:
+def run_repo(name: str, source: Path, cases: list[dict], args, embedder) -> tuple[list[dict], dict]:
     """Index ``source`` at each case's parent (oldest first, incrementally) and rank files for its message."""
     from codesift.index import IndexConfig, build_index, open_index
 
@@ -151,25 +182,27 @@ def run_repo(name: str, source: Path, cases: list[dict], args, embedder, ranker:
         timing["files_changed"].append(report.files_changed + report.files_deleted)
         timing["chunks_embedded"].append(report.chunks_embedded)
         t = time.perf_counter()
-        ranks, truncated = {}, False
+        ranks, top, truncated = {}, {}, False
         with open_index(index_dir, embedder=embedder) as index:
             timing["chunks"] = int(index.status(check_staleness=False).get("chunks", 0))
-            top = {}
-            for mode in args.modes:
-                files, cut = ranker(index, case["query"], mode, 10)
-                truncated |= cut
-                top[mode] = files
-                ranks[mode] = first_rank(files, case["files"])
+            for ranker in args.rankers:
+                for mode in args.modes:
+                    files, cut = RANKERS[ranker](index, case["query"], mode, 10)
+                    truncated |= cut
+                    key = mode if ranker == args.rankers[0] else f"{ranker}/{mode}"
+                    top[key] = files[:5]
+                    ranks[key] = first_rank(files, case["files"])
         timing["search_s"] += time.perf_counter() - t
         rows.append({"repo": name, "commit": case["commit"], "files": case["files"], "ranks": ranks,
-                     "query_truncated": truncated, "top": {m: f[:5] for m, f in top.items()}})
+                     "query_truncated": truncated, "top": top})
         shown = " ".join(f"{m}={ranks[m] or '-'}" for m in args.modes)
         print(f"  {name} {case['commit'][:10]} {shown}  {case['query'].splitlines()[0][:70]}", file=sys.stderr)
     return rows, timing
 
 
 def table(summary: dict, per_repo: dict, n: int, modes: tuple[str, ...]) -> str:
-    lines = [f"| mode | Acc@1 | Acc@5 | Acc@10 | MRR@10 |  (n={n})", "|---|---|---|---|---|"]
+    """Markdown: Acc@k and MRR per ranking, then Acc@5 per repository."""
+    lines = [f"| ranking | Acc@1 | Acc@5 | Acc@10 | MRR@10 |  (n={n})", "|---|---|---|---|---|"]
     for mode in modes:
         s = summary[mode]
         lines.append(f"| {mode} | {s['acc@1']:.3f} | {s['acc@5']:.3f} | {s['acc@10']:.3f} | {s['mrr@10']:.3f} |")
@@ -188,9 +221,11 @@ def run(args, embedder=None) -> dict:
     if Path(args.model).exists():  # the index remembers the model; keep it valid from any cwd
         args.model = str(Path(args.model).resolve())
     args.modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
-    unknown = [m for m in args.modes if m not in MODES]
-    if unknown:
-        raise SystemExit(f"error: unknown mode(s) {unknown}; choose from {', '.join(MODES)}")
+    args.rankers = tuple(r.strip() for r in args.rankers.split(",") if r.strip())
+    unknown = [m for m in args.modes if m not in MODES] + [r for r in args.rankers if r not in RANKERS]
+    if unknown or not args.modes or not args.rankers:
+        raise SystemExit(f"error: unknown mode(s) or ranker(s) {unknown}; modes: {', '.join(MODES)}; "
+                         f"rankers: {', '.join(RANKERS)}")
     cases = [json.loads(line) for line in Path(args.cases).read_text(encoding="utf-8").splitlines() if line.strip()]
     repos = dict(parse_repo(r) for r in args.repo)
     missing = sorted({c["repo"] for c in cases} - set(repos))
@@ -202,26 +237,33 @@ def run(args, embedder=None) -> dict:
         embedder = Embedder(args.model)  # build_index embeds every chunk whatever the modes
     t0 = time.perf_counter()
     rows, timing = [], {}
+    keys = tuple(m if r == args.rankers[0] else f"{r}/{m}" for r in args.rankers for m in args.modes)
+    result: dict = {}
     for name, source in repos.items():
         repo_cases = [c for c in cases if c["repo"] == name]
         if repo_cases:
             print(f"{name}: {len(repo_cases)} cases", file=sys.stderr)
-            got, timing[name] = run_repo(name, source, repo_cases, args, embedder, RANKERS[args.ranker])
+            got, timing[name] = run_repo(name, source, repo_cases, args, embedder)
             rows.extend(got)
-    summary = summarize(rows, args.modes)
-    per_repo = {name: {"n": sum(1 for r in rows if r["repo"] == name), **summarize([r for r in rows if r["repo"] == name], args.modes)}
+            result = save_result(args, rows, timing, keys, time.perf_counter() - t0)  # after each repo: partial runs count
+    print(table(result["summary"], result["per_repo"], len(rows), keys))
+    print(f"wrote {args.out} ({result['wall_s']} s)")
+    return result
+
+
+def save_result(args, rows: list[dict], timing: dict, keys: tuple[str, ...], wall_s: float) -> dict:
+    """Summarise the rows so far and write them to ``args.out``."""
+    summary = summarize(rows, keys)
+    per_repo = {name: {"n": sum(1 for r in rows if r["repo"] == name), **summarize([r for r in rows if r["repo"] == name], keys)}
                 for name in timing}
     result = {
-        "benchmark": "localization", "model": args.model, "ranker": args.ranker, "cases": len(rows),
-        "index_exclude": args.index_exclude,
-        "queries_truncated": sum(r["query_truncated"] for r in rows), "summary": summary, "per_repo": per_repo,
-        "timing": timing, "wall_s": round(time.perf_counter() - t0, 1), "cases_file": str(args.cases), "rows": rows,
-        "command": " ".join(sys.argv),
+        "benchmark": "localization", "model": args.model, "rankers": list(args.rankers), "cases": len(rows),
+        "index_exclude": args.index_exclude, "queries_truncated": sum(r["query_truncated"] for r in rows),
+        "summary": summary, "per_repo": per_repo, "timing": timing, "wall_s": round(wall_s, 1),
+        "cases_file": str(args.cases), "command": " ".join(sys.argv), "rows": rows,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(table(summary, per_repo, len(rows), args.modes))
-    print(f"wrote {args.out} ({result['wall_s']} s)")
     return result
 
 
@@ -264,7 +306,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     r.add_argument("--repo", action="append", required=True, help="NAME=PATH of a case's repository (repeatable)")
     r.add_argument("--model", default=os.environ.get("CODESIFT_MODEL", "offline"))
     r.add_argument("--modes", default=",".join(MODES))
-    r.add_argument("--ranker", choices=sorted(RANKERS), default="chunks")
+    r.add_argument("--rankers", default="chunks",
+                   help="file rankings to measure, the first is the headline (chunks: best chunk; no-tests: tests "
+                        "filtered out; votes: sum of 1/(60+rank) over a file's chunks; subject: first line only; "
+                        "files: CodeIndex.search_files)")
     r.add_argument("--index-exclude", action="append", default=[],
                    help="gitignore-style pattern left out of every index (repeatable), e.g. 'tests/**/fixtures/'")
     r.add_argument("--limit-per-repo", type=int, default=0, help="only the first N cases of each repository (smoke runs)")

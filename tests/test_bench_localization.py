@@ -95,3 +95,22 @@ def test_summary_counts_hits_at_k():
     assert (s["acc@1"], s["acc@5"], s["acc@10"]) == (0.25, 0.5, 0.75)
     assert s["mrr@10"] == pytest.approx((1 + 1 / 4 + 1 / 7) / 4, abs=1e-4)
     assert bench.first_rank(["a", "b", "c"], ["c", "b"]) == 2 and bench.first_rank(["a"], ["z"]) is None
+
+
+def test_ranker_variants_are_reported_beside_the_headline(history, tmp_path, tiny_qwen_dir):
+    from codesift.model.embedder import Embedder
+
+    bench = load_benchmark()
+    repo, _ = history
+    cases = tmp_path / "cases.jsonl"
+    cases.write_text(json.dumps(bench.mine_cases("demo", repo.path, per_repo=10)[0]) + "\n")
+    args = bench.parse_args(["run", "--cases", str(cases), "--repo", f"demo={repo.path}", "--model", str(tiny_qwen_dir),
+                             "--work", str(tmp_path / "work"), "--out", str(tmp_path / "r.json"),
+                             "--modes", "bm25", "--rankers", "chunks,no-tests,votes,subject"])
+    result = bench.run(args, embedder=Embedder(str(tiny_qwen_dir)))
+    assert set(result["summary"]) == {"bm25", "no-tests/bm25", "votes/bm25", "subject/bm25"}
+    top = result["rows"][0]["top"]
+    assert not any(p.startswith("tests/") for p in top["no-tests/bm25"])
+    bad = bench.parse_args(["run", "--cases", str(cases), "--repo", f"demo={repo.path}", "--rankers", "nope"])
+    with pytest.raises(SystemExit, match="unknown"):
+        bench.run(bad, embedder=Embedder(str(tiny_qwen_dir)))
