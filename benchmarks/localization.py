@@ -65,7 +65,8 @@ def mine_cases(name: str, repo: Path, per_repo: int, rev: str = "HEAD", window: 
     from codesift.data.commits import iter_commits, open_repository
 
     repo = open_repository(repo)
-    found = [c for c in (eligible_case(commit, name, min_words, max_files) for commit in iter_commits(repo, rev, window)) if c]
+    cases = (eligible_case(commit, name, min_words, max_files) for commit in iter_commits(repo, rev, window))
+    found = [c for c in cases if c]
     picked = found if len(found) <= per_repo else random.Random(f"{seed}:{name}").sample(found, per_repo)
     return sorted(picked, key=lambda c: c["timestamp"])
 
@@ -160,8 +161,9 @@ def summarize(rows: list[dict], modes: tuple[str, ...]) -> dict:
     out = {}
     for mode in modes:
         ranks = [r["ranks"][mode] for r in rows]
-        out[mode] = {f"acc@{k}": round(sum(1 for x in ranks if x is not None and x <= k) / max(len(ranks), 1), 4) for k in KS}
-        out[mode]["mrr@10"] = round(sum(1 / x for x in ranks if x is not None and x <= 10) / max(len(ranks), 1), 4)
+        n = max(len(ranks), 1)
+        out[mode] = {f"acc@{k}": round(sum(1 for x in ranks if x is not None and x <= k) / n, 4) for k in KS}
+        out[mode]["mrr@10"] = round(sum(1 / x for x in ranks if x is not None and x <= 10) / n, 4)
     return out
 
 
@@ -245,7 +247,8 @@ def run(args, embedder=None) -> dict:
             print(f"{name}: {len(repo_cases)} cases", file=sys.stderr)
             got, timing[name] = run_repo(name, source, repo_cases, args, embedder)
             rows.extend(got)
-            result = save_result(args, rows, timing, keys, time.perf_counter() - t0)  # after each repo: partial runs count
+            # saved after each repository, so a partial run still counts
+            result = save_result(args, rows, timing, keys, time.perf_counter() - t0)
     print(table(result["summary"], result["per_repo"], len(rows), keys))
     print(f"wrote {args.out} ({result['wall_s']} s)")
     return result
@@ -254,8 +257,10 @@ def run(args, embedder=None) -> dict:
 def save_result(args, rows: list[dict], timing: dict, keys: tuple[str, ...], wall_s: float) -> dict:
     """Summarise the rows so far and write them to ``args.out``."""
     summary = summarize(rows, keys)
-    per_repo = {name: {"n": sum(1 for r in rows if r["repo"] == name), **summarize([r for r in rows if r["repo"] == name], keys)}
-                for name in timing}
+    per_repo = {}
+    for name in timing:
+        mine_rows = [r for r in rows if r["repo"] == name]
+        per_repo[name] = {"n": len(mine_rows), **summarize(mine_rows, keys)}
     result = {
         "benchmark": "localization", "model": args.model, "rankers": list(args.rankers), "cases": len(rows),
         "index_exclude": args.index_exclude, "queries_truncated": sum(r["query_truncated"] for r in rows),
@@ -312,7 +317,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "files: CodeIndex.search_files)")
     r.add_argument("--index-exclude", action="append", default=[],
                    help="gitignore-style pattern left out of every index (repeatable), e.g. 'tests/**/fixtures/'")
-    r.add_argument("--limit-per-repo", type=int, default=0, help="only the first N cases of each repository (smoke runs)")
+    r.add_argument("--limit-per-repo", type=int, default=0,
+                   help="only the first N cases of each repository (smoke runs)")
     r.add_argument("--work", default="/tmp/codesift-localization", help="work trees and indexes (kept for re-runs)")
     r.add_argument("--out", default="benchmarks/results/localization.json")
     return ap.parse_args(argv)

@@ -35,7 +35,8 @@ def history(tmp_path):
     shas["http"] = repo.commit("Add a page fetcher for remote configs", {"pkg/http.py": HTTP})
     shas["fix"] = repo.commit(
         "Handle empty config files in parse_config\n\nReading an empty config file raised an error.",
-        {"pkg/config.py": CONFIG.replace("fh.read()", "fh.read() or ''"), "tests/test_config.py": "def test_x():\n    pass\n"},
+        {"pkg/config.py": CONFIG.replace("fh.read()", "fh.read() or ''"),
+         "tests/test_config.py": "def test_x():\n    pass\n"},
     )
     shas["typo"] = repo.commit("Fix typo in the stack module", {"pkg/stack.py": STACK + "# ok\n"})
     shas["big"] = repo.commit("Touch every module of the package at once", {

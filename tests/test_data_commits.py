@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
@@ -33,7 +32,8 @@ def func(name: str, body: str = "return 1") -> str:
 def repo(tmp_path) -> tuple[Repo, dict[str, str]]:
     r = Repo(tmp_path / "demo")
     shas = {}
-    shas["init"] = r.commit("Initial layout of the parser package", {"pkg/parse.py": func("parse"), "README.md": "# demo\n"})
+    shas["init"] = r.commit("Initial layout of the parser package",
+                            {"pkg/parse.py": func("parse"), "README.md": "# demo\n"})
     shas["feature"] = r.commit(
         "Add tokenizer for quoted strings (#12)\n\nThe parser now splits quoted strings into tokens.\n\n"
         "Signed-off-by: Ada <ada@example.com>\nCo-authored-by: Bob <bob@example.com>",
@@ -150,7 +150,8 @@ def test_message_skip_reason(message, author, reason):
 
 def test_cap_diff_keeps_whole_hunks_with_their_headers():
     hunk = "@@ -1,2 +1,2 @@\n-a\n+b\n"
-    diff = "diff --git a/x.py b/x.py\n--- a/x.py\n+++ b/x.py\n" + hunk * 3 + "diff --git a/y.py b/y.py\n--- a/y.py\n+++ b/y.py\n" + hunk
+    header_x = "diff --git a/x.py b/x.py\n--- a/x.py\n+++ b/x.py\n"
+    diff = header_x + hunk * 3 + "diff --git a/y.py b/y.py\n--- a/y.py\n+++ b/y.py\n" + hunk
     assert cap_diff(diff, 10_000) == diff
     capped = cap_diff(diff, 95)  # header 47 + hunks of 22 characters (newlines counted)
     assert capped is not None and capped.startswith("diff --git a/x.py") and capped.count("@@ -1,2") == 2

@@ -148,7 +148,8 @@ def iter_commits(repo: str | Path, rev: str = "HEAD", max_count: int | None = No
 
     Only commits and trees are read (``--raw``, not ``--numstat``), so a mirror whose largest blobs are
     absent can still be walked; diffs are read per commit by ``commit_diff``."""
-    args = ["git", "-C", str(repo), "log", "--no-merges", "--no-renames", "--raw", "--no-abbrev", f"--format={_LOG_FORMAT}"]
+    args = ["git", "-C", str(repo), "log", "--no-merges", "--no-renames", "--raw", "--no-abbrev",
+            f"--format={_LOG_FORMAT}"]
     if max_count is not None:
         args.append(f"--max-count={max_count}")
     args += [rev, "--"]
@@ -193,7 +194,9 @@ _REF_ONLY = re.compile(
     r"(?:[,;]?\s*(?:#\d+|gh-\d+|[\w.-]+/[\w.-]+#\d+|https?://\S+))+\s*\.?\s*$",
     re.IGNORECASE,
 )
-_PR_REF = re.compile(r"\s*\((?:#|gh-|PR\s*#?)\d+(?:\s*,\s*#\d+)*\)|\s*\[(?:ci skip|skip ci|skip-ci|no ci)\]", re.IGNORECASE)
+_PR_REF = re.compile(
+    r"\s*\((?:#|gh-|PR\s*#?)\d+(?:\s*,\s*#\d+)*\)|\s*\[(?:ci skip|skip ci|skip-ci|no ci)\]", re.IGNORECASE
+)
 _RULE = re.compile(r"^\s*([-=*_~])\1{2,}\s*$")
 _CHERRY = re.compile(r"^\s*\(cherry picked from commit [0-9a-f]+\)\s*$", re.IGNORECASE)
 _HTML_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
@@ -244,7 +247,9 @@ def clean_message(message: str, max_chars: int = 1500) -> str:
     return out
 
 
-_BOT = re.compile(r"\[bot\]|dependabot|renovate|pre-commit-ci|github-actions|allcontributors|greenkeeper|snyk-bot|pyup", re.IGNORECASE)
+_BOT = re.compile(
+    r"\[bot\]|dependabot|renovate|pre-commit-ci|github-actions|allcontributors|greenkeeper|snyk-bot|pyup", re.IGNORECASE
+)
 _SKIP_SUBJECTS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("revert", re.compile(r"^(revert|reapply|undo)\b", re.IGNORECASE)),
     ("merge", re.compile(r"^merge\b", re.IGNORECASE)),
@@ -262,7 +267,7 @@ _SKIP_SUBJECTS: tuple[tuple[str, re.Pattern[str]], ...] = (
 
 
 def message_skip_reason(commit: Commit, cleaned: str, min_chars: int = 15, min_words: int = 3) -> str | None:
-    """Why a commit's message makes no training query (bot, revert, merge, version bump, typo only, too short), or None."""
+    """Why a commit's message makes no query (bot, revert, merge, version bump, typo only, too short), or None."""
     if _BOT.search(commit.author) or _BOT.search(commit.email):
         return "bot author"
     subject = cleaned.split("\n", 1)[0].strip()
@@ -287,11 +292,12 @@ def is_code_path(path: str, include_tests: bool = False) -> bool:
 
 
 def commit_diff(repo: str | Path, commit: Commit, paths: list[str], context: int = 3) -> str:
-    """The unified diff of ``paths`` in ``commit`` against its first parent (file headers kept, ``index`` lines dropped)."""
+    """The unified diff of ``paths`` in ``commit`` against its first parent (headers kept, ``index`` lines dropped)."""
     if not paths:
         return ""
     base = commit.parent or "4b825dc642cb6eb9a060e54bf8d69288fbee4904"  # git's empty tree, for a root commit
-    out = git(repo, "diff", "--no-color", "--no-ext-diff", "--no-renames", f"-U{context}", base, commit.sha, "--", *paths)
+    out = git(repo, "diff", "--no-color", "--no-ext-diff", "--no-renames", f"-U{context}", base, commit.sha, "--",
+              *paths)
     return "\n".join(line for line in out.split("\n") if not line.startswith("index ")).strip("\n")
 
 
