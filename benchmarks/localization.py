@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import subprocess
 import sys
 import time
@@ -58,17 +57,22 @@ def eligible_case(commit, name: str, min_words: int, max_files: int) -> dict | N
 
 
 def mine_cases(name: str, repo: Path, per_repo: int, rev: str = "HEAD", window: int = 600, min_words: int = 4,
-               max_files: int = 5, seed: int = 0) -> list[dict]:
-    """``per_repo`` cases sampled from the eligible commits among the newest ``window`` commits before ``rev``.
+               max_files: int = 5) -> list[dict]:
+    """The ``per_repo`` newest eligible commits among the ``window`` newest commits before ``rev``, oldest first.
 
-    A window keeps the parents close in time, so indexing them one after another re-embeds few files."""
+    Consecutive cases keep their parents close in time, so indexing them one after another re-embeds few
+    files: the whole run costs about one full index per repository."""
     from codesift.data.commits import iter_commits, open_repository
 
     repo = open_repository(repo)
-    cases = (eligible_case(commit, name, min_words, max_files) for commit in iter_commits(repo, rev, window))
-    found = [c for c in cases if c]
-    picked = found if len(found) <= per_repo else random.Random(f"{seed}:{name}").sample(found, per_repo)
-    return sorted(picked, key=lambda c: c["timestamp"])
+    found: list[dict] = []
+    for commit in iter_commits(repo, rev, window):
+        case = eligible_case(commit, name, min_words, max_files)
+        if case:
+            found.append(case)
+            if len(found) == per_repo:
+                break
+    return sorted(found, key=lambda c: c["timestamp"])
 
 
 # -------------------------------------------------------------------------------------------- run
@@ -283,8 +287,9 @@ def mine(args) -> None:
     out = []
     for raw in args.repo:
         name, path = parse_repo(raw)
+        path, _, rev = str(path).partition("@")
         try:
-            cases = mine_cases(name, path, args.per_repo, args.rev, args.window, seed=args.seed)
+            cases = mine_cases(name, Path(path), args.per_repo, rev or "HEAD", args.window)
         except ValueError as exc:
             raise SystemExit(f"error: {exc}") from None
         print(f"{name}: {len(cases)} cases", file=sys.stderr)
@@ -300,11 +305,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
     m = sub.add_parser("mine", help="pick commits and write the cases JSONL")
-    m.add_argument("--repo", action="append", required=True, help="NAME=PATH of a git repository (repeatable)")
-    m.add_argument("--per-repo", type=int, default=20)
-    m.add_argument("--window", type=int, default=600, help="sample among the newest N commits")
-    m.add_argument("--rev", default="HEAD")
-    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--repo", action="append", required=True,
+                   help="NAME=PATH[@COMMIT] of a git repository (repeatable); cases end at COMMIT (default HEAD)")
+    m.add_argument("--per-repo", type=int, default=15)
+    m.add_argument("--window", type=int, default=600, help="look at most this many commits back")
     m.add_argument("--out", default="benchmarks/data/localization.jsonl")
     r = sub.add_parser("run", help="index at each parent and measure file-level Acc@k")
     r.add_argument("--cases", default="benchmarks/data/localization.jsonl")

@@ -250,6 +250,7 @@ def clean_message(message: str, max_chars: int = 1500) -> str:
 _BOT = re.compile(
     r"\[bot\]|dependabot|renovate|pre-commit-ci|github-actions|allcontributors|greenkeeper|snyk-bot|pyup", re.IGNORECASE
 )
+_CONVENTIONAL = re.compile(r"^(?:[^\w\s`\"'(\[]+\s*)?(?:[\w-]+(?:\([^)]*\))?!?:\s+)?")  # emoji, "type(scope): "
 _SKIP_SUBJECTS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("revert", re.compile(r"^(revert|reapply|undo)\b", re.IGNORECASE)),
     ("merge", re.compile(r"^merge\b", re.IGNORECASE)),
@@ -260,7 +261,7 @@ _SKIP_SUBJECTS: tuple[tuple[str, re.Pattern[str]], ...] = (
         r"\bversion bump\b|\brelease v?\d+(\.\d+)+|pre-commit autoupdate|^\[pre-commit",
         re.IGNORECASE,
     )),
-    ("typo only", re.compile(r"^\W*(fix(e[sd])?|correct(ed|s)?|minor)?\s*(a |an |the |some |more |minor |small )*"
+    ("typo only", re.compile(r"^\W*(fix(e[sd])?|correct(ed|s)?|minor)?\s*(a |an |the |some |more |minor |small |few |several |various )*"
                              r"(typos?|spelling|misspell\w*|grammar)\b", re.IGNORECASE)),
     ("work in progress", re.compile(r"^(wip|tmp|temp|fixup!|squash!|amend!)\b", re.IGNORECASE)),
 )
@@ -271,8 +272,9 @@ def message_skip_reason(commit: Commit, cleaned: str, min_chars: int = 15, min_w
     if _BOT.search(commit.author) or _BOT.search(commit.email):
         return "bot author"
     subject = cleaned.split("\n", 1)[0].strip()
+    core = _CONVENTIONAL.sub("", subject)  # "docs(readme): fix typos" is judged as "fix typos"
     for reason, pattern in _SKIP_SUBJECTS:
-        if pattern.search(subject):
+        if pattern.search(subject) or pattern.search(core):
             return reason
     if len(cleaned) < min_chars or len(cleaned.split()) < min_words:
         return "message too short"
