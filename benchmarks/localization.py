@@ -171,7 +171,8 @@ def summarize(rows: list[dict], modes: tuple[str, ...]) -> dict:
     return out
 
 
-def run_repo(name: str, source: Path, cases: list[dict], args, embedder) -> tuple[list[dict], dict]:
+def run_repo(name: str, source: Path, cases: list[dict], args, embedder,
+             on_case: Callable[[list[dict], dict], None] | None = None) -> tuple[list[dict], dict]:
     """Index ``source`` at each case's parent (oldest first, incrementally) and rank files for its message."""
     from codesift.index import IndexConfig, build_index, open_index
 
@@ -209,6 +210,8 @@ def run_repo(name: str, source: Path, cases: list[dict], args, embedder) -> tupl
             shown = " ".join(f"{m}={ranks[m] or '-'}" for m in args.modes)
             print(f"  {name} {case['commit'][:10]} {shown}  {case['query'].splitlines()[0][:70]}  "
                   f"(index {timing['index_s'][-1]} s, {report.chunks_embedded} chunks embedded)", file=sys.stderr)
+            if on_case is not None:
+                on_case(rows, timing)
     finally:
         if index is not None:
             index.close()
@@ -258,9 +261,11 @@ def run(args, embedder=None) -> dict:
         repo_cases = [c for c in cases if c["repo"] == name]
         if repo_cases:
             print(f"{name}: {len(repo_cases)} cases", file=sys.stderr)
-            got, timing[name] = run_repo(name, source, repo_cases, args, embedder)
+            def saved(repo_rows, repo_timing, name=name):  # after each case, so a partial run still counts
+                save_result(args, rows + repo_rows, {**timing, name: repo_timing}, keys, time.perf_counter() - t0)
+
+            got, timing[name] = run_repo(name, source, repo_cases, args, embedder, on_case=saved)
             rows.extend(got)
-            # saved after each repository, so a partial run still counts
             result = save_result(args, rows, timing, keys, time.perf_counter() - t0)
     print(table(result["summary"], result["per_repo"], len(rows), keys))
     print(f"wrote {args.out} ({result['wall_s']} s)")
@@ -334,12 +339,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="only the first N cases of each repository (smoke runs)")
     r.add_argument("--work", default="/tmp/codesift-localization", help="work trees and indexes (kept for re-runs)")
     r.add_argument("--out", default="benchmarks/results/localization.json")
+    c = sub.add_parser("combine", help="join the JSON of several runs (same model) into one result")
+    c.add_argument("results", nargs="+")
+    c.add_argument("--out", default="benchmarks/results/localization.json")
     return ap.parse_args(argv)
+
+
+def combine(args) -> dict:
+    """One result from several runs' JSON (e.g. one process per repository): rows joined, summary recomputed."""
+    parts = [json.loads(Path(p).read_text(encoding="utf-8")) for p in args.results]
+    models = {p["model"] for p in parts}
+    if len(models) != 1:
+        raise SystemExit(f"error: the results come from different models {sorted(models)}; combine one model's runs")
+    rows = [row for p in parts for row in p["rows"]]
+    keys = tuple(parts[0]["summary"])
+    timing = {name: t for p in parts for name, t in p["timing"].items()}
+    ns = argparse.Namespace(out=args.out, model=parts[0]["model"], rankers=parts[0]["rankers"],
+                            index_exclude=parts[0].get("index_exclude", []), cases=parts[0]["cases_file"])
+    result = save_result(ns, rows, timing, keys, sum(p["wall_s"] for p in parts))
+    result["combined_from"] = [str(p) for p in args.results]
+    result["commands"] = [p["command"] for p in parts]
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(table(result["summary"], result["per_repo"], len(rows), keys))
+    print(f"wrote {args.out}")
+    return result
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    mine(args) if args.command == "mine" else run(args)
+    {"mine": mine, "run": run, "combine": combine}[args.command](args)
 
 
 if __name__ == "__main__":

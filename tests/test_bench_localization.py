@@ -115,3 +115,23 @@ def test_ranker_variants_are_reported_beside_the_headline(history, tmp_path, tin
     bad = bench.parse_args(["run", "--cases", str(cases), "--repo", f"demo={repo.path}", "--rankers", "nope"])
     with pytest.raises(SystemExit, match="unknown"):
         bench.run(bad, embedder=Embedder(str(tiny_qwen_dir)))
+
+
+def test_combine_joins_runs_and_recomputes_the_summary(tmp_path):
+    bench = load_benchmark()
+
+    def part(name, ranks, model="m"):
+        rows = [{"repo": name, "commit": str(i), "files": ["a"], "ranks": {"bm25": r}, "query_truncated": False,
+                 "top": {}} for i, r in enumerate(ranks)]
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({"model": model, "rankers": ["chunks"], "cases_file": "c.jsonl", "wall_s": 1.0,
+                                    "summary": bench.summarize(rows, ("bm25",)), "timing": {name: {}},
+                                    "command": "x", "rows": rows}))
+        return str(path)
+
+    out = tmp_path / "all.json"
+    result = bench.combine(bench.parse_args(["combine", part("a", [1, None]), part("b", [3, 1]), "--out", str(out)]))
+    assert result["cases"] == 4 and result["summary"]["bm25"]["acc@1"] == 0.5 and result["summary"]["bm25"]["acc@5"] == 0.75
+    assert set(result["per_repo"]) == {"a", "b"} and json.loads(out.read_text())["cases"] == 4
+    with pytest.raises(SystemExit, match="different models"):
+        bench.combine(bench.parse_args(["combine", part("a", [1]), part("c", [1], model="other"), "--out", str(out)]))
