@@ -246,9 +246,10 @@ def run(args, embedder=None) -> dict:
                          f"rankers: {', '.join(RANKERS)}")
     cases = [json.loads(line) for line in Path(args.cases).read_text(encoding="utf-8").splitlines() if line.strip()]
     repos = dict(parse_repo(r) for r in args.repo)
-    missing = sorted({c["repo"] for c in cases} - set(repos))
-    if missing:
-        raise SystemExit(f"error: no --repo NAME=PATH for {', '.join(missing)} (the cases name them)")
+    cases = [c for c in cases if c["repo"] in repos]  # a run may take a subset of the repositories
+    if not cases:
+        raise SystemExit(f"error: no case of {args.cases} is from {', '.join(repos)}; the --repo NAMEs must match "
+                         "the cases' repo field")
     if args.limit_per_repo:
         cases = [c for name in repos for c in [c for c in cases if c["repo"] == name][: args.limit_per_repo]]
     if embedder is None:
