@@ -92,6 +92,23 @@ def search_checked(index, query: str, mode: str, limit: int, **filters):
     return index.search(cut, limit=limit, mode=mode, **filters), True
 
 
+class MemoIndex:
+    """A CodeIndex whose search answers are remembered: the rankings of one case share their searches."""
+
+    def __init__(self, index) -> None:
+        self._index = index
+        self._memo: dict[tuple, list] = {}
+
+    def search(self, query: str, limit: int = 10, mode: str = "hybrid", **filters):
+        key = (query, limit, mode, tuple(sorted(filters.items())))
+        if key not in self._memo:
+            self._memo[key] = self._index.search(query, limit=limit, mode=mode, **filters)
+        return self._memo[key]
+
+    def __getattr__(self, name: str):
+        return getattr(self._index, name)
+
+
 def distinct_files(index, results) -> list[str]:
     """Root-relative paths of the results' files, each at the rank of its best chunk."""
     files: list[str] = []
@@ -180,9 +197,14 @@ def run_repo(name: str, source: Path, cases: list[dict], args, embedder,
     index_dir = Path(args.work) / (name.replace("/", "+") + ".index")
     config = IndexConfig(model=args.model, extra_excludes=tuple(args.index_exclude))
     rows, timing = [], {"index_s": [], "search_s": 0.0, "files_changed": [], "chunks_embedded": [], "chunks": 0}
+    timing = {**timing, **getattr(args, "previous_timing", {}).get(name, {})}
+    done = {r["commit"]: r for r in getattr(args, "previous_rows", []) if r["repo"] == name}
+    rows = [done[c["commit"]] for c in cases if c["commit"] in done]
     index = None  # one CodeIndex per repository, refreshed at each parent: the store is opened once
     try:
         for case in sorted(cases, key=lambda c: c["timestamp"]):
+            if case["commit"] in done:  # --resume: measured by the run that wrote --out
+                continue
             git(work, "checkout", "-q", "--force", "--detach", case["parent"])
             git(work, "clean", "-fdxq")
             t = time.perf_counter()
@@ -197,9 +219,10 @@ def run_repo(name: str, source: Path, cases: list[dict], args, embedder,
             t = time.perf_counter()
             ranks, top, truncated = {}, {}, False
             timing["chunks"] = int(index.status(check_staleness=False).get("chunks", 0))
+            view = MemoIndex(index)
             for ranker in args.rankers:
                 for mode in args.modes:
-                    files, cut = RANKERS[ranker](index, case["query"], mode, 10)
+                    files, cut = RANKERS[ranker](view, case["query"], mode, 10)
                     truncated |= cut
                     key = mode if ranker == args.rankers[0] else f"{ranker}/{mode}"
                     top[key] = files[:5]
@@ -252,6 +275,12 @@ def run(args, embedder=None) -> dict:
                          "the cases' repo field")
     if args.limit_per_repo:
         cases = [c for name in repos for c in [c for c in cases if c["repo"] == name][: args.limit_per_repo]]
+    args.previous_rows = []
+    if args.resume and Path(args.out).is_file():
+        previous = json.loads(Path(args.out).read_text(encoding="utf-8"))
+        if previous["model"] != args.model or previous["rankers"] != list(args.rankers):
+            raise SystemExit(f"error: {args.out} was written with another model or rankers; --resume needs the same")
+        args.previous_rows, args.previous_timing = previous["rows"], previous["timing"]
     if embedder is None:
         embedder = Embedder(args.model)  # build_index embeds every chunk whatever the modes
     t0 = time.perf_counter()
@@ -336,6 +365,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "files: CodeIndex.search_files)")
     r.add_argument("--index-exclude", action="append", default=[],
                    help="gitignore-style pattern left out of every index (repeatable), e.g. 'tests/**/fixtures/'")
+    r.add_argument("--resume", action="store_true", help="keep the cases already in --out, run the others")
     r.add_argument("--limit-per-repo", type=int, default=0,
                    help="only the first N cases of each repository (smoke runs)")
     r.add_argument("--work", default="/tmp/codesift-localization", help="work trees and indexes (kept for re-runs)")

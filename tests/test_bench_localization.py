@@ -74,9 +74,9 @@ def test_run_indexes_the_parent_and_ranks_files(history, tmp_path, tiny_qwen_dir
     cases = tmp_path / "cases.jsonl"
     cases.write_text(json.dumps(bench.mine_cases("demo", repo.path, per_repo=10)[0]) + "\n")
     out = tmp_path / "result.json"
-    args = bench.parse_args(["run", "--cases", str(cases), "--repo", f"demo={repo.path}", "--model", str(tiny_qwen_dir),
-                             "--work", str(tmp_path / "work"), "--out", str(out)])
-    result = bench.run(args, embedder=Embedder(str(tiny_qwen_dir)))
+    args_list = ["run", "--cases", str(cases), "--repo", f"demo={repo.path}", "--model", str(tiny_qwen_dir),
+                 "--work", str(tmp_path / "work"), "--out", str(out)]
+    result = bench.run(bench.parse_args(args_list), embedder=Embedder(str(tiny_qwen_dir)))
     assert json.loads(out.read_text())["cases"] == 1 == result["cases"]
     row = result["rows"][0]
     assert row["ranks"]["bm25"] == 1  # "parse_config" and "config" only occur in pkg/config.py
@@ -87,6 +87,9 @@ def test_run_indexes_the_parent_and_ranks_files(history, tmp_path, tiny_qwen_dir
     assert "or ''" not in (work / "pkg" / "config.py").read_text() and (work / "pkg" / "http.py").exists()
     for mode in ("dense", "hybrid"):
         assert set(row["top"][mode]) <= {"pkg/config.py", "pkg/stack.py", "pkg/http.py"}
+    again = bench.run(bench.parse_args([*args_list, "--resume"]), embedder=Embedder(str(tiny_qwen_dir)))
+    assert again["rows"] == result["rows"]  # nothing re-run: the case was already in --out
+    assert again["timing"]["demo"]["index_s"] == result["timing"]["demo"]["index_s"]
 
 
 def test_summary_counts_hits_at_k():
