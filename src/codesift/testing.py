@@ -160,3 +160,39 @@ def make_tiny_bert(out: str | Path, hidden_size: int = 32, seed: int = 0) -> Pat
     (out / "config_sentence_transformers.json").write_text(json.dumps({"prompts": {}, "default_prompt_name": None,
                                                                        "similarity_fn_name": "cosine"}))
     return out
+
+
+class GitRepoBuilder:
+    """A throwaway git repository for tests: ``commit(message, {path: text or None})`` returns the new sha."""
+
+    def __init__(self, path: str | Path, branch: str = "main") -> None:
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.git("init", "-q", "-b", branch)
+
+    def git(self, *args: str, author: str = "Ada", email: str = "ada@example.com") -> str:
+        """Run git in the repository with a fixed identity and no user or system config."""
+        import os
+        import subprocess
+
+        env = {
+            "GIT_AUTHOR_NAME": author, "GIT_AUTHOR_EMAIL": email, "GIT_COMMITTER_NAME": "Ada",
+            "GIT_COMMITTER_EMAIL": "ada@example.com", "HOME": str(self.path), "GIT_CONFIG_NOSYSTEM": "1",
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        }
+        return subprocess.run(["git", "-C", str(self.path), *args], check=True, capture_output=True, text=True,
+                              env=env).stdout
+
+    def commit(self, message: str, files: dict[str, str | None], author: str = "Ada",
+               email: str = "ada@example.com") -> str:
+        """Write (text) or delete (None) the files, commit them all, and return the commit's sha."""
+        for name, text in files.items():
+            target = self.path / name
+            if text is None:
+                target.unlink()
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+        self.git("add", "-A")
+        self.git("commit", "-q", "-m", message, author=author, email=email)
+        return self.git("rev-parse", "HEAD").strip()

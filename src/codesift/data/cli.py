@@ -11,9 +11,15 @@ data_app = typer.Typer(help="Parse code into units and chunks; mine training pai
 
 @data_app.command("mine")
 def mine_cmd(
-    paths: list[Path] = typer.Argument(..., help="Source folders or files (NAME=PATH names the source)."),
+    paths: list[Path] = typer.Argument(None, help="Source folders or files (NAME=PATH names the source)."),
     output: Path = typer.Option(..., "--output", "-o", help="Pairs JSONL to write."),
     exclude: list[Path] = typer.Option([], "--exclude", help="BEIR folder to decontaminate against (repeatable)."),
+    commits: list[Path] = typer.Option(
+        [], "--commits", help="Git repository (clone or bare mirror; [NAME=]PATH[@COMMIT] names it and pins its history): add "
+        "commit message -> diff nl2code pairs from its history (repeatable)."
+    ),
+    max_commits: int | None = typer.Option(None, "--max-commits", help="Read at most this many newest commits per repository."),
+    commit_diff_chars: int = typer.Option(4000, "--commit-diff-chars", help="Cut a commit's diff to whole hunks under this."),
     mbpp: Path | None = typer.Option(None, "--mbpp", help="mbpp.jsonl: add its train split (601-974) as nl2code pairs."),
     tasks: str = typer.Option("nl2code,code2nl,code2completion", "--tasks", help="Comma-separated tasks to mine."),
     max_per_source: int | None = typer.Option(None, "--max-per-source", help="Cap pairs per source and task."),
@@ -28,7 +34,9 @@ def mine_cmd(
     report: Path | None = typer.Option(None, "--report", help="Write stats as Markdown here."),
     seed: int = typer.Option(0, "--seed", help="Seed of the per-source sampling."),
 ) -> None:
-    """Mine (query, document) pairs: nl2code, code2nl, code2completion; deduped and decontaminated."""
+    """Mine (query, document) pairs: nl2code, code2nl, code2completion from source trees, commit message -> diff
+    from git histories; deduped and decontaminated."""
+    from codesift.data.commits import CommitConfig
     from codesift.data.mbpp import load_mbpp_pairs
     from codesift.data.mining import MineConfig
     from codesift.data.pipeline import mine, print_stats, save_stats, stats_markdown, write_pairs
@@ -38,12 +46,16 @@ def mine_cmd(
         tasks=task_tuple, max_per_source=max_per_source, max_files_per_source=max_files_per_source,
         skip_tests=not include_tests, seed=seed,
     )
+    paths = paths or []
+    if not paths and not commits and not mbpp:
+        raise ValueError("nothing to mine; pass source PATHs, --commits REPO or --mbpp FILE")
+    commit_cfg = CommitConfig(include_tests=include_tests, max_commits=max_commits, max_diff_chars=commit_diff_chars)
     if not 0 < near_threshold <= 1:
         raise ValueError("--near-threshold must be in (0, 1]")
     extra = load_mbpp_pairs(mbpp, "train") if mbpp else []
     result = mine(
         paths, cfg, exclude=exclude, extra_pairs=extra, split_sources=split_sources, workers=workers,
-        progress=True, near_threshold=near_threshold,
+        progress=True, near_threshold=near_threshold, commits=commits, commit_cfg=commit_cfg,
     )
     n = write_pairs(result.pairs, output)
     save_stats(result.stats, stats or output.with_suffix(".stats.json"))

@@ -89,6 +89,7 @@ class MineReport:
     skipped: dict[str, int] = field(default_factory=dict)
     skipped_examples: dict[str, list[str]] = field(default_factory=dict)
     units: int = 0
+    commits: dict[str, int] = field(default_factory=dict)  # commits read per history source
     dropped: dict[str, int] = field(default_factory=dict)
 
     def skip(self, reason: str, path: str) -> None:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from codesift.data.commits import CommitConfig
 from codesift.data.mining import (
     Deduper,
     MineConfig,
@@ -62,14 +64,21 @@ def mine(
     workers: int = 1,
     progress: bool = False,
     near_threshold: float = 0.7,
+    commits: Iterable[str | Path] = (),
+    commit_cfg: CommitConfig | None = None,
 ) -> MineResult:
-    """Mine pairs from source trees (plus ``extra_pairs`` such as MBPP train), filtered and decontaminated."""
+    """Mine pairs from source trees and git histories (``commits``: repositories, ``NAME=PATH`` names one),
+    plus ``extra_pairs`` such as MBPP train; deduped, capped and decontaminated."""
     from tqdm.auto import tqdm
 
+    from codesift.data.commits import commit_pairs, open_repository
     from codesift.data.decontam import DecontamConfig, Decontaminator
 
     cfg = cfg or MineConfig()
     exclude = list(exclude)
+    histories = [_named(raw) for raw in commits]
+    for _, repo, _ in histories:  # refuse a bad repository before any long work
+        open_repository(repo)
     decontam = Decontaminator.from_beir(exclude, DecontamConfig(threshold=near_threshold)) if exclude else None
     roots: list[SourceRoot] = source_roots(paths, split_sources=split_sources)
     files = [
@@ -94,6 +103,8 @@ def mine(
             _merge(report, part)
             bar.update()
     bar.close()
+    for name, repo, rev in histories:
+        candidates.extend(commit_pairs(repo, name, commit_cfg, report, progress=progress, rev=rev))
     n_candidates = len(candidates)
 
     deduper = Deduper()
@@ -113,6 +124,8 @@ def mine(
                 contaminated.append({"task": pair.task, "source": pair.source, "symbol": pair.symbol, "match": hit})
         report.drop("decontaminated", len(capped) - len(kept))
     stats = compute_stats(kept, report, n_candidates)
+    if histories:
+        stats["commits_read"] = dict(report.commits)
     stats["decontamination"] = {
         "excluded_sets": [str(Path(e)) for e in exclude],
         "eval_texts": len(decontam) if decontam else 0,
@@ -121,6 +134,22 @@ def mine(
         "examples": contaminated[:20],
     }
     return MineResult(kept, stats)
+
+
+_PINNED = re.compile(r"^(.*)@([0-9a-fA-F]{7,40})$")
+
+
+def _named(raw: str | Path) -> tuple[str | None, Path, str | None]:
+    """``[NAME=]PATH[@COMMIT]`` -> (NAME, PATH, COMMIT); a path that exists as given is never split."""
+    raw = str(raw)
+    rev = None
+    pinned = _PINNED.match(raw)
+    if pinned and not Path(raw).exists():
+        raw, rev = pinned.group(1), pinned.group(2)
+    if "=" in raw and not Path(raw).exists():
+        name, _, value = raw.partition("=")
+        return name, Path(value), rev
+    return None, Path(raw), rev
 
 
 def _percentiles(values: list[int]) -> dict[str, float]:
@@ -196,7 +225,9 @@ def stats_markdown(stats: dict) -> str:
         lines.append(f"| {task} | {q['p5']:.0f} / {q['p50']:.0f} / {q['p95']:.0f} | {d['p5']:.0f} / {d['p50']:.0f} / {d['p95']:.0f} |")
     if "by_source" in stats:
         lines += ["", "Pairs by source: " + ", ".join(f"{k} {v:,}" for k, v in stats["by_source"].items())]
-    if "files_by_language" in stats:
+    if stats.get("commits_read"):
+        lines += ["", "Commits read: " + ", ".join(f"{k} {v:,}" for k, v in stats["commits_read"].items())]
+    if stats.get("files_by_language"):
         lines += ["", "Files read: " + ", ".join(f"{k} {v:,}" for k, v in stats["files_by_language"].items())]
     if stats.get("skipped_files"):
         lines += ["", "Files skipped: " + ", ".join(f"{k} {v:,}" for k, v in stats["skipped_files"].items())]
