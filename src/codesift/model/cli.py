@@ -10,15 +10,16 @@ from typing import Optional
 
 import typer
 
-MODEL_HELP = "Model: hub id, local folder, .gguf file, or 'offline' (all-MiniLM-L6-v2 fallback). Default: $CODESIFT_MODEL or jinaai/jina-code-embeddings-0.5b."
+MODEL_HELP = ("Model: hub id, local folder, .gguf file, or codesift-mini (shipped). Default: $CODESIFT_MODEL, else "
+              "jinaai/jina-code-embeddings-0.5b on a GPU machine that has it, else codesift-mini.")
 
 
 def load_embedder(model: str | None, **kwargs):
     """Build an Embedder for a CLI command (one place for the CLI's model default)."""
     from codesift.model.embedder import Embedder
-    from codesift.model.loading import DEFAULT_MODEL, MODEL_ENV
+    from codesift.model.loading import default_model
 
-    return Embedder(model or os.environ.get(MODEL_ENV) or DEFAULT_MODEL, **kwargs)
+    return Embedder(model or default_model(), **kwargs)
 
 
 def _read_inputs(texts: list[str], input_file: Path | None) -> list[str]:

@@ -125,7 +125,7 @@ class Embedder:
 
     def __init__(
         self,
-        model: str | os.PathLike = DEFAULT_MODEL,
+        model: str | os.PathLike | None = None,  # None: loading.default_model() (codesift-mini on a CPU)
         device: str = "auto",
         dtype: str | torch.dtype = "auto",
         max_length: int = 8192,

