@@ -37,7 +37,7 @@ def test_mcp_stdio_round_trip_and_confinement(tmp_path, tiny_qwen_dir):
             assert not res.is_error
             hits = res.structured_content["results"]
             assert {h["path"] for h in hits} == {"src/conf.py", "src/stack.py"}
-            assert set(hits[0]) == {"path", "start_line", "end_line", "symbol", "language", "score", "snippet"}
+            assert set(hits[0]) == {"path", "start_line", "end_line", "symbol", "kind", "language", "score", "snippet"}
 
             res = await client.call_tool("search_code", {"query": "parse config", "path_glob": "!src/stack.py"})
             assert [h["path"] for h in res.structured_content["results"]] == ["src/conf.py"]

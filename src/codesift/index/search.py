@@ -18,13 +18,16 @@ import pathspec
 from codesift.index.config import IndexConfig, SearchConfig
 from codesift.index.indexer import Indexer, IndexReport, default_index_dir, mirror_enabled, store_uri_for
 from codesift.index.manifest import Manifest
-from codesift.index.store import OUTPUT_FIELDS, ChunkStore, quote
+from codesift.index.ranking import Candidate, fit_budget, fuse_windows, query_identifiers, query_windows, rank_files
+from codesift.index.ranking import rerank as code_rerank
+from codesift.index.store import OUTPUT_FIELDS, ChunkStore, in_list, quote
 from codesift.index.vectors import META_KEY, ChunkFilter, VectorMirror
-from codesift.index.walk import walk_files
+from codesift.index.walk import looks_like_test, walk_files
 
 log = logging.getLogger(__name__)
 
 MODES = ("hybrid", "dense", "bm25")
+SEARCH_TASKS = ("nl2code", "code2code", "code2nl", "qa")
 
 
 @dataclass
@@ -42,9 +45,28 @@ class SearchResult:
     id: str = ""
 
     def to_dict(self) -> dict:
-        """JSON-able dict: path, start_line, end_line, symbol, language, score, snippet."""
+        """JSON-able dict: path, start_line, end_line, symbol, kind, language, score, snippet."""
         d = asdict(self)
-        return {k: d[k] for k in ("path", "start_line", "end_line", "symbol", "language", "score", "snippet")}
+        return {k: d[k] for k in ("path", "start_line", "end_line", "symbol", "kind", "language", "score", "snippet")}
+
+
+@dataclass
+class FileResult:
+    """One file, ranked by the evidence of its chunks: its best chunk's span and snippet, and its top chunks."""
+
+    path: str
+    score: float
+    language: str | None
+    start_line: int
+    end_line: int
+    symbol: str | None
+    kind: str | None
+    snippet: str
+    chunks: list[dict]
+
+    def to_dict(self) -> dict:
+        """JSON-able dict: path, score, language, the best chunk's start_line/end_line/symbol/kind/snippet, chunks."""
+        return asdict(self)
 
 
 def rrf_fuse(lists: list[list[dict]], weights: list[float], k: float) -> list[tuple[float, dict]]:
@@ -266,31 +288,188 @@ class CodeIndex:
 
     # ---- search
     def search(self, query: str, limit: int = 10, language: str | None = None, path_globs=(), mode: str = "hybrid",
-               exclude_tests: bool = False, two_stage: bool = False) -> list[SearchResult]:
-        """Top ``limit`` chunks for a natural-language query (``mode``: hybrid, dense or bm25)."""
+               exclude_tests: bool = False, two_stage: bool = False, rerank: bool = True, budget: int | None = None,
+               task: str = "nl2code") -> list[SearchResult]:
+        """Top ``limit`` chunks for a query of any length (``mode``: hybrid, dense or bm25).
+
+        ``rerank``: code-aware ranking (definitions, exact identifiers, tests and docs lower; see ``ranking.py``).
+        ``budget``: cap on the snippets' total tokens (``ranking.snippet_tokens``). ``task``: the model task of the
+        dense leg: nl2code (a description), code2code (a piece of code), code2nl (docs for code), qa (a question).
+        """
+        ranked = self._candidates(query, limit, language, path_globs, mode, exclude_tests, two_stage, rerank, task)
+        return self._budgeted(self._results([(c.score, c.row or {"id": c.id}) for c in ranked[:limit]]), budget)
+
+    def search_files(self, query: str, limit: int = 10, language: str | None = None, path_globs=(),
+                     mode: str = "hybrid", exclude_tests: bool = False, two_stage: bool = False, rerank: bool = True,
+                     budget: int | None = None, task: str = "nl2code") -> list[FileResult]:
+        """Top ``limit`` files, ranked by the evidence of their chunks (``ranking.rank_files``); same options as ``search``."""
+        self._check_limit(limit)
+        depth_limit = min(1000, max(limit * 10, self.search_config.candidates))
+        ranked = self._candidates(query, depth_limit, language, path_globs, mode, exclude_tests, two_stage, rerank, task)
+        files = rank_files(ranked, self.search_config.file_chunk_weights)[:limit]
+        best = self._results([(f.chunks[0].score, f.chunks[0].row or {"id": f.chunks[0].id}) for f in files])
+        by_id = {r.id: r for r in best}
+        out = []
+        for f in files:
+            top = by_id.get(f.chunks[0].id)
+            if top is None:  # gone from the store since the mirror was read
+                continue
+            out.append(FileResult(path=f.path, score=round(float(f.score), 6), language=f.language,
+                                  start_line=top.start_line, end_line=top.end_line, symbol=top.symbol, kind=top.kind,
+                                  snippet=top.snippet, chunks=[self._chunk_summary(c) for c in f.chunks]))
+        return self._budgeted(out, budget)
+
+    def _candidates(self, query: str, limit: int, language, path_globs, mode: str, exclude_tests: bool,
+                    two_stage: bool, rerank: bool, task: str) -> list[Candidate]:
+        """Fused (and, with ``rerank``, code-aware re-ranked) candidates, best first, at least ``limit`` deep."""
         if not isinstance(query, str) or not query.strip():
             raise ValueError("the query is empty; describe the code you are looking for, e.g. 'parse a config file'")
         self._check_limit(limit)
         if mode not in MODES:
             raise ValueError(f"unknown search mode {mode!r}; valid modes: {', '.join(MODES)}")
+        if task not in SEARCH_TASKS:
+            raise ValueError(f"unknown search task {task!r}; valid tasks: {', '.join(SEARCH_TASKS)}")
         flt = self.build_filter(language, path_globs, exclude_tests)
         if flt is None or not self.manifest.has_chunks():
             return []
         cfg = self.search_config
         depth = max(cfg.candidates, 5 * limit)
         lists, weights = [], []
+        qvs = None
         if mode in ("hybrid", "dense"):
-            qv = self.embedder.encode([query], task="nl2code", role="query", normalize=True, show_progress=False)[0]
-            lists.append(self._dense(qv, depth if mode == "hybrid" else limit, flt, two_stage))
+            qvs = self.query_vectors(query, task)
+            lists.append(self._dense_windows(qvs, depth, flt, two_stage))
             weights.append(cfg.dense_weight)
         if mode in ("hybrid", "bm25"):
-            lists.append(self._bm25(query, depth if mode == "hybrid" else limit, flt))
+            lists.append(self._bm25(query, depth, flt))  # BM25 always reads the whole query
             weights.append(cfg.bm25_weight)
         if mode == "hybrid":
-            ranked = rrf_fuse(lists, weights, cfg.rrf_k)
+            fused = rrf_fuse(lists, weights, cfg.rrf_k)
         else:
-            ranked = [(row["distance"], row) for row in lists[0]]
-        return self._results(ranked[:limit])
+            fused = [(row["distance"], row) for row in lists[0]]
+        cands = [self._candidate(row, score) for score, row in fused]
+        if not rerank:
+            return cands
+        idents = query_identifiers(query) if task == "nl2code" else (set(), False)
+        if idents[0]:
+            cands += self._definitions(idents[0], flt, cands, limit)
+        keep_docs_query = query if task == "nl2code" else query + " docs"  # code2nl and qa look for docs
+        cands = code_rerank(cands, keep_docs_query, cfg.priors(), path_globs if not isinstance(path_globs, str)
+                            else [path_globs], identifiers=idents)
+        if qvs is not None and task in ("qa", "code2nl"):
+            cands = self._task_rescore(cands, qvs, task)
+        return cands
+
+    def query_vectors(self, text: str, task: str = "nl2code") -> np.ndarray:
+        """The dense query vectors of ``text``: one row when it fits the model, else one per window.
+
+        Over the model's limit, ``SearchConfig.long_query`` decides: ``max`` or ``rrf`` (windows searched apart and
+        fused), ``mean`` (the windows' mean vector) or ``truncate`` (the head only). See docs/search.md.
+        """
+        emb = self.embedder
+        how = self.search_config.long_query
+        count = getattr(emb, "count_tokens", None)
+        limit = getattr(emb, "max_length", None)
+        if count is None or limit is None:  # an embedder without a tokenizer (stubs): let it cut
+            return emb.encode([text], task=task, role="query", normalize=True, truncate=True, show_progress=False)
+        if count([text], task=task, role="query")[0] <= limit or how == "truncate":
+            return emb.encode([text], task=task, role="query", normalize=True, truncate=True, show_progress=False)
+        overhead = count([""], task=task, role="query")[0]  # prefix and special tokens, paid by every window
+        budget = max(8, limit - overhead - 2)
+        windows = query_windows(text, lambda xs: [max(0, n - overhead) for n in count(xs, task=task, role="query")],
+                                budget, self.search_config.max_query_windows)
+        vecs = emb.encode(windows, task=task, role="query", normalize=True, truncate=True, show_progress=False)
+        if how == "mean":
+            mean = vecs.mean(axis=0)
+            return (mean / max(float(np.linalg.norm(mean)), 1e-12))[None, :].astype(np.float32)
+        return vecs
+
+    def _dense_windows(self, qvs: np.ndarray, depth: int, flt: ChunkFilter, two_stage: bool) -> list[dict]:
+        """The dense list of one query vector, or the fusion (``long_query``) of several windows' lists."""
+        if len(qvs) == 1:
+            return self._dense(qvs[0], depth, flt, two_stage)
+        rows: dict[str, dict] = {}
+        lists = []
+        for qv in qvs:
+            hits = self._dense(qv, depth, flt, two_stage)
+            for r in hits:
+                rows.setdefault(r["id"], r)
+            lists.append([(r["id"], r["distance"]) for r in hits])
+        how = self.search_config.long_query
+        fused = fuse_windows(lists, "rrf" if how == "rrf" else "max", self.search_config.rrf_k)
+        return [{**rows[i], "distance": s} for i, s in fused[:depth]]
+
+    def _candidate(self, row: dict, score: float) -> Candidate:
+        """A ranking candidate: features from the row (store hits) or from the mirror (id-only hits)."""
+        if "path" in row:
+            return Candidate(row["id"], float(score), row["path"], row.get("language") or "", row.get("symbol") or "",
+                             row.get("kind") or "", looks_like_test(row["path"]), row)
+        mirror = self._mirror
+        pos = mirror.position(row["id"]) if mirror is not None else None
+        if pos is None:
+            return Candidate(row["id"], float(score), "", row=row)
+        return Candidate(row["id"], float(score), str(mirror.paths[mirror.path_codes[pos]]),
+                         str(mirror.languages[mirror.language_codes[pos]]), mirror.symbols[pos], mirror.kind_of(pos),
+                         bool(mirror.is_test[pos]), row)
+
+    def _definitions(self, names: set[str], flt: ChunkFilter, have: list[Candidate], limit: int) -> list[Candidate]:
+        """Chunks defining a query identifier that fusion left out, entering at the score of the ``limit``-th candidate."""
+        seen = {c.id for c in have}
+        floor = have[min(limit, len(have)) - 1].score if have else 1.0
+        mirror = self.vector_mirror()
+        if mirror is not None:
+            mask = mirror.mask(flt)
+            rows = [r for r in mirror.defining(names) if mask is None or mask[r]][:200]
+            return [self._candidate({"id": str(mirror.ids[r])}, floor) for r in rows if str(mirror.ids[r]) not in seen]
+        exact = in_list("symbol", sorted(names))
+        expr = " and ".join(p for p in (f"({exact})", flt.expr()) if p)
+        found = self.store.query(expr, output_fields=OUTPUT_FIELDS, limit=200)
+        return [self._candidate(r, floor) for r in found if r["id"] not in seen]
+
+    def _task_rescore(self, cands: list[Candidate], qvs: np.ndarray, task: str) -> list[Candidate]:
+        """qa and code2nl: re-embed the top candidates with the task's document prefix and rank them by it.
+
+        The index embeds every chunk as an nl2code document; a model trained with task prefixes matches
+        answers and comments best under their own. Plain encoders (no prefixes) skip this.
+        """
+        emb = self.embedder
+        prefix = getattr(emb, "prefix", None)
+        if prefix is None or prefix(task, "document") == prefix("nl2code", "document"):
+            return cands
+        top = cands[: self.search_config.task_rerank_depth]
+        results = self._results([(c.score, c.row or {"id": c.id}) for c in top])
+        texts = {r.id: r.snippet for r in results}
+        top = [c for c in top if c.id in texts]
+        if not top:
+            return cands
+        docs = emb.encode([texts[c.id] for c in top], task=task, role="document", normalize=True, truncate=True,
+                          show_progress=False)
+        sims = (docs @ np.asarray(qvs, dtype=np.float32).T).max(axis=1)
+        for c, s in zip(top, sims):
+            c.score = float(s)
+        top.sort(key=lambda c: -c.score)
+        return top + cands[len(top):]
+
+    @staticmethod
+    def _chunk_summary(c: Candidate) -> dict:
+        row = c.row or {}
+        out = {"symbol": c.symbol or None, "kind": c.kind or None, "score": round(float(c.score), 6)}
+        if "start_line" in row:
+            out = {"start_line": int(row["start_line"]), "end_line": int(row["end_line"]), **out}
+        return out
+
+    @staticmethod
+    def _budgeted(results: list, budget: int | None) -> list:
+        """Results whose snippets fit ``budget`` tokens in all (the last one cut at a line; never zero results)."""
+        if budget is None or not results:
+            return results
+        fitted = fit_budget([r.snippet for r in results], budget)
+        out = []
+        for r, text in zip(results, fitted):
+            if text is None:
+                break
+            out.append(dataclasses.replace(r, snippet=text))
+        return out or [dataclasses.replace(results[0], snippet="")]
 
     def dense_vector_search(self, vector: np.ndarray, limit: int = 10, filter: ChunkFilter | None = None,
                             two_stage: bool = False) -> list[SearchResult]:
