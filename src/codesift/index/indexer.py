@@ -149,6 +149,10 @@ class Indexer:
             # with the in-memory mirror serving dense queries, the store's own vector index only has to exist:
             # FLAT skips Milvus Lite's slow HNSW build
             kind = "FLAT" if mirror_enabled(self.index_dir, self.config) else "HNSW"
+            if is_local_uri(store_uri_for(self.index_dir, self.config)):  # one process per Milvus Lite file
+                from codesift.index import query_server
+
+                query_server.stop(self.index_dir)
             self._store = ChunkStore(store_uri_for(self.index_dir, self.config), self.config.collection, dim, small,
                                      token=self.config.store_token, vector_index=kind)
             if not meta.get("dim"):

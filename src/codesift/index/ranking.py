@@ -134,15 +134,16 @@ def rerank(candidates: list[Candidate], query: str, priors: RankingPriors, path_
         f = 1.0
         if c.is_test and not keep_tests:
             f *= priors.test_factor
-        if not keep_docs and is_doc_path(c.path, c.language):
+        doc = is_doc_path(c.path, c.language)
+        if doc and not keep_docs:
             f *= priors.doc_factor
         named = bool(names) and defines(c.symbol, names)
         if named:
             f *= priors.identifier_factor
-        elif c.kind and c.kind not in DEFINITION_KINDS:
+        elif c.kind and c.kind not in DEFINITION_KINDS and not doc:  # docs define nothing by nature
             f *= priors.reference_factor
         c.score = scale(c.score, f)
-        (first if named and lookup and c.kind in DEFINITION_KINDS else rest).append(c)
+        (first if named and lookup else rest).append(c)
     first.sort(key=lambda c: -c.score)
     rest.sort(key=lambda c: -c.score)
     return first + rest

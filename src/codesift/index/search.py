@@ -20,7 +20,7 @@ from codesift.index.indexer import Indexer, IndexReport, default_index_dir, mirr
 from codesift.index.manifest import Manifest
 from codesift.index.ranking import Candidate, fit_budget, fuse_windows, query_identifiers, query_windows, rank_files
 from codesift.index.ranking import rerank as code_rerank
-from codesift.index.store import OUTPUT_FIELDS, ChunkStore, in_list, quote
+from codesift.index.store import OUTPUT_FIELDS, ChunkStore, in_list, is_local_uri, quote
 from codesift.index.vectors import META_KEY, ChunkFilter, VectorMirror
 from codesift.index.walk import looks_like_test, walk_files
 
@@ -97,8 +97,11 @@ def split_globs(path_globs) -> tuple[list[str], list[str]]:
 class CodeIndex:
     """An index directory opened for search, status and refresh."""
 
-    def __init__(self, index_dir: str | Path, embedder=None, search_config: SearchConfig | None = None) -> None:
+    def __init__(self, index_dir: str | Path, embedder=None, search_config: SearchConfig | None = None,
+                 stop_query_server: bool = True) -> None:
         self.index_dir = Path(index_dir).resolve()
+        # a local store admits one process: opening it first asks the index's query server (if any) to exit
+        self._stop_query_server = stop_query_server
         manifest_path = self.index_dir / "manifest.sqlite"
         if not manifest_path.is_file():
             raise FileNotFoundError(f"no codesift index at {self.index_dir}; build one with `codesift index PATH`")
@@ -136,6 +139,10 @@ class CodeIndex:
         """The chunk store."""
         if self._store is None:
             meta = self.manifest.get_meta()
+            if self._stop_query_server and is_local_uri(store_uri_for(self.index_dir, self.config)):
+                from codesift.index import query_server
+
+                query_server.stop(self.index_dir)
             self._store = ChunkStore(store_uri_for(self.index_dir, self.config), self.config.collection,
                                      meta["dim"], meta["small_dim"], token=self.config.store_token)
         return self._store
@@ -186,6 +193,8 @@ class CodeIndex:
     # ---- freshness
     def refresh(self, progress=None) -> IndexReport:
         """Re-index what changed in the tree since the last run."""
+        if self.manifest.get_meta().get("dim"):
+            self.store  # opened here, by this index's rules (the indexer reuses it)
         ix = self.indexer
         ix._embedder = ix._embedder or self._embedder
         ix._store = ix._store or self._store
@@ -297,7 +306,7 @@ class CodeIndex:
         dense leg: nl2code (a description), code2code (a piece of code), code2nl (docs for code), qa (a question).
         """
         ranked = self._candidates(query, limit, language, path_globs, mode, exclude_tests, two_stage, rerank, task)
-        return self._budgeted(self._results([(c.score, c.row or {"id": c.id}) for c in ranked[:limit]]), budget)
+        return apply_budget(self._results([(c.score, c.row or {"id": c.id}) for c in ranked[:limit]]), budget)
 
     def search_files(self, query: str, limit: int = 10, language: str | None = None, path_globs=(),
                      mode: str = "hybrid", exclude_tests: bool = False, two_stage: bool = False, rerank: bool = True,
@@ -307,20 +316,23 @@ class CodeIndex:
         depth_limit = min(1000, max(limit * 10, self.search_config.candidates))
         ranked = self._candidates(query, depth_limit, language, path_globs, mode, exclude_tests, two_stage, rerank, task)
         files = rank_files(ranked, self.search_config.file_chunk_weights)[:limit]
-        best = self._results([(f.chunks[0].score, f.chunks[0].row or {"id": f.chunks[0].id}) for f in files])
-        by_id = {r.id: r for r in best}
+        fetched = self._results([(c.score, c.row or {"id": c.id}) for f in files for c in f.chunks])
+        by_id = {r.id: r for r in fetched}
         out = []
         for f in files:
-            top = by_id.get(f.chunks[0].id)
-            if top is None:  # gone from the store since the mirror was read
+            chunks = [by_id[c.id] for c in f.chunks if c.id in by_id]
+            if not chunks:  # gone from the store since the mirror was read
                 continue
+            top = chunks[0]
             out.append(FileResult(path=f.path, score=round(float(f.score), 6), language=f.language,
                                   start_line=top.start_line, end_line=top.end_line, symbol=top.symbol, kind=top.kind,
-                                  snippet=top.snippet, chunks=[self._chunk_summary(c) for c in f.chunks]))
-        return self._budgeted(out, budget)
+                                  snippet=top.snippet,
+                                  chunks=[{"start_line": r.start_line, "end_line": r.end_line, "symbol": r.symbol,
+                                           "kind": r.kind, "score": r.score} for r in chunks]))
+        return apply_budget(out, budget)
 
     def _candidates(self, query: str, limit: int, language, path_globs, mode: str, exclude_tests: bool,
-                    two_stage: bool, rerank: bool, task: str) -> list[Candidate]:
+                    two_stage: bool, rerank: bool, task: str, exclude_ids: tuple[str, ...] = ()) -> list[Candidate]:
         """Fused (and, with ``rerank``, code-aware re-ranked) candidates, best first, at least ``limit`` deep."""
         if not isinstance(query, str) or not query.strip():
             raise ValueError("the query is empty; describe the code you are looking for, e.g. 'parse a config file'")
@@ -332,6 +344,8 @@ class CodeIndex:
         flt = self.build_filter(language, path_globs, exclude_tests)
         if flt is None or not self.manifest.has_chunks():
             return []
+        if exclude_ids:
+            flt = dataclasses.replace(flt, exclude_ids=tuple(exclude_ids))
         cfg = self.search_config
         depth = max(cfg.candidates, 5 * limit)
         lists, weights = [], []
@@ -450,27 +464,6 @@ class CodeIndex:
         top.sort(key=lambda c: -c.score)
         return top + cands[len(top):]
 
-    @staticmethod
-    def _chunk_summary(c: Candidate) -> dict:
-        row = c.row or {}
-        out = {"symbol": c.symbol or None, "kind": c.kind or None, "score": round(float(c.score), 6)}
-        if "start_line" in row:
-            out = {"start_line": int(row["start_line"]), "end_line": int(row["end_line"]), **out}
-        return out
-
-    @staticmethod
-    def _budgeted(results: list, budget: int | None) -> list:
-        """Results whose snippets fit ``budget`` tokens in all (the last one cut at a line; never zero results)."""
-        if budget is None or not results:
-            return results
-        fitted = fit_budget([r.snippet for r in results], budget)
-        out = []
-        for r, text in zip(results, fitted):
-            if text is None:
-                break
-            out.append(dataclasses.replace(r, snippet=text))
-        return out or [dataclasses.replace(results[0], snippet="")]
-
     def dense_vector_search(self, vector: np.ndarray, limit: int = 10, filter: ChunkFilter | None = None,
                             two_stage: bool = False) -> list[SearchResult]:
         """Top chunks for a query vector already embedded (benchmarks, the HTTP server)."""
@@ -480,14 +473,7 @@ class CodeIndex:
              exclude_tests: bool = False) -> list[SearchResult]:
         """Chunks similar to the indexed chunk covering ``path:line`` (code2code task), the chunk itself excluded."""
         self._check_limit(limit)
-        rel = self.relative_path(path)
-        if not isinstance(line, int) or line < 1:
-            raise ValueError(f"line must be a positive integer, got {line!r}")
-        rows = self.store.query(f"path == {quote(rel)} and start_line <= {line} and end_line >= {line}",
-                                output_fields=["path", "start_line", "end_line", "text"])
-        if not rows:
-            raise ValueError(f"no indexed chunk covers {rel}:{line}; check the line number or re-index the file")
-        src = min(rows, key=lambda r: r["end_line"] - r["start_line"])
+        src = self.chunk_at(path, line)
         flt = self.build_filter(language, path_globs, exclude_tests)
         if flt is None:
             return []
@@ -495,6 +481,30 @@ class CodeIndex:
         qv = self.embedder.encode([src["text"]], task="code2code", role="query", normalize=True, truncate=True,
                                   show_progress=False)[0]
         return self._results([(r["distance"], r) for r in self._dense(qv, limit, flt, False)[:limit]])
+
+    def chunk_at(self, path: str, line: int) -> dict:
+        """The indexed chunk covering ``path:line`` (the smallest one): id, path, start_line, end_line, text."""
+        rel = self.relative_path(path)
+        if not isinstance(line, int) or isinstance(line, bool) or line < 1:
+            raise ValueError(f"line must be a positive integer, got {line!r}")
+        rows = self.store.query(f"path == {quote(rel)} and start_line <= {line} and end_line >= {line}",
+                                output_fields=["path", "start_line", "end_line", "text"])
+        if not rows:
+            raise ValueError(f"no indexed chunk covers {rel}:{line}; check the line number or re-index the file")
+        return min(rows, key=lambda r: r["end_line"] - r["start_line"])
+
+    def explain(self, code: str | None = None, path: str | None = None, line: int | None = None, limit: int = 5,
+                budget: int | None = None) -> list[SearchResult]:
+        """The docs and comments that explain a piece of code (code2nl task): pasted ``code``, or the chunk at
+        ``path:line`` (which is itself left out of the answer)."""
+        exclude: tuple[str, ...] = ()
+        if code is None:
+            if path is None or line is None:
+                raise ValueError("pass the code to explain, or a path and line of indexed code")
+            src = self.chunk_at(path, line)
+            code, exclude = src["text"], (src["id"],)
+        ranked = self._candidates(code, limit, None, (), "hybrid", False, False, True, "code2nl", exclude)
+        return apply_budget(self._results([(c.score, c.row or {"id": c.id}) for c in ranked[:limit]]), budget)
 
     def relative_path(self, path: str) -> str:
         """``path`` (absolute, or relative to the root) as a root-relative posix path; refuses paths outside the root."""
@@ -570,6 +580,20 @@ class CodeIndex:
         return SearchResult(path=row["path"], start_line=int(row["start_line"]), end_line=int(row["end_line"]),
                             symbol=row.get("symbol") or None, language=row.get("language") or None,
                             score=round(float(score), 6), snippet=snippet, kind=row.get("kind") or None, id=row["id"])
+
+
+def apply_budget(results: list, budget: int | None) -> list:
+    """The leading results whose snippets fit ``budget`` tokens in all (``ranking.snippet_tokens``): the last one
+    kept may be cut at a line boundary; at least one result is kept (with an empty snippet if need be)."""
+    if budget is None or not results:
+        return results
+    fitted = fit_budget([r.snippet for r in results], budget)
+    out = []
+    for r, text in zip(results, fitted):
+        if text is None:
+            break
+        out.append(dataclasses.replace(r, snippet=text))
+    return out or [dataclasses.replace(results[0], snippet="")]
 
 
 def open_index(index_dir: str | Path, embedder=None) -> CodeIndex:
