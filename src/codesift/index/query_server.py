@@ -155,10 +155,15 @@ def _connect(index_dir: Path, start: bool) -> socket.socket:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()  # a stale socket from a server that died
         log_path = index_dir / LOG_NAME if os.access(index_dir, os.W_OK) else path.with_suffix(".log")
+        import codesift
+
+        # the server must run this very code (its identity is checked on every request)
+        code_root = str(Path(codesift.__file__).resolve().parent.parent)
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (code_root, os.environ.get("PYTHONPATH")) if p))
         with open(log_path, "ab") as log_fh:
             proc = subprocess.Popen([sys.executable, "-m", "codesift.index.query_server", str(index_dir)],
                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log_fh,
-                                    start_new_session=True, close_fds=True)
+                                    start_new_session=True, close_fds=True, env=env)
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             with contextlib.suppress(OSError):
