@@ -53,23 +53,33 @@ class RandomVectors:
 
 
 def build(source: Path, n_chunks: int, workdir: Path, model: str) -> Path:
-    """An index of about ``n_chunks`` chunks over whole packages of ``source`` (kept between runs)."""
+    """An index of about ``n_chunks`` chunks over packages, then top-level modules, of ``source`` (kept between runs)."""
     from codesift.index import IndexConfig, build_index, open_index
     from codesift.model.embedder import Embedder
 
     root = workdir / "tree"
     if (root / ".codesift" / "manifest.sqlite").is_file():
         with open_index(root) as ix:
-            return root
-    if root.exists():
-        shutil.rmtree(root)
-    emb = RandomVectors(Embedder(model))
-    total = 0
-    for pkg in sorted(p for p in source.iterdir() if p.is_dir() and not p.name.startswith(("test", "site-", "__", "idlelib", "lib2to3"))):
-        shutil.copytree(pkg, root / pkg.name, ignore=shutil.ignore_patterns("test", "tests", "__pycache__", "*.pyc"))
-        report = build_index(root, config=IndexConfig(model=model), embedder=emb)
-        total = report.chunks_total
-        print(f"{pkg.name}: {total} chunks", flush=True)
+            if ix.status(check_staleness=False)["chunks"] >= n_chunks:
+                return root
+    emb = None
+    skip = ("test", "site-", "__", "idlelib", "lib2to3", "config-", "dist-")
+    packages = sorted(p for p in source.iterdir() if p.is_dir() and not p.name.startswith(skip))
+    modules = sorted(p for p in source.glob("*.py") if not p.name.startswith(skip))
+    steps = [[p] for p in packages] + [modules[i:i + 25] for i in range(0, len(modules), 25)]
+    for step in steps:
+        todo = [p for p in step if not (root / p.name).exists()]
+        if not todo:
+            continue
+        for p in todo:
+            if p.is_dir():
+                shutil.copytree(p, root / p.name, ignore=shutil.ignore_patterns("test", "tests", "__pycache__", "*.pyc"))
+            else:
+                (root / p.name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(p, root / p.name)
+        emb = emb or RandomVectors(Embedder(model))
+        total = build_index(root, config=IndexConfig(model=model), embedder=emb).chunks_total
+        print(f"{step[0].name}{'...' if len(step) > 1 else ''}: {total} chunks", flush=True)
         if total >= n_chunks:
             break
     return root

@@ -121,6 +121,9 @@ def test_cli_search_through_the_server_matches_in_process(tmp_path, tiny_qwen_di
     args = ["search", "parse config", str(root), "--json", "-k", "5"]
     here = run(app, args)
     assert here.exit_code == 0, here.output
+    long = run(app, ["search", "parse config\n" * 3000, str(root), "--json", "--no-rerank", "-k", "3"])
+    assert long.exit_code == 0, long.output  # over the model's limit: windows, not an error
+    assert len(json.loads(long.stdout)) == 3
     monkeypatch.setenv(query_server.ENABLE_ENV, "1")
     try:
         served = run(app, args)

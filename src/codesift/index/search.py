@@ -366,7 +366,7 @@ class CodeIndex:
             return cands
         idents = query_identifiers(query) if task == "nl2code" else (set(), False)
         if idents[0]:
-            cands += self._definitions(idents[0], flt, cands, limit)
+            cands += self._definitions(idents[0], flt, cands)
         keep_docs_query = query if task == "nl2code" else query + " docs"  # code2nl and qa look for docs
         cands = code_rerank(cands, keep_docs_query, cfg.priors(), path_globs if not isinstance(path_globs, str)
                             else [path_globs], identifiers=idents)
@@ -426,10 +426,11 @@ class CodeIndex:
                          str(mirror.languages[mirror.language_codes[pos]]), mirror.symbols[pos], mirror.kind_of(pos),
                          bool(mirror.is_test[pos]), row)
 
-    def _definitions(self, names: set[str], flt: ChunkFilter, have: list[Candidate], limit: int) -> list[Candidate]:
-        """Chunks defining a query identifier that fusion left out, entering at the score of the ``limit``-th candidate."""
+    def _definitions(self, names: set[str], flt: ChunkFilter, have: list[Candidate]) -> list[Candidate]:
+        """Chunks defining a query identifier that fusion left out, entering at the weakest candidate's score
+        (the identifier factor then lifts them, as it lifts the definitions fusion found)."""
         seen = {c.id for c in have}
-        floor = have[min(limit, len(have)) - 1].score if have else 1.0
+        floor = min((c.score for c in have), default=1.0)
         mirror = self.vector_mirror()
         if mirror is not None:
             mask = mirror.mask(flt)
