@@ -52,6 +52,7 @@ def main() -> None:
     ap.add_argument("--sample", type=int, default=80)
     ap.add_argument("--paragraphs", type=int, default=8, help="noise paragraphs per query")
     ap.add_argument("--out", default="benchmarks/results/long_query.json")
+    ap.add_argument("--only", default="", help="comma-separated runs, e.g. long/dense/max/16 (default: all)")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from codesift.index import IndexConfig, build_index, open_index
@@ -89,10 +90,16 @@ def main() -> None:
             out["long_query_tokens"] = {"min": min(lengths), "median": sorted(lengths)[len(lengths) // 2],
                                         "max": max(lengths)}
             out["over_limit"] = sum(n > emb.max_length for n in lengths)
-            runs = [("short", "dense", "max"), ("short", "hybrid", "max"), ("long", "bm25", "max")]
-            runs += [("long", mode, how) for mode in ("dense", "hybrid") for how in ("truncate", "mean", "rrf", "max")]
-            for which, mode, how in runs:
+            # (query, mode, long_query, window_min_tokens): None packs windows to the limit, 16 ends them at paragraphs
+            runs = [("short", "dense", "max", None), ("short", "hybrid", "max", None), ("long", "bm25", "max", None)]
+            runs += [("long", mode, how, split) for mode in ("dense", "hybrid")
+                     for how, split in (("truncate", None), ("mean", None), ("rrf", None), ("max", None),
+                                        ("mean", 16), ("rrf", 16), ("max", 16))]
+            if args.only:
+                runs = [r for r in runs if "/".join(map(str, r)) in args.only.split(",")]
+            for which, mode, how, split in runs:
                 ix.search_config.long_query = how
+                ix.search_config.window_min_tokens = split
                 hits, rr = 0, 0.0
                 t1 = time.perf_counter()
                 for t in targets:
@@ -102,7 +109,8 @@ def main() -> None:
                             hits += 1
                             rr += 1 / rank
                             break
-                key = f"{which}/{mode}" + (f"/{how}" if which == "long" and mode != "bm25" else "")
+                key = f"{which}/{mode}" + (f"/{how}" if which == "long" and mode != "bm25" else "") + \
+                    ("/paragraphs" if split and which == "long" and how != "truncate" else "")
                 out["results"][key] = {"recall@10": round(hits / len(targets), 4), "mrr@10": round(rr / len(targets), 4),
                                        "ms_per_query": round(1000 * (time.perf_counter() - t1) / len(targets), 1)}
                 print(key, out["results"][key], flush=True)

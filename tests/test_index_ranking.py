@@ -79,6 +79,7 @@ def test_query_identifiers():
     assert query_identifiers("`pool()`")[1] and "pool" in query_identifiers("`pool()`")[0]
     assert "pool" in query_identifiers("what calls pool() here")[0]
     assert query_identifiers("parse a config file") == (set(), False)
+    assert query_identifiers("use it, e.g. when i.e. x_y is set")[0] == {"x_y"}
 
 
 def test_doc_paths():
@@ -124,6 +125,10 @@ def test_query_windows_pack_lines_within_budget():
     assert len(windows) > 1 and all(sum(count([w])) <= 16 + 2 for w in windows)
     assert " ".join(w.replace("\n", " ") for w in windows).split() == text.split()
     assert len(query_windows(text, count, budget=16, max_windows=3)) == 3
+    paras = "one two three four\nfive six\n\nseven eight nine ten\n\nx\n\neleven twelve thirteen fourteen"
+    assert query_windows(paras, count, budget=100) == [paras.strip()]  # packed to the budget
+    assert query_windows(paras, count, budget=100, min_tokens=4) == [
+        "one two three four\nfive six", "seven eight nine ten", "x\n\neleven twelve thirteen fourteen"]
 
 
 def test_fuse_windows():

@@ -55,6 +55,8 @@ class SearchConfig:
     # docs/search.md), "rrf" (windows' lists fused by rank), "mean" (mean window vector) or "truncate" (head only)
     long_query: str = "max"
     max_query_windows: int = 32        # windows past this many are dropped (about 32 x the model's limit)
+    # windows end at a paragraph break (blank line) once they hold this many tokens; None: packed to the limit
+    window_min_tokens: int | None = 16
     # code-aware ranking (ranking.py): score factors; 1.0 turns one off
     test_factor: float = 0.5
     doc_factor: float = 0.5

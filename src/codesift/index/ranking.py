@@ -84,11 +84,10 @@ def query_identifiers(query: str) -> tuple[set[str], bool]:
         elif not ("_" in word.strip("_") or "." in word or _CAMEL_INNER.search(word)
                   or query[m.end():m.end() + 1] == "(" or bare):
             continue
-        if not word or word.strip("_") == "":
-            continue
-        names.add(word)
-        if "." in word:
-            names.add(word.rsplit(".", 1)[-1])
+        parts = word.split(".")
+        if not word.strip("_") or (len(parts) > 1 and all(len(p) <= 2 for p in parts)):
+            continue  # "e.g", "i.e": prose, not code
+        names.update(n for n in (word, parts[-1]) if len(n.strip("_")) >= 2 or bare)
     return names, bool(bare)
 
 
@@ -178,39 +177,46 @@ def rank_files(candidates: list[Candidate], weights: Sequence[float] = (1.0, 0.5
 
 # ---- query windows (the dense leg of a long query)
 def query_windows(text: str, count_tokens: Callable[[list[str]], list[int]], budget: int,
-                  max_windows: int = 32) -> list[str]:
-    """``text`` cut into at most ``max_windows`` pieces of about ``budget`` tokens each, at line boundaries.
+                  max_windows: int = 32, min_tokens: int | None = None) -> list[str]:
+    """``text`` cut into at most ``max_windows`` pieces of at most about ``budget`` tokens, at line boundaries.
 
-    Lines are packed whole (an issue's paragraphs, a traceback's frames stay together); a line longer than the
-    budget is cut at word boundaries. ``count_tokens`` counts the tokens of bare texts (no prefix, no specials).
+    Lines are packed whole (a traceback's frames stay together); a line longer than the budget is cut at
+    word boundaries. With ``min_tokens``, a window also ends at a paragraph break (a blank line) once it holds
+    that many tokens, so an issue's paragraphs are embedded apart instead of diluting each other; without it,
+    windows are packed to the budget. ``count_tokens`` counts the tokens of bare texts (no prefix, no specials).
     """
     if budget < 1:
         raise ValueError(f"window budget must be positive, got {budget}")
-    lines = [ln for ln in text.split("\n")]
+    lines = text.split("\n")
     costs = count_tokens(lines)
-    pieces: list[tuple[str, int]] = []
-    for line, cost in zip(lines, costs):
+    pieces: list[tuple[str, int, bool]] = []   # (text, tokens, ends a paragraph)
+    for n, (line, cost) in enumerate(zip(lines, costs)):
+        ends = n + 1 < len(lines) and not lines[n + 1].strip()
         if cost <= budget:
-            pieces.append((line, cost))
+            pieces.append((line, cost, ends))
             continue
         words = line.split(" ")
         per_word = cost / max(len(words), 1)
         step = max(1, int(budget / max(per_word, 1e-9)))
         for i in range(0, len(words), step):
             part = " ".join(words[i:i + step])
-            pieces.append((part, min(budget, math.ceil(per_word * len(words[i:i + step])))))
+            last = i + step >= len(words)
+            pieces.append((part, min(budget, math.ceil(per_word * len(words[i:i + step]))), ends and last))
     windows: list[str] = []
     current: list[str] = []
     used = 0
-    for piece, cost in pieces:
+    for piece, cost, ends in pieces:
         if current and used + cost + 1 > budget:
             windows.append("\n".join(current))
             current, used = [], 0
         current.append(piece)
         used += cost + 1
+        if ends and min_tokens is not None and used >= min_tokens:
+            windows.append("\n".join(current))
+            current, used = [], 0
     if current:
         windows.append("\n".join(current))
-    windows = [w for w in windows if w.strip()]
+    windows = [w.strip("\n") for w in windows if w.strip()]
     return windows[:max_windows]
 
 

@@ -391,7 +391,7 @@ class CodeIndex:
         overhead = count([""], task=task, role="query")[0]  # prefix and special tokens, paid by every window
         budget = max(8, limit - overhead - 2)
         windows = query_windows(text, lambda xs: [max(0, n - overhead) for n in count(xs, task=task, role="query")],
-                                budget, self.search_config.max_query_windows)
+                                budget, self.search_config.max_query_windows, self.search_config.window_min_tokens)
         vecs = emb.encode(windows, task=task, role="query", normalize=True, truncate=True, show_progress=False)
         if how == "mean":
             mean = vecs.mean(axis=0)
@@ -586,9 +586,11 @@ class CodeIndex:
 def apply_budget(results: list, budget: int | None) -> list:
     """The leading results whose snippets fit ``budget`` tokens in all (``ranking.snippet_tokens``): the last one
     kept may be cut at a line boundary; at least one result is kept (with an empty snippet if need be)."""
-    if budget is None or not results:
+    if budget is None:
         return results
-    fitted = fit_budget([r.snippet for r in results], budget)
+    fitted = fit_budget([r.snippet for r in results], budget)  # checks the budget even when nothing matched
+    if not results:
+        return results
     out = []
     for r, text in zip(results, fitted):
         if text is None:
