@@ -45,6 +45,7 @@ ENABLE_ENV = "CODESIFT_QUERY_SERVER"        # "0": the CLI searches in-process
 IDLE_ENV = "CODESIFT_QUERY_SERVER_IDLE_S"
 DEFAULT_IDLE_S = 600.0
 START_TIMEOUT_S = 120.0
+REQUEST_TIMEOUT_S = 600.0   # a first dense query loads the model; a --refresh may embed many files
 _MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes on Linux, 104 on macOS
 
 
@@ -73,10 +74,14 @@ def socket_path(index_dir: str | Path) -> Path:
 
 
 def identity() -> dict:
-    """What must match between a client and the server it talks to: the code and the model settings."""
+    """What must match between a client and the server it talks to: the code (its path, version and newest
+    source file, so an upgrade or an edit restarts the server) and the model settings."""
     import codesift
 
-    return {"code": str(Path(codesift.__file__).resolve().parent), "version": codesift.__version__,
+    code = Path(codesift.__file__).resolve().parent
+    newest = max((e.stat().st_mtime_ns for d in (code, *(p for p in code.iterdir() if p.is_dir()))
+                  for e in os.scandir(d) if e.name.endswith(".py")), default=0)
+    return {"code": str(code), "version": codesift.__version__, "code_mtime_ns": newest,
             "model_env": os.environ.get("CODESIFT_MODEL"), "fallback_env": os.environ.get("CODESIFT_ALLOW_FALLBACK")}
 
 
@@ -91,8 +96,11 @@ def request(index_dir: str | Path, op: str, args: dict | None = None, start: boo
     msg = {"op": op, "args": args or {}, "identity": identity()}
     for _ in range(3):
         sock = _connect(index_dir, start)
+        sock.settimeout(REQUEST_TIMEOUT_S)
         try:
             reply = _exchange(sock, msg)
+        except TimeoutError:
+            raise QueryServerUnavailable(f"the query server did not answer within {REQUEST_TIMEOUT_S:.0f} s") from None
         finally:
             sock.close()
         if reply.get("restart"):  # the server saw that the index or the client differ from what it loaded
@@ -115,9 +123,10 @@ def stop(index_dir: str | Path, timeout: float = 10.0) -> bool:
         sock = _dial(path, timeout=2.0)
     except OSError:
         return False
+    sock.settimeout(timeout)  # a server busy with a long request answers after it
     try:
         reply = _exchange(sock, {"op": "shutdown", "args": {}, "identity": identity()})
-    except (OSError, ValueError):
+    except (OSError, ValueError, QueryServerUnavailable):
         reply = {}
     finally:
         sock.close()
@@ -133,7 +142,6 @@ def _dial(path: Path, timeout: float | None) -> socket.socket:
     except OSError:
         sock.close()
         raise
-    sock.settimeout(None)  # a first dense query loads the model: no read timeout
     return sock
 
 
