@@ -9,11 +9,11 @@ files into rankings of their chunks' evidence, long queries into windows, and sn
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
 
 DEFINITION_KINDS = frozenset({"function", "class", "method"})
 DOC_LANGUAGES = frozenset({"markdown", "rst", "text", "asciidoc", "org"})
@@ -53,14 +53,18 @@ class Candidate:
     row: dict = field(default_factory=dict)   # store fields when known (path, lines, text, ...)
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def is_doc_path(path: str, language: str | None = None) -> bool:
     """True for documentation files: markdown/rst/text, docs/ folders, CHANGELOG, README, NEWS, ..."""
-    p = PurePosixPath(path)
-    if (language or "").lower() in DOC_LANGUAGES or p.suffix.lower() in DOC_SUFFIXES:
+    if (language or "").lower() in DOC_LANGUAGES:
         return True
-    if DOC_NAMES.match(p.name):
+    *dirs, name = path.split("/")
+    dot = name.rfind(".")
+    if dot > 0 and name[dot:].lower() in DOC_SUFFIXES:
         return True
-    return any(part.lower() in DOC_DIRS for part in p.parts[:-1])
+    if DOC_NAMES.match(name):
+        return True
+    return any(part.lower() in DOC_DIRS for part in dirs)
 
 
 def query_identifiers(query: str) -> tuple[set[str], bool]:

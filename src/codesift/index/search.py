@@ -313,7 +313,7 @@ class CodeIndex:
                      budget: int | None = None, task: str = "nl2code") -> list[FileResult]:
         """Top ``limit`` files, ranked by the evidence of their chunks (``ranking.rank_files``); same options as ``search``."""
         self._check_limit(limit)
-        depth_limit = min(1000, max(limit * 10, self.search_config.candidates))
+        depth_limit = min(1000, max(limit * 4, 40))  # chunk lists 5x deeper than that: the files need evidence
         ranked = self._candidates(query, depth_limit, language, path_globs, mode, exclude_tests, two_stage, rerank, task)
         files = rank_files(ranked, self.search_config.file_chunk_weights)[:limit]
         fetched = self._results([(c.score, c.row or {"id": c.id}) for f in files for c in f.chunks])
@@ -361,7 +361,7 @@ class CodeIndex:
             fused = rrf_fuse(lists, weights, cfg.rrf_k)
         else:
             fused = [(row["distance"], row) for row in lists[0]]
-        cands = [self._candidate(row, score) for score, row in fused]
+        cands = self._to_candidates(fused)
         if not rerank:
             return cands
         idents = query_identifiers(query) if task == "nl2code" else (set(), False)
@@ -413,18 +413,32 @@ class CodeIndex:
         fused = fuse_windows(lists, "rrf" if how == "rrf" else "max", self.search_config.rrf_k)
         return [{**rows[i], "distance": s} for i, s in fused[:depth]]
 
-    def _candidate(self, row: dict, score: float) -> Candidate:
-        """A ranking candidate: features from the row (store hits) or from the mirror (id-only hits)."""
-        if "path" in row:
-            return Candidate(row["id"], float(score), row["path"], row.get("language") or "", row.get("symbol") or "",
-                             row.get("kind") or "", looks_like_test(row["path"]), row)
+    def _to_candidates(self, fused: list[tuple[float, dict]]) -> list[Candidate]:
+        """Ranking candidates of (score, row) pairs: features from the rows (store hits) or, in one vectorised
+        lookup, from the mirror (hits that carry only an id)."""
+        out: list[Candidate | None] = [None] * len(fused)
         mirror = self._mirror
-        pos = mirror.position(row["id"]) if mirror is not None else None
-        if pos is None:
-            return Candidate(row["id"], float(score), "", row=row)
-        return Candidate(row["id"], float(score), str(mirror.paths[mirror.path_codes[pos]]),
-                         str(mirror.languages[mirror.language_codes[pos]]), mirror.symbols[pos], mirror.kind_of(pos),
-                         bool(mirror.is_test[pos]), row)
+        lookup: list[tuple[int, int]] = []   # (index in fused, mirror row)
+        for n, (score, row) in enumerate(fused):
+            if "path" in row:
+                out[n] = Candidate(row["id"], float(score), row["path"], row.get("language") or "",
+                                   row.get("symbol") or "", row.get("kind") or "", looks_like_test(row["path"]), row)
+                continue
+            pos = mirror.position(row["id"]) if mirror is not None else None
+            if pos is None:
+                out[n] = Candidate(row["id"], float(score), "", row=row)
+            else:
+                lookup.append((n, pos))
+        if lookup:
+            rows = np.fromiter((p for _, p in lookup), dtype=np.int64, count=len(lookup))
+            paths = mirror.paths[mirror.path_codes[rows]].tolist()
+            langs = mirror.languages[mirror.language_codes[rows]].tolist()
+            kinds = mirror.kinds[mirror.kind_codes[rows]].tolist()
+            tests = mirror.is_test[rows].tolist()
+            for (n, pos), path, lang, kind, test in zip(lookup, paths, langs, kinds, tests):
+                score, row = fused[n]
+                out[n] = Candidate(row["id"], float(score), path, lang, mirror.symbols[pos], kind, test, row)
+        return out
 
     def _definitions(self, names: set[str], flt: ChunkFilter, have: list[Candidate]) -> list[Candidate]:
         """Chunks defining a query identifier that fusion left out, entering at the weakest candidate's score
@@ -435,11 +449,11 @@ class CodeIndex:
         if mirror is not None:
             mask = mirror.mask(flt)
             rows = [r for r in mirror.defining(names) if mask is None or mask[r]][:200]
-            return [self._candidate({"id": str(mirror.ids[r])}, floor) for r in rows if str(mirror.ids[r]) not in seen]
+            return self._to_candidates([(floor, {"id": i}) for i in (str(mirror.ids[r]) for r in rows) if i not in seen])
         exact = in_list("symbol", sorted(names))
         expr = " and ".join(p for p in (f"({exact})", flt.expr()) if p)
         found = self.store.query(expr, output_fields=OUTPUT_FIELDS, limit=200)
-        return [self._candidate(r, floor) for r in found if r["id"] not in seen]
+        return self._to_candidates([(floor, r) for r in found if r["id"] not in seen])
 
     def _task_rescore(self, cands: list[Candidate], qvs: np.ndarray, task: str) -> list[Candidate]:
         """qa and code2nl: re-embed the top candidates with the task's document prefix and rank them by it.
