@@ -115,6 +115,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--workdir", default="/tmp/cs_cold")
     ap.add_argument("--out", default="benchmarks/results/cold_search.json")
+    ap.add_argument("--skip-in-process", action="store_true", help="leave out the slow --no-server baseline")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     workdir = Path(args.workdir)
@@ -134,7 +135,7 @@ def main() -> None:
                     "codesift_help_s": round(timed([sys.executable, "-m", "codesift.cli", "--help"], env)[0], 3)}
     query_server.stop(index_dir)
     out["in_process"] = {}
-    for mode in ("bm25", "hybrid"):
+    for mode in () if args.skip_in_process else ("bm25", "hybrid"):
         out["in_process"][mode] = round(timed(cli + [QUERIES[0], str(root), "--mode", mode, "--no-server"], env)[0], 3)
         out["in_process"][f"{mode}_cpu_s"] = round(CPU_S[-1], 3)
     print("in process", out["in_process"], flush=True)

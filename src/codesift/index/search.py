@@ -313,7 +313,7 @@ class CodeIndex:
                      budget: int | None = None, task: str = "nl2code") -> list[FileResult]:
         """Top ``limit`` files, ranked by the evidence of their chunks (``ranking.rank_files``); same options as ``search``."""
         self._check_limit(limit)
-        depth_limit = min(1000, max(limit * 4, 40))  # chunk lists 5x deeper than that: the files need evidence
+        depth_limit = min(1000, max(limit * 4, 40))  # lists 5x deeper (20 x limit, >= 200): files need evidence
         ranked = self._candidates(query, depth_limit, language, path_globs, mode, exclude_tests, two_stage, rerank, task)
         files = rank_files(ranked, self.search_config.file_chunk_weights)[:limit]
         fetched = self._results([(c.score, c.row or {"id": c.id}) for f in files for c in f.chunks])
