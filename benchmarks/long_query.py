@@ -52,6 +52,9 @@ def main() -> None:
     ap.add_argument("--sample", type=int, default=80)
     ap.add_argument("--paragraphs", type=int, default=8, help="noise paragraphs per query")
     ap.add_argument("--out", default="benchmarks/results/long_query.json")
+    ap.add_argument("--index-root", default=None,
+                    help="reuse the docstring-blanked copy (with its index) that an earlier run of this script or of "
+                         "index_quality.py built for the same package and model")
     ap.add_argument("--only", default="", help="comma-separated runs, e.g. long/dense/max/16 (default: all)")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -79,7 +82,9 @@ def main() -> None:
             paras.insert(t["position"], t["short"])
             t["long"] = "\n\n".join(paras)
         t0 = time.perf_counter()
-        report = build_index(root, config=IndexConfig(model=args.model))
+        if args.index_root:
+            root = Path(args.index_root)
+        report = build_index(root, config=IndexConfig(model=args.model))  # nothing to embed when reused
         out = {"command": " ".join(sys.argv), "package": args.package, "noise_package": args.noise_package,
                "model": args.model, "queries": len(targets), "chunks": report.chunks_total,
                "index_wall_s": round(time.perf_counter() - t0, 1), "results": {}}
@@ -95,8 +100,9 @@ def main() -> None:
             runs += [("long", mode, how, split) for mode in ("dense", "hybrid")
                      for how, split in (("truncate", None), ("mean", None), ("rrf", None), ("max", None),
                                         ("mean", 16), ("rrf", 16), ("max", 16))]
-            if args.only:
-                runs = [r for r in runs if "/".join(map(str, r)) in args.only.split(",")]
+            if args.only:  # in the order given
+                by_key = {"/".join(map(str, r)): r for r in runs}
+                runs = [by_key[k] for k in args.only.split(",")]
             for which, mode, how, split in runs:
                 ix.search_config.long_query = how
                 ix.search_config.window_min_tokens = split
@@ -114,6 +120,8 @@ def main() -> None:
                 out["results"][key] = {"recall@10": round(hits / len(targets), 4), "mrr@10": round(rr / len(targets), 4),
                                        "ms_per_query": round(1000 * (time.perf_counter() - t1) / len(targets), 1)}
                 print(key, out["results"][key], flush=True)
+                Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+                Path(args.out).write_text(json.dumps(out, indent=2))  # after every run: a partial run keeps its figures
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2))
     print(json.dumps(out, indent=2))
