@@ -187,15 +187,22 @@ def query_latency(n_chunks: int, dim: int, small_dim: int, index_dir: Path, n_qu
     filters = {"no_filter": {}, "filter_lang_notest_path": {"language": "python", "exclude_tests": True,
                                                              "path_globs": ["!pkg1*/"]}}
     cases = {"dense": {"mode": "dense"}, "dense_two_stage": {"mode": "dense", "two_stage": True},
-             "bm25": {"mode": "bm25"}, "hybrid": {"mode": "hybrid"}}
+             "bm25": {"mode": "bm25"}, "hybrid": {"mode": "hybrid"},
+             # code-aware ranking off; file-level results; a query naming an identifier (definition lookup)
+             "hybrid_no_rerank": {"mode": "hybrid", "rerank": False}, "hybrid_files": {"mode": "hybrid", "files": True},
+             "hybrid_identifier": {"mode": "hybrid", "identifier": True}}
+    ident_texts = [f"why does f_{int(rng.integers(n_chunks))} fail on {t}" for t in texts]
     for flt_name, flt in filters.items():
         for name, kw in cases.items():
             n = n_queries
-            ix.search(texts[0], limit=10, **kw, **flt)  # warm
+            kw = dict(kw)
+            run = ix.search_files if kw.pop("files", False) else ix.search
+            qs = ident_texts if kw.pop("identifier", False) else texts
+            run(qs[0], limit=10, **kw, **flt)  # warm
             times = []
-            for tx in texts[:n]:
+            for tx in qs[:n]:
                 t = time.perf_counter()
-                ix.search(tx, limit=10, **kw, **flt)
+                run(tx, limit=10, **kw, **flt)
                 times.append(time.perf_counter() - t)
             out[f"{name}/{flt_name}"] = {"queries": n, "p50_ms": round(pct(times, 50), 2),
                                          "p95_ms": round(pct(times, 95), 2), "mean_ms": round(statistics.mean(times) * 1000, 2)}

@@ -50,6 +50,8 @@ def main() -> None:
     ap.add_argument("--model", default=MINILM)
     ap.add_argument("--sample", type=int, default=0, help="ask at most this many queries (random, seed 0); 0: all")
     ap.add_argument("--out", default="benchmarks/results/index_quality.json")
+    ap.add_argument("--compare-rerank", action="store_true",
+                    help="only dense and hybrid, each with code-aware ranking on and off")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from codesift.index import IndexConfig, build_index, open_index
@@ -86,23 +88,27 @@ def main() -> None:
                             "chunks_per_s_embedding_only": round(report.chunks_embedded / max(report.embed_seconds, 1e-9), 1),
                             "chunks_per_s_excluding_embedding": round(report.chunks_total / max(wall - report.embed_seconds, 1e-9), 1)}}
         with open_index(root) as ix:
-            for mode, two in (("dense", False), ("bm25", False), ("hybrid", False), ("dense", True)):
+            runs = [(m, False, True) for m in ("dense", "bm25", "hybrid")] + [("dense", True, True)]
+            if args.compare_rerank:
+                runs = [(m, False, rr) for m in ("dense", "hybrid") for rr in (True, False)]
+            for mode, two, rerank in runs:
                 hits, rr, tops = 0, 0.0, []
                 for q in queries:
-                    res = ix.search(q["query"], limit=10, mode=mode, two_stage=two)
+                    res = ix.search(q["query"], limit=10, mode=mode, two_stage=two, rerank=rerank)
                     tops.append([r.id for r in res])
                     for rank, r in enumerate(res, 1):
                         if r.path == q["path"] and r.start_line <= q["line"] <= r.end_line:
                             hits += 1
                             rr += 1 / rank
                             break
-                key = f"{mode}{'_two_stage' if two else ''}"
+                key = f"{mode}{'_two_stage' if two else ''}{'' if rerank else '_no_rerank'}"
                 out[key] = {"recall@10": round(hits / len(queries), 4), "mrr@10": round(rr / len(queries), 4)}
                 out.setdefault("_tops", {})[key] = tops
                 print(key, out[key], flush=True)
-            full, two = out["_tops"].pop("dense"), out["_tops"].pop("dense_two_stage")
-            out["two_stage_overlap@10_vs_full_dense"] = round(
-                sum(len(set(a) & set(b)) / max(len(a), 1) for a, b in zip(full, two)) / len(full), 4)
+            if not args.compare_rerank:
+                full, two = out["_tops"].pop("dense"), out["_tops"].pop("dense_two_stage")
+                out["two_stage_overlap@10_vs_full_dense"] = round(
+                    sum(len(set(a) & set(b)) / max(len(a), 1) for a, b in zip(full, two)) / len(full), 4)
             out["small_dim"] = ix.status(check_staleness=False)["small_dim"]
             out.pop("_tops")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,7 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("CODESIFT_QUERY_SERVER", "0")  # CLI tests search in-process; query-server tests turn it on
 
 from pathlib import Path  # noqa: E402
 

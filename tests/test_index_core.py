@@ -126,7 +126,7 @@ def test_filters_apply_before_the_top_k_cut(tmp_path, emb):
         top = ix.search("parse config", limit=5)
         assert len(top) == 5 and all(t.score >= u.score for t, u in zip(top, top[1:]))
         d = top[0].to_dict()
-        assert set(d) == {"path", "start_line", "end_line", "symbol", "language", "score", "snippet"}
+        assert set(d) == {"path", "start_line", "end_line", "symbol", "kind", "language", "score", "snippet"}
         assert d["snippet"] and 1 <= d["start_line"] <= d["end_line"]
         two = ix.search("parse config", limit=5, mode="dense", two_stage=True)
         assert len(two) == 5

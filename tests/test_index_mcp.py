@@ -31,13 +31,13 @@ def test_mcp_stdio_round_trip_and_confinement(tmp_path, tiny_qwen_dir):
     async def session() -> None:
         async with Client(params, read_timeout_seconds=120) as client:
             names = {t.name for t in (await client.list_tools()).tools}
-            assert names == {"search_code", "find_similar", "index_status", "reindex"}
+            assert names == {"search_code", "find_similar", "explain_code", "answer_question", "index_status", "reindex"}
 
             res = await client.call_tool("search_code", {"query": "parse config", "limit": 5})
             assert not res.is_error
             hits = res.structured_content["results"]
             assert {h["path"] for h in hits} == {"src/conf.py", "src/stack.py"}
-            assert set(hits[0]) == {"path", "start_line", "end_line", "symbol", "language", "score", "snippet"}
+            assert set(hits[0]) == {"path", "start_line", "end_line", "symbol", "kind", "language", "score", "snippet"}
 
             res = await client.call_tool("search_code", {"query": "parse config", "path_glob": "!src/stack.py"})
             assert [h["path"] for h in res.structured_content["results"]] == ["src/conf.py"]
@@ -47,6 +47,32 @@ def test_mcp_stdio_round_trip_and_confinement(tmp_path, tiny_qwen_dir):
 
             res = await client.call_tool("find_similar", {"path": "src/conf.py", "line": 2})
             assert not res.is_error and [h["path"] for h in res.structured_content["results"]] == ["src/stack.py"]
+
+            res = await client.call_tool("find_similar", {"code": "def pop(self):\n    return self.items.pop()\n"})
+            assert not res.is_error and res.structured_content["results"]
+            res = await client.call_tool("find_similar", {"path": "src/conf.py"})
+            assert res.is_error and "path and line" in res.content[0].text
+
+            files = (await client.call_tool("search_code", {"query": "parse_config", "files": True})).structured_content
+            assert files["results"][0]["path"] == "src/conf.py" and files["results"][0]["chunks"]
+            assert len({h["path"] for h in files["results"]}) == len(files["results"])
+
+            long_query = "Traceback (most recent call last):\n" + "  File \"src/conf.py\", in parse_config\n" * 400
+            res = await client.call_tool("search_code", {"query": long_query, "limit": 3})
+            assert not res.is_error and res.structured_content["results"][0]["path"] == "src/conf.py"
+
+            res = await client.call_tool("search_code", {"query": "parse config", "budget": 5})
+            hits = res.structured_content["results"]
+            assert len(hits) == 1 and len(hits[0]["snippet"].split()) <= 5
+
+            res = await client.call_tool("explain_code", {"path": "src/conf.py", "line": 1})
+            assert not res.is_error and all(h["path"] != "src/conf.py" for h in res.structured_content["results"])
+            res = await client.call_tool("explain_code", {"code": "self.items.append(item)", "limit": 1})
+            assert not res.is_error and len(res.structured_content["results"]) == 1
+            res = await client.call_tool("answer_question", {"question": "how is a config file read?", "limit": 2})
+            assert not res.is_error and 1 <= len(res.structured_content["results"]) <= 2
+            res = await client.call_tool("answer_question", {"question": " "})
+            assert res.is_error and "empty" in res.content[0].text
 
             for outside in ("../secret.py", str(tmp_path / "secret.py"), "/etc/passwd"):
                 res = await client.call_tool("find_similar", {"path": outside, "line": 1})

@@ -312,7 +312,14 @@ def test_search_over_http_matches_the_library(emb, tiny_qwen_dir, tmp_path):
         assert r.status_code == 200, r.text
         assert r.json()["results"] == want
         assert {"path", "start_line", "end_line", "score", "snippet"} <= set(r.json()["results"][0])
+        long_query = "Traceback (most recent call last):\n" + "  File \"pkg/config.py\", in parse_config\n" * 500
+        r = httpx.post(f"{url}/v1/search", json={"query": long_query, "files": True, "budget": 10}, timeout=60,
+                       trust_env=False)
+        assert r.status_code == 200, r.text
+        files = r.json()["results"]
+        assert files[0]["path"] == "pkg/config.py" and files[0]["chunks"] and len(files[0]["snippet"].split()) <= 10
         for body, needle in [({"query": ""}, "query"), ({"query": "x", "limit": 0}, "limit"),
+                             ({"query": "x", "budget": 0}, "budget"),
                              ({"query": "x", "limit": 101}, "maximum"), ({"query": "x", "mode": "magic"}, "mode"),
                              ({"query": "x", "index_dir": "/etc"}, "index_dir")]:
             r = httpx.post(f"{url}/v1/search", json=body, timeout=30, trust_env=False)

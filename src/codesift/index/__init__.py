@@ -1,17 +1,37 @@
-"""Code search over a source tree: walking, incremental indexing into Milvus, hybrid search, MCP tools."""
+"""Code search over a source tree: walking, incremental indexing into Milvus, hybrid search, MCP tools.
+
+The names below are imported on first use, so that ``codesift.index.config`` or the query-server client
+can be imported without numpy, pymilvus or torch (a cold `codesift search` stays fast).
+"""
 
 from __future__ import annotations
 
-from codesift.index.config import IndexConfig, SearchConfig
-from codesift.index.indexer import Indexer, IndexReport, default_index_dir
-from codesift.index.search import CodeIndex, SearchResult, open_index
+import importlib
+from typing import TYPE_CHECKING
 
-__all__ = ["CodeIndex", "IndexConfig", "IndexReport", "Indexer", "SearchConfig", "SearchResult", "build_index",
-           "default_index_dir", "open_index"]
+__all__ = ["CodeIndex", "FileResult", "IndexConfig", "IndexReport", "Indexer", "SearchConfig", "SearchResult",
+           "build_index", "default_index_dir", "open_index"]
+
+_WHERE = {"IndexConfig": "config", "SearchConfig": "config", "Indexer": "indexer", "IndexReport": "indexer",
+          "default_index_dir": "indexer", "CodeIndex": "search", "FileResult": "search", "SearchResult": "search",
+          "open_index": "search"}
+
+if TYPE_CHECKING:
+    from codesift.index.config import IndexConfig, SearchConfig
+    from codesift.index.indexer import Indexer, IndexReport, default_index_dir
+    from codesift.index.search import CodeIndex, FileResult, SearchResult, open_index
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"codesift.index.{_WHERE[name]}"), name)
+    raise AttributeError(f"module 'codesift.index' has no attribute {name!r}")
 
 
 def build_index(root, index_dir=None, config: IndexConfig | None = None, embedder=None, progress=None) -> IndexReport:
     """Build or update the index of ``root`` (default index dir: ``root/.codesift``); returns the run's report."""
+    from codesift.index.indexer import Indexer
+
     ix = Indexer(root, index_dir, config, embedder=embedder)
     try:
         return ix.update(progress)

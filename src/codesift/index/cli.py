@@ -102,26 +102,46 @@ def escape_field(text: str) -> str:
     return "".join("\\\\" if c == "\\" else c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
-def _render_results(results, as_json: bool) -> None:
+def _render_results(results: list[dict], as_json: bool, files: bool = False) -> None:
+    """Print result dicts (chunks, or files with ``files``): JSON, grep-like lines when piped, else highlighted."""
     if as_json:
-        typer.echo(json.dumps([r.to_dict() for r in results], indent=2))
+        typer.echo(json.dumps(results, indent=2))
         return
     if not results:
         typer.echo("no results", err=True)
         return
     if not sys.stdout.isatty():  # grep-like lines for pipes
         for r in results:
-            typer.echo(f"{escape_field(r.path)}:{r.start_line}-{r.end_line}\t{r.score:.4f}\t{escape_field(r.symbol or '')}")
+            typer.echo(f"{escape_field(r['path'])}:{r['start_line']}-{r['end_line']}\t{r['score']:.4f}\t"
+                       f"{escape_field(r['symbol'] or '')}")
         return
     from rich.console import Console
     from rich.syntax import Syntax
 
     console = Console()
     for r in results:
-        console.print(f"[bold cyan]{r.path}[/]:[yellow]{r.start_line}-{r.end_line}[/]  "
-                      f"[magenta]{r.symbol or ''}[/]  [dim]score {r.score:.4f}[/]")
-        console.print(Syntax(r.snippet, r.language or "text", line_numbers=True, start_line=r.start_line,
+        console.print(f"[bold cyan]{r['path']}[/]:[yellow]{r['start_line']}-{r['end_line']}[/]  "
+                      f"[magenta]{r['symbol'] or ''}[/]  [dim]score {r['score']:.4f}[/]")
+        if files and len(r.get("chunks", ())) > 1:
+            console.print("[dim]  also: " + ", ".join(f"{c.get('start_line', '?')}-{c.get('end_line', '?')} "
+                                                      f"{c.get('symbol') or ''}".strip() for c in r["chunks"][1:]) + "[/]")
+        console.print(Syntax(r["snippet"], r["language"] or "text", line_numbers=True, start_line=r["start_line"],
                              word_wrap=False, theme="ansi_dark"))
+
+
+def _search(index_dir: Path, request: dict, use_server: bool) -> dict:
+    """Run one search through the index's query server (started on demand), else in this process."""
+    from codesift.index import query_server
+
+    if use_server and query_server.enabled():
+        try:
+            return query_server.request(index_dir, "search", request)
+        except query_server.QueryServerUnavailable as exc:
+            typer.secho(f"warning: searching in this process ({exc})", fg="yellow", err=True)
+    from codesift.index.search import CodeIndex
+
+    with CodeIndex(index_dir) as ix:
+        return query_server.run_search(ix, **request)
 
 
 def register(app: typer.Typer) -> None:
@@ -191,7 +211,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("search")
     def search_cmd(
-        query: str = typer.Argument(None, help="What to look for, in words (omit with --like)."),
+        query: str = typer.Argument(None, help="What to look for: words, an identifier, or a whole issue text (omit with --like)."),
         path: str = typer.Argument(None, help="Indexed source root (default: the nearest .codesift above the cwd)."),
         index: str = typer.Option(None, "--index", help="Index directory."),
         limit: int = typer.Option(10, "--limit", "-k", help="Number of results."),
@@ -199,63 +219,62 @@ def register(app: typer.Typer) -> None:
         path_glob: list[str] = typer.Option(None, "--path", "-p", help="Path glob (gitignore syntax); '!GLOB' excludes. Repeatable."),
         exclude_tests: bool = typer.Option(False, "--exclude-tests", help="Leave out test files."),
         like: str = typer.Option(None, "--like", help="FILE:LINE: find code similar to the chunk there (code2code)."),
+        files: bool = typer.Option(False, "--files", help="Rank files (by the evidence of their chunks) instead of chunks."),
+        budget: int = typer.Option(None, "--budget", help="Cap the snippets' total tokens (words and punctuation marks)."),
+        no_rerank: bool = typer.Option(False, "--no-rerank", help="Plain fusion order: no code-aware ranking "
+                                       "(definitions first, exact identifiers, tests and docs lower)."),
         mode: str = typer.Option("hybrid", "--mode", help="hybrid, dense or bm25."),
         two_stage: bool = typer.Option(False, "--two-stage", help="Matryoshka: scan at the small dim, rerank at full dim."),
         rrf_k: float = typer.Option(None, "--rrf-k", help="RRF constant (default 60)."),
         dense_weight: float = typer.Option(None, "--dense-weight", help="Weight of the dense list in fusion (default 1)."),
         bm25_weight: float = typer.Option(None, "--bm25-weight", help="Weight of the BM25 list in fusion (default 1)."),
         refresh: bool = typer.Option(False, "--refresh", help="Re-index changed files before searching."),
+        no_server: bool = typer.Option(False, "--no-server", help="Search in this process, not through the index's "
+                                       "background query server (also CODESIFT_QUERY_SERVER=0)."),
         as_json: bool = typer.Option(False, "--json", help="Print results as a JSON list."),
     ) -> None:
         """Search an index: hybrid dense + BM25 by default, or code similar to FILE:LINE with --like."""
-        from codesift.index.config import SearchConfig
-        from codesift.index.search import CodeIndex
-
         if like and query and path is None:
             query, path = None, query  # `codesift search --like F:L PATH`
         if not like and (query is None or not query.strip()):
             raise ValueError("the query is empty; run e.g. `codesift search \"parse a config file\"`")
-        cfg = SearchConfig()
+        if budget is not None and budget < 1:
+            raise ValueError("--budget must be a positive number of tokens")
+        config = {}
         for name, value in (("rrf_k", rrf_k), ("dense_weight", dense_weight), ("bm25_weight", bm25_weight)):
             if value is not None:
                 if not math.isfinite(value) or value < 0:  # nan passes `< 0`
                     raise ValueError(f"--{name.replace('_', '-')} must be a finite number >= 0, got {value}")
-                setattr(cfg, name, value)
+                config[name] = value
+        request = {"query": query, "like": like, "files": files, "refresh": refresh, "config": config,
+                   "limit": limit, "language": lang, "path_globs": list(path_glob or ()), "exclude_tests": exclude_tests}
+        if not like:
+            request.update(mode=mode, two_stage=two_stage, rerank=not no_rerank, budget=budget)
         index_dir = find_index_dir(path, index)
+        if not (index_dir / "manifest.sqlite").is_file():
+            raise FileNotFoundError(f"no codesift index at {index_dir}; build one with `codesift index PATH`")
         url = serving_url(index_dir)
-        if url is not None:  # the server holds the store: search through it
-            from codesift.index.search import SearchResult
+        if url is not None:  # `codesift serve` holds the store: search through it
             from codesift.model.inputs import check_text
 
-            if like or any(v is not None for v in (rrf_k, dense_weight, bm25_weight)):
+            if like or config:
                 raise ValueError(f"{index_dir} is served by {url}, whose search has no --like or fusion options; "
                                  "stop that server to use them")
             check_text(query, "the query")
             if refresh:
                 call_server(url, "/v1/index/refresh", {})
             body = {"query": query, "limit": limit, "language": lang, "path_globs": list(path_glob or []),
-                    "mode": mode, "exclude_tests": exclude_tests, "two_stage": two_stage}
-            _render_results([SearchResult(**h) for h in call_server(url, "/v1/search", body)["results"]], as_json)
+                    "mode": mode, "exclude_tests": exclude_tests, "two_stage": two_stage, "files": files,
+                    "rerank": not no_rerank, "budget": budget}
+            _render_results(call_server(url, "/v1/search", body)["results"], as_json, files=files)
             return
-        with CodeIndex(index_dir, search_config=cfg) as ix:
-            if refresh:
-                ix.refresh()
-            else:
-                st = ix.staleness()
-                if st["stale"]:
-                    typer.secho(f"warning: the index is stale ({st['added']} new, {st['changed']} changed, "
-                                f"{st['deleted']} deleted, {st['pending']} unfinished files); pass --refresh or run "
-                                "`codesift index`", fg="yellow", err=True)
-            if like:
-                file, sep, line = like.rpartition(":")
-                if not sep or not file or not line.isdigit():
-                    raise ValueError(f"--like wants FILE:LINE (e.g. src/app.py:42), got {like!r}")
-                results = ix.like(file, int(line), limit=limit, language=lang, path_globs=path_glob or (),
-                                  exclude_tests=exclude_tests)
-            else:
-                results = ix.search(query, limit=limit, language=lang, path_globs=path_glob or (), mode=mode,
-                                    exclude_tests=exclude_tests, two_stage=two_stage)
-        _render_results(results, as_json)
+        answer = _search(index_dir, request, use_server=not no_server)
+        st = answer.get("staleness")
+        if st and st["stale"]:
+            typer.secho(f"warning: the index is stale ({st['added']} new, {st['changed']} changed, "
+                        f"{st['deleted']} deleted, {st['pending']} unfinished files); pass --refresh or run "
+                        "`codesift index`", fg="yellow", err=True)
+        _render_results(answer["results"], as_json, files=files and not like)
 
     @app.command("status")
     def status_cmd(

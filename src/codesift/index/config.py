@@ -52,3 +52,22 @@ class SearchConfig:
     candidates: int = 100              # per-list depth fed into fusion (at least 5 x limit)
     rerank_factor: int = 10            # two-stage: small-dim candidates = rerank_factor x limit (at least 100)
     snippet_lines: int = 30            # lines of chunk text in a result's snippet
+    # a query over the model's limit: "max" (windows searched apart, a chunk's best similarity; measured best,
+    # docs/search.md), "rrf" (windows' lists fused by rank), "mean" (mean window vector) or "truncate" (head only)
+    long_query: str = "max"
+    max_query_windows: int = 32        # windows past this many are dropped (about 32 x the model's limit)
+    # windows end at a paragraph break (blank line) once they hold this many tokens; None: packed to the limit
+    window_min_tokens: int | None = 16
+    # code-aware ranking (ranking.py): score factors; 1.0 turns one off
+    test_factor: float = 0.5
+    doc_factor: float = 0.5
+    reference_factor: float = 0.85
+    identifier_factor: float = 3.0
+    file_chunk_weights: tuple[float, ...] = (1.0, 0.5, 0.25)  # a file's score: its best chunks, decaying
+    task_rerank_depth: int = 20        # qa / code2nl: top candidates re-embedded with the task's document prefix
+
+    def priors(self):
+        """The ranking factors as ``ranking.RankingPriors``."""
+        from codesift.index.ranking import RankingPriors
+
+        return RankingPriors(self.test_factor, self.doc_factor, self.reference_factor, self.identifier_factor)

@@ -154,7 +154,7 @@ class Indexer:
         self._store_written = False
         self._fresh = False
         self._drop_paths: set[str] = set()
-        self._new_rows: list[tuple] = []  # (id, path, language, is_test, vector, terms)
+        self._new_rows: list[tuple] = []  # (id, path, language, is_test, vector, terms, symbol, kind)
 
     def _before_store_write(self, paths) -> None:
         """Invalidate the vector mirror (committed) before the first store write of a run; note dropped paths."""
@@ -197,6 +197,10 @@ class Indexer:
             # with the in-memory mirror serving dense queries, the store's own vector index only has to exist:
             # FLAT skips Milvus Lite's slow HNSW build
             kind = "FLAT" if mirror_enabled(self.index_dir, self.config) else "HNSW"
+            if is_local_uri(store_uri_for(self.index_dir, self.config)):  # one process per Milvus Lite file
+                from codesift.index import query_server
+
+                query_server.stop(self.index_dir)
             self._store = ChunkStore(store_uri_for(self.index_dir, self.config), self.config.collection, dim, small,
                                      token=self.config.store_token, vector_index=kind)
             if not meta.get("dim"):
@@ -364,7 +368,8 @@ class Indexer:
         vectors = self._vectors(all_chunks, report)
         small = self.store.small_dim
         rows = [make_row(c, vectors[c.content_hash], small, looks_like_test(c.path)) for c in all_chunks]
-        self._new_rows.extend((r["id"], r["path"], r["language"], r["is_test"], vectors[c.content_hash], r["terms"])
+        self._new_rows.extend((r["id"], r["path"], r["language"], r["is_test"], vectors[c.content_hash], r["terms"],
+                               r["symbol"], r["kind"])
                               for r, c in zip(rows, all_chunks))
         ts = time.perf_counter()
         self._before_store_write(paths)
@@ -388,9 +393,10 @@ class Indexer:
         if base is None and self._fresh and self._store_written:
             base = VectorMirror.from_rows([], [], [], [], np.zeros((0, meta["dim"]), np.float32), meta["small_dim"], [])
         if base is not None:
-            cols = list(zip(*self._new_rows)) or [(), (), (), (), (), ()]
+            cols = list(zip(*self._new_rows)) or [()] * 8
             vecs = np.stack(cols[4]) if self._new_rows else np.zeros((0, meta["dim"]), dtype=np.float32)
-            mirror = base.apply(self._drop_paths, cols[0], cols[1], cols[2], cols[3], vecs, cols[5])
+            mirror = base.apply(self._drop_paths, cols[0], cols[1], cols[2], cols[3], vecs, cols[5], symbols=cols[6],
+                                kinds=cols[7])
             if self._fresh and len(mirror) != self.store.count():  # rows left in the store by an older manifest
                 mirror = VectorMirror.from_store(self.store)
         else:

@@ -19,14 +19,17 @@ from codesift.index.config import IndexConfig, SearchConfig
 from codesift.index.indexer import (Indexer, IndexReport, default_index_dir, mirror_enabled, store_mismatch,
                                    store_uri_for)
 from codesift.index.manifest import Manifest
-from codesift.index.store import OUTPUT_FIELDS, ChunkStore, StoreLockedError, quote
+from codesift.index.ranking import Candidate, fit_budget, fuse_windows, query_identifiers, query_windows, rank_files
+from codesift.index.ranking import rerank as code_rerank
+from codesift.index.store import OUTPUT_FIELDS, ChunkStore, StoreLockedError, in_list, is_local_uri, quote
 from codesift.index.vectors import META_KEY, ChunkFilter, VectorMirror
-from codesift.index.walk import walk_files
+from codesift.index.walk import looks_like_test, walk_files
 from codesift.model.inputs import check_text
 
 log = logging.getLogger(__name__)
 
 MODES = ("hybrid", "dense", "bm25")
+SEARCH_TASKS = ("nl2code", "code2code", "code2nl", "qa")
 
 
 @dataclass
@@ -44,9 +47,28 @@ class SearchResult:
     id: str = ""
 
     def to_dict(self) -> dict:
-        """JSON-able dict: path, start_line, end_line, symbol, language, score, snippet."""
+        """JSON-able dict: path, start_line, end_line, symbol, kind, language, score, snippet."""
         d = asdict(self)
-        return {k: d[k] for k in ("path", "start_line", "end_line", "symbol", "language", "score", "snippet")}
+        return {k: d[k] for k in ("path", "start_line", "end_line", "symbol", "kind", "language", "score", "snippet")}
+
+
+@dataclass
+class FileResult:
+    """One file, ranked by the evidence of its chunks: its best chunk's span and snippet, and its top chunks."""
+
+    path: str
+    score: float
+    language: str | None
+    start_line: int
+    end_line: int
+    symbol: str | None
+    kind: str | None
+    snippet: str
+    chunks: list[dict]
+
+    def to_dict(self) -> dict:
+        """JSON-able dict: path, score, language, the best chunk's start_line/end_line/symbol/kind/snippet, chunks."""
+        return asdict(self)
 
 
 def rrf_fuse(lists: list[list[dict]], weights: list[float], k: float) -> list[tuple[float, dict]]:
@@ -77,8 +99,11 @@ def split_globs(path_globs) -> tuple[list[str], list[str]]:
 class CodeIndex:
     """An index directory opened for search, status and refresh."""
 
-    def __init__(self, index_dir: str | Path, embedder=None, search_config: SearchConfig | None = None) -> None:
+    def __init__(self, index_dir: str | Path, embedder=None, search_config: SearchConfig | None = None,
+                 stop_query_server: bool = True) -> None:
         self.index_dir = Path(index_dir).resolve()
+        # a local store admits one process: opening it first asks the index's query server (if any) to exit
+        self._stop_query_server = stop_query_server
         manifest_path = self.index_dir / "manifest.sqlite"
         if not manifest_path.is_file():
             raise FileNotFoundError(f"no codesift index at {self.index_dir}; build one with `codesift index PATH`")
@@ -116,6 +141,10 @@ class CodeIndex:
         """The chunk store."""
         if self._store is None:
             meta = self.manifest.get_meta()
+            if self._stop_query_server and is_local_uri(store_uri_for(self.index_dir, self.config)):
+                from codesift.index import query_server
+
+                query_server.stop(self.index_dir)
             self._store = ChunkStore(store_uri_for(self.index_dir, self.config), self.config.collection,
                                      meta["dim"], meta["small_dim"], token=self.config.store_token)
             mismatch = store_mismatch(self.manifest, self._store, self.index_dir)
@@ -179,6 +208,8 @@ class CodeIndex:
     # ---- freshness
     def refresh(self, progress=None) -> IndexReport:
         """Re-index what changed in the tree since the last run."""
+        if self.manifest.get_meta().get("dim"):
+            self.store  # opened here, by this index's rules (the indexer reuses it)
         ix = self.indexer
         ix._embedder = ix._embedder or self._embedder
         ix._store = ix._store or self._store
@@ -293,32 +324,188 @@ class CodeIndex:
 
     # ---- search
     def search(self, query: str, limit: int = 10, language: str | None = None, path_globs=(), mode: str = "hybrid",
-               exclude_tests: bool = False, two_stage: bool = False) -> list[SearchResult]:
-        """Top ``limit`` chunks for a natural-language query (``mode``: hybrid, dense or bm25)."""
+               exclude_tests: bool = False, two_stage: bool = False, rerank: bool = True, budget: int | None = None,
+               task: str = "nl2code") -> list[SearchResult]:
+        """Top ``limit`` chunks for a query of any length (``mode``: hybrid, dense or bm25).
+
+        ``rerank``: code-aware ranking (definitions, exact identifiers, tests and docs lower; see ``ranking.py``).
+        ``budget``: cap on the snippets' total tokens (``ranking.snippet_tokens``). ``task``: the model task of the
+        dense leg: nl2code (a description), code2code (a piece of code), code2nl (docs for code), qa (a question).
+        """
+        ranked = self._candidates(query, limit, language, path_globs, mode, exclude_tests, two_stage, rerank, task)
+        return apply_budget(self._results([(c.score, c.row or {"id": c.id}) for c in ranked[:limit]]), budget)
+
+    def search_files(self, query: str, limit: int = 10, language: str | None = None, path_globs=(),
+                     mode: str = "hybrid", exclude_tests: bool = False, two_stage: bool = False, rerank: bool = True,
+                     budget: int | None = None, task: str = "nl2code") -> list[FileResult]:
+        """Top ``limit`` files, ranked by the evidence of their chunks (``ranking.rank_files``); same options as ``search``."""
+        self._check_limit(limit)
+        depth_limit = min(1000, max(limit * 4, 40))  # lists 5x deeper (20 x limit, >= 200): files need evidence
+        ranked = self._candidates(query, depth_limit, language, path_globs, mode, exclude_tests, two_stage, rerank, task)
+        files = rank_files(ranked, self.search_config.file_chunk_weights)[:limit]
+        fetched = self._results([(c.score, c.row or {"id": c.id}) for f in files for c in f.chunks])
+        by_id = {r.id: r for r in fetched}
+        out = []
+        for f in files:
+            chunks = [by_id[c.id] for c in f.chunks if c.id in by_id]
+            if not chunks:  # gone from the store since the mirror was read
+                continue
+            top = chunks[0]
+            out.append(FileResult(path=f.path, score=round(float(f.score), 6), language=f.language,
+                                  start_line=top.start_line, end_line=top.end_line, symbol=top.symbol, kind=top.kind,
+                                  snippet=top.snippet,
+                                  chunks=[{"start_line": r.start_line, "end_line": r.end_line, "symbol": r.symbol,
+                                           "kind": r.kind, "score": r.score} for r in chunks]))
+        return apply_budget(out, budget)
+
+    def _candidates(self, query: str, limit: int, language, path_globs, mode: str, exclude_tests: bool,
+                    two_stage: bool, rerank: bool, task: str, exclude_ids: tuple[str, ...] = ()) -> list[Candidate]:
+        """Fused (and, with ``rerank``, code-aware re-ranked) candidates, best first, at least ``limit`` deep."""
         if not isinstance(query, str) or not query.strip():
             raise ValueError("the query is empty; describe the code you are looking for, e.g. 'parse a config file'")
         check_text(query, "the query")
         self._check_limit(limit)
         if mode not in MODES:
             raise ValueError(f"unknown search mode {mode!r}; valid modes: {', '.join(MODES)}")
+        if task not in SEARCH_TASKS:
+            raise ValueError(f"unknown search task {task!r}; valid tasks: {', '.join(SEARCH_TASKS)}")
         flt = self.build_filter(language, path_globs, exclude_tests)
         if flt is None or not self.manifest.has_chunks():
             return []
+        if exclude_ids:
+            flt = dataclasses.replace(flt, exclude_ids=tuple(exclude_ids))
         cfg = self.search_config
         depth = max(cfg.candidates, 5 * limit)
         lists, weights = [], []
+        qvs = None
         if mode in ("hybrid", "dense"):
-            qv = self.embedder.encode([query], task="nl2code", role="query", normalize=True, show_progress=False)[0]
-            lists.append(self._dense(qv, depth if mode == "hybrid" else limit, flt, two_stage))
+            qvs = self.query_vectors(query, task)
+            lists.append(self._dense_windows(qvs, depth, flt, two_stage))
             weights.append(cfg.dense_weight)
         if mode in ("hybrid", "bm25"):
-            lists.append(self._bm25(query, depth if mode == "hybrid" else limit, flt))
+            lists.append(self._bm25(query, depth, flt))  # BM25 always reads the whole query
             weights.append(cfg.bm25_weight)
         if mode == "hybrid":
-            ranked = rrf_fuse(lists, weights, cfg.rrf_k)
+            fused = rrf_fuse(lists, weights, cfg.rrf_k)
         else:
-            ranked = [(row["distance"], row) for row in lists[0]]
-        return self._results(ranked[:limit])
+            fused = [(row["distance"], row) for row in lists[0]]
+        cands = self._to_candidates(fused)
+        if not rerank:
+            return cands
+        idents = query_identifiers(query) if task == "nl2code" else (set(), False)
+        if idents[0]:
+            cands += self._definitions(idents[0], flt, cands)
+        keep_docs_query = query if task == "nl2code" else query + " docs"  # code2nl and qa look for docs
+        cands = code_rerank(cands, keep_docs_query, cfg.priors(), path_globs if not isinstance(path_globs, str)
+                            else [path_globs], identifiers=idents)
+        if qvs is not None and task in ("qa", "code2nl"):
+            cands = self._task_rescore(cands, qvs, task)
+        return cands
+
+    def query_vectors(self, text: str, task: str = "nl2code") -> np.ndarray:
+        """The dense query vectors of ``text``: one row when it fits the model, else one per window.
+
+        Over the model's limit, ``SearchConfig.long_query`` decides: ``max`` or ``rrf`` (windows searched apart and
+        fused), ``mean`` (the windows' mean vector) or ``truncate`` (the head only). See docs/search.md.
+        """
+        emb = self.embedder
+        how = self.search_config.long_query
+        count = getattr(emb, "count_tokens", None)
+        limit = getattr(emb, "max_length", None)
+        if count is None or limit is None:  # an embedder without a tokenizer (stubs): let it cut
+            return emb.encode([text], task=task, role="query", normalize=True, truncate=True, show_progress=False)
+        if count([text], task=task, role="query")[0] <= limit or how == "truncate":
+            return emb.encode([text], task=task, role="query", normalize=True, truncate=True, show_progress=False)
+        overhead = count([""], task=task, role="query")[0]  # prefix and special tokens, paid by every window
+        budget = max(8, limit - overhead - 2)
+        windows = query_windows(text, lambda xs: [max(0, n - overhead) for n in count(xs, task=task, role="query")],
+                                budget, self.search_config.max_query_windows, self.search_config.window_min_tokens)
+        vecs = emb.encode(windows, task=task, role="query", normalize=True, truncate=True, show_progress=False)
+        if how == "mean":
+            mean = vecs.mean(axis=0)
+            return (mean / max(float(np.linalg.norm(mean)), 1e-12))[None, :].astype(np.float32)
+        return vecs
+
+    def _dense_windows(self, qvs: np.ndarray, depth: int, flt: ChunkFilter, two_stage: bool) -> list[dict]:
+        """The dense list of one query vector, or the fusion (``long_query``) of several windows' lists."""
+        if len(qvs) == 1:
+            return self._dense(qvs[0], depth, flt, two_stage)
+        rows: dict[str, dict] = {}
+        lists = []
+        for qv in qvs:
+            hits = self._dense(qv, depth, flt, two_stage)
+            for r in hits:
+                rows.setdefault(r["id"], r)
+            lists.append([(r["id"], r["distance"]) for r in hits])
+        how = self.search_config.long_query
+        fused = fuse_windows(lists, "rrf" if how == "rrf" else "max", self.search_config.rrf_k)
+        return [{**rows[i], "distance": s} for i, s in fused[:depth]]
+
+    def _to_candidates(self, fused: list[tuple[float, dict]]) -> list[Candidate]:
+        """Ranking candidates of (score, row) pairs: features from the rows (store hits) or, in one vectorised
+        lookup, from the mirror (hits that carry only an id)."""
+        out: list[Candidate | None] = [None] * len(fused)
+        mirror = self._mirror
+        lookup: list[tuple[int, int]] = []   # (index in fused, mirror row)
+        for n, (score, row) in enumerate(fused):
+            if "path" in row:
+                out[n] = Candidate(row["id"], float(score), row["path"], row.get("language") or "",
+                                   row.get("symbol") or "", row.get("kind") or "", looks_like_test(row["path"]), row)
+                continue
+            pos = mirror.position(row["id"]) if mirror is not None else None
+            if pos is None:
+                out[n] = Candidate(row["id"], float(score), "", row=row)
+            else:
+                lookup.append((n, pos))
+        if lookup:
+            rows = np.fromiter((p for _, p in lookup), dtype=np.int64, count=len(lookup))
+            paths = mirror.paths[mirror.path_codes[rows]].tolist()
+            langs = mirror.languages[mirror.language_codes[rows]].tolist()
+            kinds = mirror.kinds[mirror.kind_codes[rows]].tolist()
+            tests = mirror.is_test[rows].tolist()
+            for (n, pos), path, lang, kind, test in zip(lookup, paths, langs, kinds, tests):
+                score, row = fused[n]
+                out[n] = Candidate(row["id"], float(score), path, lang, mirror.symbols[pos], kind, test, row)
+        return out
+
+    def _definitions(self, names: set[str], flt: ChunkFilter, have: list[Candidate]) -> list[Candidate]:
+        """Chunks defining a query identifier that fusion left out, entering at the weakest candidate's score
+        (the identifier factor then lifts them, as it lifts the definitions fusion found)."""
+        seen = {c.id for c in have}
+        floor = min((c.score for c in have), default=1.0)
+        mirror = self.vector_mirror()
+        if mirror is not None:
+            mask = mirror.mask(flt)
+            rows = [r for r in mirror.defining(names) if mask is None or mask[r]][:200]
+            return self._to_candidates([(floor, {"id": i}) for i in (str(mirror.ids[r]) for r in rows) if i not in seen])
+        exact = in_list("symbol", sorted(names))
+        expr = " and ".join(p for p in (f"({exact})", flt.expr()) if p)
+        found = self.store.query(expr, output_fields=OUTPUT_FIELDS, limit=200)
+        return self._to_candidates([(floor, r) for r in found if r["id"] not in seen])
+
+    def _task_rescore(self, cands: list[Candidate], qvs: np.ndarray, task: str) -> list[Candidate]:
+        """qa and code2nl: re-embed the top candidates with the task's document prefix and rank them by it.
+
+        The index embeds every chunk as an nl2code document; a model trained with task prefixes matches
+        answers and comments best under their own. Plain encoders (no prefixes) skip this.
+        """
+        emb = self.embedder
+        prefix = getattr(emb, "prefix", None)
+        if prefix is None or prefix(task, "document") == prefix("nl2code", "document"):
+            return cands
+        top = cands[: self.search_config.task_rerank_depth]
+        results = self._results([(c.score, c.row or {"id": c.id}) for c in top])
+        texts = {r.id: r.snippet for r in results}
+        top = [c for c in top if c.id in texts]
+        if not top:
+            return cands
+        docs = emb.encode([texts[c.id] for c in top], task=task, role="document", normalize=True, truncate=True,
+                          show_progress=False)
+        sims = (docs @ np.asarray(qvs, dtype=np.float32).T).max(axis=1)
+        for c, s in zip(top, sims):
+            c.score = float(s)
+        top.sort(key=lambda c: -c.score)
+        return top + cands[len(top):]
 
     def dense_vector_search(self, vector: np.ndarray, limit: int = 10, filter: ChunkFilter | None = None,
                             two_stage: bool = False) -> list[SearchResult]:
@@ -329,14 +516,7 @@ class CodeIndex:
              exclude_tests: bool = False) -> list[SearchResult]:
         """Chunks similar to the indexed chunk covering ``path:line`` (code2code task), the chunk itself excluded."""
         self._check_limit(limit)
-        rel = self.relative_path(path)
-        if not isinstance(line, int) or line < 1:
-            raise ValueError(f"line must be a positive integer, got {line!r}")
-        rows = self.store.query(f"path == {quote(rel)} and start_line <= {line} and end_line >= {line}",
-                                output_fields=["path", "start_line", "end_line", "text"])
-        if not rows:
-            raise ValueError(f"no indexed chunk covers {rel}:{line}; check the line number or re-index the file")
-        src = min(rows, key=lambda r: r["end_line"] - r["start_line"])
+        src = self.chunk_at(path, line)
         flt = self.build_filter(language, path_globs, exclude_tests)
         if flt is None:
             return []
@@ -344,6 +524,30 @@ class CodeIndex:
         qv = self.embedder.encode([src["text"]], task="code2code", role="query", normalize=True, truncate=True,
                                   show_progress=False)[0]
         return self._results([(r["distance"], r) for r in self._dense(qv, limit, flt, False)[:limit]])
+
+    def chunk_at(self, path: str, line: int) -> dict:
+        """The indexed chunk covering ``path:line`` (the smallest one): id, path, start_line, end_line, text."""
+        rel = self.relative_path(path)
+        if not isinstance(line, int) or isinstance(line, bool) or line < 1:
+            raise ValueError(f"line must be a positive integer, got {line!r}")
+        rows = self.store.query(f"path == {quote(rel)} and start_line <= {line} and end_line >= {line}",
+                                output_fields=["path", "start_line", "end_line", "text"])
+        if not rows:
+            raise ValueError(f"no indexed chunk covers {rel}:{line}; check the line number or re-index the file")
+        return min(rows, key=lambda r: r["end_line"] - r["start_line"])
+
+    def explain(self, code: str | None = None, path: str | None = None, line: int | None = None, limit: int = 5,
+                budget: int | None = None) -> list[SearchResult]:
+        """The docs and comments that explain a piece of code (code2nl task): pasted ``code``, or the chunk at
+        ``path:line`` (which is itself left out of the answer)."""
+        exclude: tuple[str, ...] = ()
+        if code is None:
+            if path is None or line is None:
+                raise ValueError("pass the code to explain, or a path and line of indexed code")
+            src = self.chunk_at(path, line)
+            code, exclude = src["text"], (src["id"],)
+        ranked = self._candidates(code, limit, None, (), "hybrid", False, False, True, "code2nl", exclude)
+        return apply_budget(self._results([(c.score, c.row or {"id": c.id}) for c in ranked[:limit]]), budget)
 
     def relative_path(self, path: str) -> str:
         """``path`` (absolute, or relative to the root) as a root-relative posix path; refuses paths outside the root."""
@@ -419,6 +623,22 @@ class CodeIndex:
         return SearchResult(path=row["path"], start_line=int(row["start_line"]), end_line=int(row["end_line"]),
                             symbol=row.get("symbol") or None, language=row.get("language") or None,
                             score=round(float(score), 6), snippet=snippet, kind=row.get("kind") or None, id=row["id"])
+
+
+def apply_budget(results: list, budget: int | None) -> list:
+    """The leading results whose snippets fit ``budget`` tokens in all (``ranking.snippet_tokens``): the last one
+    kept may be cut at a line boundary; at least one result is kept (with an empty snippet if need be)."""
+    if budget is None:
+        return results
+    fitted = fit_budget([r.snippet for r in results], budget)  # checks the budget even when nothing matched
+    if not results:
+        return results
+    out = []
+    for r, text in zip(results, fitted):
+        if text is None:
+            break
+        out.append(dataclasses.replace(r, snippet=text))
+    return out or [dataclasses.replace(results[0], snippet="")]
 
 
 def open_index(index_dir: str | Path, embedder=None) -> CodeIndex:

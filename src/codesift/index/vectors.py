@@ -61,7 +61,8 @@ class VectorMirror:
 
     def __init__(self, ids: np.ndarray, paths: np.ndarray, path_codes: np.ndarray, languages: np.ndarray,
                  language_codes: np.ndarray, is_test: np.ndarray, vectors: np.ndarray, small_dim: int,
-                 postings: Postings, token: str = "") -> None:
+                 postings: Postings, token: str = "", symbols: list[str] | None = None,
+                 kinds: np.ndarray | None = None, kind_codes: np.ndarray | None = None) -> None:
         self.ids, self.paths, self.path_codes = ids, paths, path_codes
         self.languages, self.language_codes, self.is_test = languages, language_codes, is_test
         self.vectors = np.ascontiguousarray(vectors, dtype=np.float16)
@@ -71,7 +72,12 @@ class VectorMirror:
         self.small = small.astype(np.float16)
         self.postings = postings
         self.token = token
+        # symbol and kind of every row, for code-aware ranking (definitions, exact identifiers) without the store
+        self.symbols = list(symbols) if symbols is not None else [""] * len(ids)
+        self.kinds = kinds if kinds is not None else np.asarray([""])
+        self.kind_codes = kind_codes if kind_codes is not None else np.zeros(len(ids), dtype=np.int16)
         self._id_pos: dict[str, int] | None = None
+        self._definitions: dict[str, list[int]] | None = None
         self._path_pos = {p: i for i, p in enumerate(paths.tolist())}
         self._lang_pos = {lang: i for i, lang in enumerate(languages.tolist())}
 
@@ -81,28 +87,34 @@ class VectorMirror:
     # ---- building
     @classmethod
     def from_rows(cls, ids, paths, languages, is_test, vectors, small_dim: int, terms=None,
-                  postings: Postings | None = None) -> VectorMirror:
+                  postings: Postings | None = None, symbols=None, kinds=None) -> VectorMirror:
         """A mirror from per-row columns (strings, bools), an (n, dim) array and the rows' BM25 ``terms`` (or postings)."""
         uniq_paths, path_codes = np.unique(np.asarray(paths, dtype=str), return_inverse=True)
         uniq_langs, lang_codes = np.unique(np.asarray(languages, dtype=str), return_inverse=True)
+        kinds = [""] * len(ids) if kinds is None else kinds
+        uniq_kinds, kind_codes = np.unique(np.asarray(list(kinds) or [""], dtype=str), return_inverse=True)
         vectors = np.asarray(vectors, dtype=np.float16)
         dim = vectors.shape[1] if vectors.ndim == 2 else 0
         return cls(np.asarray(ids, dtype=str), uniq_paths, path_codes.astype(np.int32).reshape(-1), uniq_langs,
                    lang_codes.astype(np.int16).reshape(-1), np.asarray(is_test, dtype=bool),
-                   vectors.reshape(len(ids), dim), small_dim, postings or Postings.build(list(terms)))
+                   vectors.reshape(len(ids), dim), small_dim, postings or Postings.build(list(terms)),
+                   symbols=[s or "" for s in symbols] if symbols is not None else None, kinds=uniq_kinds,
+                   kind_codes=kind_codes.astype(np.int16).reshape(-1)[: len(ids)])
 
     @classmethod
     def from_store(cls, store, batch_size: int = 4096) -> VectorMirror:
         """Read every row's id, filter columns and vector from the store (the recovery path)."""
-        ids, paths, langs, tests, vecs, terms = [], [], [], [], [], []
-        for rows in store.iterate(["path", "language", "is_test", "vector", "terms"], batch_size):
+        ids, paths, langs, tests, vecs, terms, symbols, kinds = [], [], [], [], [], [], [], []
+        for rows in store.iterate(["path", "language", "is_test", "vector", "terms", "symbol", "kind"], batch_size):
             for r in rows:
                 ids.append(r["id"]), paths.append(r["path"]), langs.append(r["language"]), tests.append(r["is_test"])
                 vecs.append(np.asarray(r["vector"], dtype=np.float16)), terms.append(r["terms"])
+                symbols.append(r["symbol"]), kinds.append(r["kind"])
         arr = np.stack(vecs) if vecs else np.zeros((0, store.dim), dtype=np.float16)
-        return cls.from_rows(ids, paths, langs, tests, arr, store.small_dim, terms)
+        return cls.from_rows(ids, paths, langs, tests, arr, store.small_dim, terms, symbols=symbols, kinds=kinds)
 
-    def apply(self, drop_paths: set[str], ids, paths, languages, is_test, vectors, terms) -> VectorMirror:
+    def apply(self, drop_paths: set[str], ids, paths, languages, is_test, vectors, terms, symbols=None,
+              kinds=None) -> VectorMirror:
         """A new mirror without the rows of ``drop_paths`` nor rows whose id is re-added, plus the new rows."""
         drop_codes = [self._path_pos[p] for p in drop_paths if p in self._path_pos]
         keep = ~np.isin(self.path_codes, drop_codes) if drop_codes else np.ones(len(self), dtype=bool)
@@ -117,7 +129,10 @@ class VectorMirror:
             np.concatenate([self.languages[self.language_codes[keep]], np.asarray(languages, dtype=str)]),
             np.concatenate([self.is_test[keep], np.asarray(is_test, dtype=bool)]),
             np.concatenate([self.vectors[keep], new_vecs]), self.small_dim,
-            postings=Postings.build(list(terms), base=self.postings, keep=keep))
+            postings=Postings.build(list(terms), base=self.postings, keep=keep),
+            symbols=[s for s, k in zip(self.symbols, keep) if k] + list(symbols if symbols is not None else [""] * len(new_ids)),
+            kinds=np.concatenate([self.kinds[self.kind_codes[keep]],
+                                  np.asarray(list(kinds) if kinds is not None else [""] * len(new_ids), dtype=str)]))
 
     # ---- disk
     def save(self, index_dir: Path) -> str:
@@ -127,7 +142,9 @@ class VectorMirror:
         with open(tmp, "wb") as fh:
             np.savez(fh, token=np.asarray(self.token), ids=self.ids, paths=self.paths, path_codes=self.path_codes,
                      languages=self.languages, language_codes=self.language_codes, is_test=self.is_test,
-                     vectors=self.vectors, small_dim=np.asarray(self.small_dim), **self.postings.arrays())
+                     vectors=self.vectors, small_dim=np.asarray(self.small_dim),
+                     symbols=np.asarray("\n".join(s.replace("\n", " ") for s in self.symbols)), kinds=self.kinds,
+                     kind_codes=self.kind_codes, **self.postings.arrays())
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, Path(index_dir) / SIDECAR)
@@ -151,11 +168,39 @@ class VectorMirror:
             with np.load(Path(index_dir) / SIDECAR) as z:
                 if str(z["token"]) != token:
                     return None
+                if "symbols" not in z.files:  # written before the mirror kept symbols: rebuild once from the store
+                    log.info("%s predates symbol columns; rebuilding it from the store", SIDECAR)
+                    return None
+                text = str(z["symbols"])
+                symbols = text.split("\n") if len(z["ids"]) else []
                 return cls(z["ids"], z["paths"], z["path_codes"], z["languages"], z["language_codes"], z["is_test"],
-                           z["vectors"], int(z["small_dim"]), Postings.from_arrays(z), token)
-        except Exception as exc:  # truncated (BadZipFile, EOFError), partial or foreign: rebuild the cache
+                           z["vectors"], int(z["small_dim"]), Postings.from_arrays(z), token, symbols=symbols,
+                           kinds=z["kinds"], kind_codes=z["kind_codes"])
+        except Exception as exc:  # truncated (BadZipFile, EOFError), partial, older or foreign: rebuild the cache
             log.warning("could not read %s (%s: %s); rebuilding it from the store", SIDECAR, type(exc).__name__, exc)
             return None
+
+    # ---- code-aware lookups
+    def position(self, chunk_id: str) -> int | None:
+        """Row of a chunk id (None when absent)."""
+        if self._id_pos is None:
+            self._id_pos = {i: n for n, i in enumerate(self.ids.tolist())}
+        return self._id_pos.get(chunk_id)
+
+    def kind_of(self, row: int) -> str:
+        """The chunk kind of a row ('function', 'class', 'method', 'block', 'window' or '')."""
+        return str(self.kinds[self.kind_codes[row]])
+
+    def defining(self, names: set[str]) -> list[int]:
+        """Rows whose symbol is one of ``names``: the whole qualified name or its last dotted part, case-sensitive."""
+        if self._definitions is None:
+            table: dict[str, list[int]] = {}
+            for row, symbol in enumerate(self.symbols):
+                for part in symbol.split(", ") if symbol else ():
+                    for key in {part, part.rsplit(".", 1)[-1]}:
+                        table.setdefault(key, []).append(row)
+            self._definitions = table
+        return sorted({r for n in names for r in self._definitions.get(n, ())})
 
     # ---- search
     def mask(self, flt: ChunkFilter | None) -> np.ndarray | None:
@@ -177,9 +222,7 @@ class VectorMirror:
             m &= ~hit if flt.negate_paths else hit
             constrained = True
         if flt.exclude_ids:
-            if self._id_pos is None:
-                self._id_pos = {i: n for n, i in enumerate(self.ids.tolist())}
-            m[[self._id_pos[i] for i in flt.exclude_ids if i in self._id_pos]] = False
+            m[[p for p in map(self.position, flt.exclude_ids) if p is not None]] = False
             constrained = True
         return m if constrained else None
 

@@ -505,10 +505,11 @@ def create_app(config: ServeConfig, embedder: Any | None = None, on_load_failure
         if body.limit > config.max_search_limit:
             raise APIError(400, f"limit={body.limit} is over the maximum of {config.max_search_limit}", param="limit")
         try:
-            results = await batcher.run_in_engine(state.index.search, body.query, limit=body.limit,
+            run = state.index.search_files if body.files else state.index.search
+            results = await batcher.run_in_engine(run, body.query, limit=body.limit,
                                                   language=body.language, path_globs=list(body.path_globs),
                                                   mode=body.mode, exclude_tests=body.exclude_tests,
-                                                  two_stage=body.two_stage)
+                                                  two_stage=body.two_stage, rerank=body.rerank, budget=body.budget)
         except ValueError as exc:
             raise APIError(400, str(exc)) from None
         return json_response({"object": "list", "query": body.query, "mode": body.mode,

@@ -1,7 +1,13 @@
 """`codesift mcp`: the code index as MCP tools for coding agents (official `mcp` SDK, stdio transport).
 
-Tools: ``search_code``, ``find_similar``, ``index_status``, ``reindex``. Every path a tool accepts or
-returns lies inside one of the indexed roots given at start; anything else is refused.
+Tools, one per job an agent has (docs/search.md):
+- ``search_code``: code for a description, identifier or issue text (nl2code), chunks or ``files``;
+- ``find_similar``: code like a given piece of code (code2code);
+- ``explain_code``: the docs and comments that explain a piece of code (code2nl);
+- ``answer_question``: docs and code that answer a question (qa);
+- ``index_status``, ``reindex``: honest freshness, and a way to restore it.
+Every search tool takes ``limit`` and ``budget`` (a cap on the snippets' total tokens). Every path a tool
+accepts or returns lies inside one of the indexed roots given at start; anything else is refused.
 """
 
 from __future__ import annotations
@@ -88,45 +94,100 @@ def build_server(roots: list[str | Path], embedder=None):
     indexed = IndexedRoots(roots, embedder)
     server = MCPServer(
         "codesift",
-        instructions="Semantic + keyword code search over the indexed repositories. Use search_code with a "
-                     "description of the code you need; find_similar with a file and line to find related code.",
+        instructions="Semantic + keyword code search over the indexed repositories. search_code: a description, "
+                     "an identifier or a whole issue text (files=true: which files to open); find_similar: code like "
+                     "a file:line or pasted code; explain_code: the docs/comments for a piece of code; "
+                     "answer_question: docs and code answering a question. budget caps snippet tokens.",
     )
 
-    def _hits(root: Path, results) -> list[dict]:
-        out = []
-        for r in results:
-            d = r.to_dict()
-            d["path"] = indexed.label(root, d["path"])
-            out.append(d)
-        return out
-
-    @server.tool(structured_output=True)
-    @_user_errors
-    def search_code(query: str, path_glob: str | None = None, language: str | None = None, limit: int = 10) -> dict[str, Any]:
-        """Find code by meaning and keywords (hybrid dense + BM25). path_glob: gitignore-style glob, '!glob' excludes."""
-        if not isinstance(query, str) or not query.strip():
-            raise ValueError("query is empty; describe the code you are looking for")
-        hits: list[dict] = []
+    def _across_roots(run, language: str | None, limit: int, budget: int | None) -> dict[str, Any]:
+        """``run(index)`` on every root, merged best first, cut to ``limit`` and to the token budget."""
+        hits: list = []
         for root in indexed.roots:
             with indexed._locks[root]:
                 ix = indexed.index(root)
                 if (len(indexed.roots) > 1 and language
                         and language.strip().lower() not in ix.status(check_staleness=False)["languages"]):
                     continue  # with several roots, a language missing from one of them is not an error
-                res = ix.search(query, limit=limit, language=language or None,
-                                path_globs=[path_glob] if path_glob else ())
-            hits += _hits(root, res)
-        hits.sort(key=lambda d: -d["score"])
-        return {"results": hits[:limit]}
+                hits += [(root, r) for r in run(ix)]
+        return _merge(hits, limit, budget)
+
+    def _one_root(path: str | None, line: int | None, code: str | None) -> list[Path]:
+        if code is not None:
+            if not isinstance(code, str) or not code.strip():
+                raise ValueError("code is empty; paste the code, or pass path and line instead")
+            return indexed.roots
+        if path is None or line is None:
+            raise ValueError("pass either code, or path and line of indexed code")
+        return [indexed.locate(path)[0]]
 
     @server.tool(structured_output=True)
     @_user_errors
-    def find_similar(path: str, line: int, limit: int = 10) -> dict[str, Any]:
-        """Find code similar to the chunk at path:line (code2code), inside the indexed roots."""
-        root, rel = indexed.locate(path)
-        with indexed._locks[root]:
-            res = indexed.index(root).like(rel, line, limit=limit)
-        return {"results": _hits(root, res)}
+    def search_code(query: str, path_glob: str | None = None, language: str | None = None, limit: int = 10,
+                    files: bool = False, budget: int | None = None, rerank: bool = True,
+                    mode: str = "hybrid") -> dict[str, Any]:
+        """Find code for a description, an identifier or a whole issue text (nl2code; hybrid dense + BM25).
+
+        files: rank files instead of chunks (which files to open). budget: cap on the snippets' total tokens
+        (words and punctuation marks). rerank=false turns off code-aware ranking (definitions first, tests
+        and docs lower). path_glob: gitignore-style glob, '!glob' excludes. mode: hybrid, dense or bm25.
+        """
+        if not isinstance(query, str) or not query.strip():
+            raise ValueError("query is empty; describe the code you are looking for")
+        globs = [path_glob] if path_glob else ()
+        opts = dict(limit=limit, language=language or None, path_globs=globs, mode=mode, rerank=rerank)
+        if files:
+            return _across_roots(lambda ix: ix.search_files(query, **opts), language, limit, budget)
+        return _across_roots(lambda ix: ix.search(query, **opts), language, limit, budget)
+
+    @server.tool(structured_output=True)
+    @_user_errors
+    def find_similar(path: str | None = None, line: int | None = None, code: str | None = None, limit: int = 10,
+                     budget: int | None = None) -> dict[str, Any]:
+        """Find code similar to a piece of code (code2code): the chunk at path:line, or pasted code."""
+        roots = _one_root(path, line, code)
+        out: list = []
+        for root in roots:
+            with indexed._locks[root]:
+                ix = indexed.index(root)
+                if code is None:
+                    res = ix.like(indexed.locate(path)[1], line, limit=limit)
+                else:
+                    res = ix.search(code, limit=limit, task="code2code", rerank=False)
+            out += [(root, r) for r in res]
+        return _merge(out, limit, budget)
+
+    @server.tool(structured_output=True)
+    @_user_errors
+    def explain_code(path: str | None = None, line: int | None = None, code: str | None = None, limit: int = 5,
+                     budget: int | None = None) -> dict[str, Any]:
+        """Find the docs and comments that explain a piece of code (code2nl): the chunk at path:line, or pasted code."""
+        roots = _one_root(path, line, code)
+        out: list = []
+        for root in roots:
+            with indexed._locks[root]:
+                ix = indexed.index(root)
+                res = ix.explain(code=code, limit=limit) if code is not None else \
+                    ix.explain(path=indexed.locate(path)[1], line=line, limit=limit)
+            out += [(root, r) for r in res]
+        return _merge(out, limit, budget)
+
+    @server.tool(structured_output=True)
+    @_user_errors
+    def answer_question(question: str, limit: int = 5, budget: int | None = None) -> dict[str, Any]:
+        """Find the docs and code that answer a question about the repository (qa task)."""
+        if not isinstance(question, str) or not question.strip():
+            raise ValueError("question is empty; ask e.g. 'how do I configure the cache size?'")
+        return _across_roots(lambda ix: ix.search(question, limit=limit, task="qa"), None, limit, budget)
+
+    def _merge(hits: list, limit: int, budget: int | None) -> dict[str, Any]:
+        """(root, result) pairs best first, cut to ``limit`` and the token budget, paths labelled by root."""
+        from codesift.index.search import apply_budget
+
+        hits.sort(key=lambda t: -t[1].score)
+        top = hits[:limit]
+        kept = apply_budget([r for _, r in top], budget)
+        return {"results": [{**r.to_dict(), "path": indexed.label(root, r.path)} for (root, _), r in zip(top, kept)]}
 
     @server.tool(structured_output=True)
     @_user_errors

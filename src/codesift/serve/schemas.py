@@ -56,6 +56,9 @@ class SearchRequest(BaseModel):
     mode: Literal["hybrid", "dense", "bm25"] = "hybrid"
     exclude_tests: StrictBool = False
     two_stage: StrictBool = False  # Matryoshka: scan at the small dim, rerank at full dim
+    files: StrictBool = False      # rank files by the evidence of their chunks
+    rerank: StrictBool = True      # code-aware ranking: definitions first, tests and docs lower
+    budget: StrictInt | None = Field(default=None, ge=1)  # cap on the snippets' total tokens
 
 
 def encode_vectors(vectors: np.ndarray, kind: EmbeddingType) -> list:

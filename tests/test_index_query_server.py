@@ -1,0 +1,153 @@
+"""The per-index query server behind a cold `codesift search`: reuse, stale sockets, changed indexes, the store
+lock, idle exit, and imports kept light."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from codesift.index import IndexConfig, build_index, query_server
+from codesift.index.manifest import Manifest
+
+from test_index_ranking import REPO, BagOfWords, make_repo
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie (exited, not yet reaped by its parent) counts as gone
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def wait_dead(pid: int, timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not alive(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.fixture
+def bm25_index(tmp_path, monkeypatch):
+    """An index built with a stand-in model: the server can answer BM25 queries (no model needed)."""
+    monkeypatch.setenv(query_server.ENABLE_ENV, "1")
+    root = tmp_path / "repo"
+    make_repo(root, REPO)
+    build_index(root, config=IndexConfig(model="bag-of-words"), embedder=BagOfWords())
+    yield root, root / ".codesift"
+    query_server.stop(root / ".codesift")
+
+
+def bm25(index_dir: Path, query: str = "parse_config") -> list[dict]:
+    return query_server.request(index_dir, "search", {"query": query, "mode": "bm25", "limit": 3})["results"]
+
+
+def test_server_is_reused_and_survives_a_stale_socket(bm25_index):
+    root, index_dir = bm25_index
+    path = query_server.socket_path(index_dir)
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(path))  # a socket file nobody listens on: what a killed server leaves behind
+    stale.close()
+    assert path.exists()
+    hits = bm25(index_dir)
+    assert hits[0]["path"] == "src/parse.py" and hits[0]["symbol"] == "parse_config"
+    pid = query_server.request(index_dir, "ping")["pid"]
+    assert query_server.request(index_dir, "ping")["pid"] == pid
+    with pytest.raises(ValueError, match="limit"):
+        query_server.request(index_dir, "search", {"query": "x", "limit": 0})
+    assert query_server.request(index_dir, "ping")["pid"] == pid  # a user error does not kill the server
+    assert query_server.stop(index_dir) and wait_dead(pid) and not path.exists()
+
+
+def test_changed_index_gets_a_fresh_server(bm25_index):
+    root, index_dir = bm25_index
+    pid = query_server.request(index_dir, "ping")["pid"]
+    m = Manifest(index_dir / "manifest.sqlite")
+    m.set_meta(fingerprint="another-model")
+    m.close()
+    new = query_server.request(index_dir, "ping")["pid"]
+    assert new != pid and wait_dead(pid)
+    assert bm25(index_dir)[0]["path"] == "src/parse.py"
+
+
+def test_indexing_stops_the_server_and_new_files_are_found(bm25_index):
+    root, index_dir = bm25_index
+    pid = query_server.request(index_dir, "ping")["pid"]
+    (root / "src/fresh.py").write_text("def brand_new_helper():\n    return 1\n")
+    report = build_index(root, embedder=BagOfWords())  # opens the Milvus Lite store the server held
+    assert report.files_changed == 1 and wait_dead(pid)
+    assert bm25(index_dir, "brand_new_helper")[0]["path"] == "src/fresh.py"
+
+
+def test_idle_server_exits(bm25_index, monkeypatch):
+    root, index_dir = bm25_index
+    monkeypatch.setenv(query_server.IDLE_ENV, "1")
+    pid = query_server.request(index_dir, "ping")["pid"]
+    assert wait_dead(pid, 30.0) and not query_server.socket_path(index_dir).exists()
+
+
+def test_long_index_paths_use_a_private_socket_folder(tmp_path):
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    path = query_server.socket_path(deep)
+    assert len(str(path)) <= 100 and path.parent != deep and oct(path.parent.stat().st_mode)[-3:] == "700"
+    assert query_server.socket_path(deep) == path
+
+
+def test_cli_search_through_the_server_matches_in_process(tmp_path, tiny_qwen_dir, monkeypatch):
+    from codesift.cli import app
+
+    root = tmp_path / "repo"
+    make_repo(root, REPO)
+    build_index(root, config=IndexConfig(model=str(tiny_qwen_dir)))
+    run = CliRunner().invoke
+    monkeypatch.setenv(query_server.ENABLE_ENV, "0")
+    args = ["search", "parse config", str(root), "--json", "-k", "5"]
+    here = run(app, args)
+    assert here.exit_code == 0, here.output
+    long = run(app, ["search", "parse config\n" * 3000, str(root), "--json", "--no-rerank", "-k", "3"])
+    assert long.exit_code == 0, long.output  # over the model's limit: windows, not an error
+    assert len(json.loads(long.stdout)) == 3
+    monkeypatch.setenv(query_server.ENABLE_ENV, "1")
+    try:
+        served = run(app, args)
+        assert served.exit_code == 0, served.output
+        assert json.loads(served.stdout) == json.loads(here.stdout)
+        pid = query_server.request(root / ".codesift", "ping")["pid"]
+        files = run(app, ["search", "parse_config", str(root), "--files", "--json", "--budget", "20"])
+        hits = json.loads(files.stdout)
+        assert hits[0]["path"] == "src/parse.py" and hits[0]["chunks"]
+        bad = run(app, ["search", "x", str(root), "--mode", "fuzzy"])
+        assert bad.exit_code != 0 and "unknown search mode" in str(bad.exception)
+        assert query_server.request(root / ".codesift", "ping")["pid"] == pid
+    finally:
+        query_server.stop(root / ".codesift")
+
+
+def test_bm25_search_and_the_cli_client_stay_light(bm25_index):
+    root, index_dir = bm25_index
+    code = (f"import sys\nsys.path.insert(0, {SRC!r})\n"
+            "import codesift.cli, codesift.index.cli, codesift.index.query_server\n"
+            "assert 'numpy' not in sys.modules and 'torch' not in sys.modules, 'client imports too much'\n"
+            "from codesift.index.search import CodeIndex\n"
+            f"with CodeIndex({str(index_dir)!r}) as ix:\n"
+            "    assert ix.search('parse_config', mode='bm25')[0].path == 'src/parse.py'\n"
+            "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'bm25 loaded the model'\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
