@@ -76,11 +76,13 @@ def forward_flops(config, lengths: list[int]) -> float:
     heads, kv = config.num_attention_heads, getattr(config, "num_key_value_heads", config.num_attention_heads)
     head_dim = h // heads
     inter = config.intermediate_size
-    per_token_params = layers * (h * h + 2 * h * kv * head_dim + h * h + 3 * h * inter)  # q,k,v,o + gated MLP
+    gated = getattr(config, "model_type", "") != "bert"  # decoders here: gated MLP (3 matrices); BERT: 2
+    per_token_params = layers * (h * h + 2 * h * kv * head_dim + h * h + (3 if gated else 2) * h * inter)
     total = 0.0
     for n in lengths:
         total += 2 * per_token_params * n
-        total += layers * 2 * 2 * heads * head_dim * n * (n + 1) / 2  # QK^T and AV, causal
+        pairs = n * (n + 1) / 2 if gated else n * n  # causal attention sees half the pairs; BERT all
+        total += layers * 2 * 2 * heads * head_dim * pairs  # QK^T and AV
     return total
 
 
@@ -170,7 +172,7 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, default=1024)
     ap.add_argument("--dtype", default="bfloat16")
     ap.add_argument("--batch-tokens", type=int, default=None)
-    ap.add_argument("--backbones", default="smollm2-135m,qwen2.5-coder-0.5b-arch")
+    ap.add_argument("--backbones", default="smollm2-135m,qwen2.5-coder-0.5b-arch", help="also: codesift-mini")
     ap.add_argument("--engines", default="codesift,sentence-transformers,codesift-plain")
     ap.add_argument("--role", default="document", help="which side's prefix to use (query prefixes are longer)")
     ap.add_argument("--ref-texts", type=int, default=48, help="texts also embedded in fp32 to measure each engine's drift")
@@ -194,6 +196,8 @@ def main() -> None:
         for backbone in args.backbones.split(","):
             if backbone == "smollm2-135m":
                 path, n = str(gguf), args.texts
+            elif backbone == "codesift-mini":  # the shipped encoder (all-MiniLM-L6-v2 architecture)
+                path, n = "codesift-mini", args.texts
             else:
                 path, n = str(random_qwen05b(gguf.parent, gguf.name, Path(tmp) / "qwen05b")), args.texts_05b or args.texts // 2
             r = run_backbone(backbone, path, texts[:n], args, peak)

@@ -68,9 +68,9 @@ def test_the_model_from_the_environment_is_recorded(repo, tiny_qwen_dir, monkeyp
 def test_aliases_of_one_model_are_one_name():
     from codesift.model.loading import canonical_model_name
 
-    names = {canonical_model_name(n) for n in ("offline", "minilm", "all-MiniLM-L6-v2",
-                                               "sentence-transformers/all-MiniLM-L6-v2")}
+    names = {canonical_model_name(n) for n in ("minilm", "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")}
     assert names == {"sentence-transformers/all-MiniLM-L6-v2"}
+    assert {canonical_model_name(n) for n in ("offline", "codesift-mini", "codesift/codesift-mini")} == {"codesift-mini"}
 
 
 def test_a_different_model_is_refused_with_rebuild_named(repo, tiny_qwen_dir, tiny_bert_dir, monkeypatch, capsys):

