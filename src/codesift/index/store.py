@@ -6,6 +6,8 @@ server / cluster / Zilliz Cloud (``http://host:19530``); pymilvus picks by the U
 
 from __future__ import annotations
 
+import os
+
 import contextlib
 import hashlib
 import json
@@ -95,6 +97,9 @@ class ChunkStore:
 
     def __init__(self, uri: str, collection: str, dim: int, small_dim: int, token: str | None = None,
                  vector_index: str = "HNSW") -> None:
+        # gRPC's C core logs keepalive chatter ("GOAWAY ... too_many_pings") from Milvus Lite's socket to stderr;
+        # it is not an error for us. Must be set before grpc loads; a user's own GRPC_VERBOSITY wins.
+        os.environ.setdefault("GRPC_VERBOSITY", "NONE")
         from pymilvus import MilvusClient
 
         if vector_index not in ("HNSW", "FLAT"):
