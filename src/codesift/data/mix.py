@@ -14,6 +14,7 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from codesift.data.jsonl import read_jsonl
 from codesift.tasks import TASKS
 
 
@@ -92,18 +93,11 @@ def _read_rows(comp: MixComponent) -> list[dict]:
     if not path.is_file():
         raise FileNotFoundError(f"mix component {comp.name}: {path} does not exist")
     rows = []
-    with path.open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
-            if (comp.task is None or row.get("task") == comp.task) and \
-                    (comp.language is None or row.get("language") == comp.language) and \
-                    (comp.source is None or row.get("source") == comp.source):
-                rows.append(row)
+    for _, row in read_jsonl(path):
+        if (comp.task is None or row.get("task") == comp.task) and \
+                (comp.language is None or row.get("language") == comp.language) and \
+                (comp.source is None or row.get("source") == comp.source):
+            rows.append(row)
     return rows
 
 

@@ -79,13 +79,17 @@ def _hub_offline() -> bool:
 
 
 def _in_hub_cache(repo_id: str) -> bool:
-    try:
-        from huggingface_hub import snapshot_download
+    return _cached_snapshot(repo_id) is not None
 
-        snapshot_download(repo_id, local_files_only=True)
-        return True
-    except Exception:
-        return False
+
+def _cached_snapshot(repo_id: str) -> Path | None:
+    """The local snapshot of ``repo_id`` in the Hugging Face cache, or None (no network)."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=True))
+    except Exception:  # not in the local cache
+        return None
 
 
 def canonical_model_name(model: str | os.PathLike) -> str:
@@ -134,10 +138,9 @@ def _hub_snapshot(repo_id: str) -> Path:
     """A cached snapshot of ``repo_id``, or a download when the hub answers; fails fast when it cannot."""
     from huggingface_hub import snapshot_download
 
-    try:
-        return Path(snapshot_download(repo_id, local_files_only=True))
-    except Exception:  # not in the local cache
-        pass
+    cached = _cached_snapshot(repo_id)
+    if cached is not None:
+        return cached
     fix = (
         f"pass a local path (a Hugging Face or sentence-transformers folder, or a .gguf file), set {MODEL_ENV}=PATH, "
         f"or use the shipped CPU model with --model codesift-mini (or {FALLBACK_ENV}=1 to fall back to it)"

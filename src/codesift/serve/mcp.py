@@ -100,10 +100,10 @@ def build_server(roots: list[str | Path], embedder=None):
                      "answer_question: docs and code answering a question. budget caps snippet tokens.",
     )
 
-    def _across_roots(run, language: str | None, limit: int, budget: int | None) -> dict[str, Any]:
-        """``run(index)`` on every root, merged best first, cut to ``limit`` and to the token budget."""
+    def _across_roots(run, language: str | None, limit: int, budget: int | None, roots=None) -> dict[str, Any]:
+        """``run(index)`` on every root (or ``roots``), merged best first, cut to ``limit`` and to the token budget."""
         hits: list = []
-        for root in indexed.roots:
+        for root in roots if roots is not None else indexed.roots:
             with indexed._locks[root]:
                 ix = indexed.index(root)
                 if (len(indexed.roots) > 1 and language
@@ -145,32 +145,24 @@ def build_server(roots: list[str | Path], embedder=None):
     def find_similar(path: str | None = None, line: int | None = None, code: str | None = None, limit: int = 10,
                      budget: int | None = None) -> dict[str, Any]:
         """Find code similar to a piece of code (code2code): the chunk at path:line, or pasted code."""
-        roots = _one_root(path, line, code)
-        out: list = []
-        for root in roots:
-            with indexed._locks[root]:
-                ix = indexed.index(root)
-                if code is None:
-                    res = ix.like(indexed.locate(path)[1], line, limit=limit)
-                else:
-                    res = ix.search(code, limit=limit, task="code2code", rerank=False)
-            out += [(root, r) for r in res]
-        return _merge(out, limit, budget)
+        def run(ix):
+            if code is None:
+                return ix.like(indexed.locate(path)[1], line, limit=limit)
+            return ix.search(code, limit=limit, task="code2code", rerank=False)
+
+        return _across_roots(run, None, limit, budget, _one_root(path, line, code))
 
     @server.tool(structured_output=True)
     @_user_errors
     def explain_code(path: str | None = None, line: int | None = None, code: str | None = None, limit: int = 5,
                      budget: int | None = None) -> dict[str, Any]:
         """Find the docs and comments that explain a piece of code (code2nl): the chunk at path:line, or pasted code."""
-        roots = _one_root(path, line, code)
-        out: list = []
-        for root in roots:
-            with indexed._locks[root]:
-                ix = indexed.index(root)
-                res = ix.explain(code=code, limit=limit) if code is not None else \
-                    ix.explain(path=indexed.locate(path)[1], line=line, limit=limit)
-            out += [(root, r) for r in res]
-        return _merge(out, limit, budget)
+        def run(ix):
+            if code is not None:
+                return ix.explain(code=code, limit=limit)
+            return ix.explain(path=indexed.locate(path)[1], line=line, limit=limit)
+
+        return _across_roots(run, None, limit, budget, _one_root(path, line, code))
 
     @server.tool(structured_output=True)
     @_user_errors

@@ -16,12 +16,12 @@ the exact batch.
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from codesift.data.jsonl import read_jsonl
 from codesift.tasks import TASKS
 
 REQUIRED_FIELDS = ("task", "query", "document")
@@ -47,20 +47,13 @@ def load_pairs(paths: Sequence[str | Path], group_by: str = "file") -> list[Pair
     for path in map(Path, paths):
         if not path.is_file():
             raise FileNotFoundError(f"pair file {path} does not exist (make one with `codesift data mine`)")
-        with path.open(encoding="utf-8") as fh:
-            for n, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
-                missing = [k for k in REQUIRED_FIELDS if not isinstance(row.get(k), str) or not row[k]]
-                if missing:
-                    raise ValueError(f"{path}:{n}: missing or empty field(s) {', '.join(missing)}")
-                task = TASKS.get(row["task"]).name  # raises with the list of valid tasks
-                origin = path.stem if group_by == "file" else str(row.get("source") or path.stem)
-                pairs.append(Pair(task, row["query"], row["document"], f"{origin}:{task}"))
+        for n, row in read_jsonl(path):
+            missing = [k for k in REQUIRED_FIELDS if not isinstance(row.get(k), str) or not row[k]]
+            if missing:
+                raise ValueError(f"{path}:{n}: missing or empty field(s) {', '.join(missing)}")
+            task = TASKS.get(row["task"]).name  # raises with the list of valid tasks
+            origin = path.stem if group_by == "file" else str(row.get("source") or path.stem)
+            pairs.append(Pair(task, row["query"], row["document"], f"{origin}:{task}"))
     if not pairs:
         raise ValueError(f"the pair files {', '.join(map(str, paths))} hold no pairs")
     return pairs
