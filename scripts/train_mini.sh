@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # codesift-mini end to end, resumable (finished stages are skipped; an interrupted training resumes):
-#   scripts/train_mini.sh [all|data|train|eval|ship]      (default: all; the LR sweep is scripts/sweep_mini.sh)
+#   scripts/train_mini.sh [all|data|train|eval|ship]      (default: all; the LR sweep is scripts/sweep.sh)
 # Needs work/corpus/pairs.jsonl (scripts/build_corpus.sh), work/public/*.jsonl (scripts/public_data.py),
 # work/commits/pairs.jsonl (scripts/build_commit_pairs.sh) and the venv (scripts/setup.sh).
 set -euo pipefail
