@@ -12,12 +12,12 @@ from codesift.data.mbpp import load_mbpp_pairs
 from codesift.data.mining import (
     TRAINING_TASKS,
     MineConfig,
-    Pair,
     cap_per_source,
     is_boilerplate_doc,
     pairs_from_text,
     summarize_doc,
 )
+from codesift.data.pair import Pair
 from codesift.data.pipeline import mine, stats_markdown, write_pairs
 
 DOC = "Compute the running total of the values in a list"

@@ -45,7 +45,7 @@ def test_load_pairs_errors_are_actionable(tmp_path):
 def _pairs(spec):
     out = []
     for name, n in spec.items():
-        out += [Pair(name.split(":")[1], f"{name} q{i}", f"{name} d{i}", name) for i in range(n)]
+        out += [Pair(name.split(":")[1], f"{name} q{i}", f"{name} d{i}", dataset=name) for i in range(n)]
     return out
 
 
@@ -79,8 +79,8 @@ def test_mixing_round_robin_alternates_and_proportional_follows_sizes():
 
 def test_no_duplicate_text_inside_a_batch():
     # the same document answers many queries (and one query repeats): they must land in different batches
-    pairs = [Pair("nl2code", f"q{i}", "def same(): pass" if i % 3 == 0 else f"d{i}", "x:nl2code") for i in range(30)]
-    pairs += [Pair("nl2code", "q1", "another answer", "x:nl2code")]
+    pairs = [Pair("nl2code", f"q{i}", "def same(): pass" if i % 3 == 0 else f"d{i}", dataset="x:nl2code") for i in range(30)]
+    pairs += [Pair("nl2code", "q1", "another answer", dataset="x:nl2code")]
     s = TaskBatchSampler(pairs, batch_size=5, seed=0)
     for e in range(5):
         batches = s.epoch(e)

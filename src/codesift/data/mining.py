@@ -19,6 +19,7 @@ from pathlib import Path
 
 from codesift.data.files import iter_source_files, read_source
 from codesift.data.languages import SUPPORTED_LANGUAGES, detect_language
+from codesift.data.pair import Pair
 from codesift.data.units import CodeUnit, extract_units, strip_doc
 
 logger = logging.getLogger(__name__)
@@ -54,31 +55,6 @@ class MineConfig:
             raise ValueError("max_files_per_source must be a positive number (or None for no cap)")
         if self.max_per_source is not None and self.max_per_source < 1:
             raise ValueError("max_per_source must be a positive number (or None for no cap)")
-
-
-@dataclass
-class Pair:
-    """One training pair; ``task`` is one of the five tasks of codesift.tasks."""
-
-    task: str
-    query: str
-    document: str
-    language: str
-    source: str
-    path: str = ""
-    symbol: str = ""
-
-    def to_json(self) -> dict[str, str]:
-        """The JSONL row."""
-        return {
-            "task": self.task,
-            "query": self.query,
-            "document": self.document,
-            "language": self.language,
-            "source": self.source,
-            "path": self.path,
-            "symbol": self.symbol,
-        }
 
 
 @dataclass

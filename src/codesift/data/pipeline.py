@@ -16,13 +16,13 @@ from codesift.data.mining import (
     Deduper,
     MineConfig,
     MineReport,
-    Pair,
     SourceRoot,
     cap_per_source,
     iter_files,
     mine_file,
     source_roots,
 )
+from codesift.data.pair import Pair
 
 logger = logging.getLogger(__name__)
 

@@ -18,23 +18,13 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from codesift.data.jsonl import read_jsonl
+from codesift.data.pair import Pair
 from codesift.tasks import TASKS
 
 REQUIRED_FIELDS = ("task", "query", "document")
-
-
-@dataclass(frozen=True)
-class Pair:
-    """One (query, document) training pair and the dataset it belongs to."""
-
-    task: str
-    query: str
-    document: str
-    dataset: str
 
 
 def load_pairs(paths: Sequence[str | Path], group_by: str = "file") -> list[Pair]:
@@ -53,7 +43,7 @@ def load_pairs(paths: Sequence[str | Path], group_by: str = "file") -> list[Pair
                 raise ValueError(f"{path}:{n}: missing or empty field(s) {', '.join(missing)}")
             task = TASKS.get(row["task"]).name  # raises with the list of valid tasks
             origin = path.stem if group_by == "file" else str(row.get("source") or path.stem)
-            pairs.append(Pair(task, row["query"], row["document"], f"{origin}:{task}"))
+            pairs.append(Pair(task, row["query"], row["document"], dataset=f"{origin}:{task}"))
     if not pairs:
         raise ValueError(f"the pair files {', '.join(map(str, paths))} hold no pairs")
     return pairs
