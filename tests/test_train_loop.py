@@ -66,6 +66,12 @@ def test_config_yaml_and_overrides(tmp_path):
         TrainConfig.from_yaml(y)
     with pytest.raises(ValueError, match="pooling"):
         TrainConfig().replace(pooling="median")
+    y.write_text("lr: 5e-5\nsteps: 20\n")  # YAML 1.1 reads 5e-5 (no dot) as a string
+    assert TrainConfig.from_yaml(y).lr == 5e-5
+    for bad, message in ((dict(lr="fast"), "lr must be a number, got 'fast'"),
+                         (dict(steps=2.5), "steps must be an integer"), (dict(bf16="yes"), "bf16 must be true or false")):
+        with pytest.raises(ValueError, match=message):
+            TrainConfig().replace(**bad)
     from codesift.train.loop import lr_factor
 
     c = TrainConfig().replace(steps=100, warmup_ratio=0.1, min_lr_ratio=0.1)

@@ -91,6 +91,8 @@ class TrainConfig:
             clean["betas"] = tuple(clean["betas"])
         if isinstance(clean.get("data"), str):
             clean["data"] = [clean["data"]]
+        for name, value in clean.items():
+            clean[name] = _typed(name, value, getattr(self, name))
         cfg = dataclasses.replace(self, **clean)
         cfg.validate()
         return cfg
@@ -128,3 +130,22 @@ class TrainConfig:
         d = dataclasses.asdict(self)
         d["betas"] = list(self.betas)
         return d
+
+
+def _typed(name: str, value: Any, default: Any) -> Any:
+    """``value`` as the type of the field's default: YAML 1.1 reads ``5e-5`` (no dot) as a string."""
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} must be true or false, got {value!r}")
+        return value
+    if isinstance(default, (int, float)):
+        kind = type(default)
+        try:
+            number = float(value) if isinstance(value, str) else value
+        except ValueError:
+            number = None
+        if isinstance(number, bool) or not isinstance(number, (int, float)) or (kind is int and number != int(number)):
+            raise ValueError(f"{name} must be {'an integer' if kind is int else 'a number'}, got {value!r}")
+        return kind(number)
+    return value
+
