@@ -16,7 +16,7 @@ BIN="$ROOT/.venv/bin"; STEPS="${STEPS:-40}"
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 [ -f "$CONFIG" ] || { echo "error: config $CONFIG does not exist" >&2; exit 2; }
 val=(); for d in ${VAL:-runs/data/val-v1/*/}; do val+=(--data "$d"); done
-[ -d "${val[1]:-/nonexistent}" ] || { echo "error: no held-out folders (runs/data/val-v1): run codesift data mix first (scripts/train_mini.sh data)" >&2; exit 2; }
+[ -d "${val[1]:-/nonexistent}" ] || { echo "error: no held-out folders (runs/data/val-v1): run codesift data mix first (scripts/train_mix.sh CONFIG NAME data)" >&2; exit 2; }
 mkdir -p "results/train/$NAME"
 for setting in "$@"; do
   tag="${setting//,/_}"; tag="${tag//=/}"
