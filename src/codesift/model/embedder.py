@@ -407,7 +407,13 @@ class Embedder:
     def _prefix_states(self, prefix_ids: list[int]):
         """Key/value cache of the prefix alone (computed once per encode call, so never stale)."""
         out = self.model(input_ids=torch.tensor([prefix_ids], device=self.device), use_cache=True)
-        return out.past_key_values
+        return out[self._cache_name()]
+
+    def _cache_name(self) -> str:
+        """The key/value cache's keyword: ``cache`` from transformers 5.2x on, ``past_key_values`` before."""
+        import inspect
+
+        return "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
 
     def _embed_after_prefix(self, tails: list[list[int]], prefix_states, n_prefix: int) -> torch.Tensor:
         """Last-token states of ``prefix + tail`` rows, running only the tails over the cached prefix."""
@@ -423,7 +429,7 @@ class Embedder:
         cache = copy.deepcopy(prefix_states)
         cache.batch_repeat_interleave(len(tails))
         hidden = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                            past_key_values=cache, use_cache=True).last_hidden_state
+                            use_cache=True, **{self._cache_name(): cache}).last_hidden_state
         last = torch.tensor([len(t) - 1 for t in tails], device=self.device)
         return hidden[torch.arange(len(tails), device=self.device), last]
 
