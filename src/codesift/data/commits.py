@@ -17,7 +17,8 @@ from pathlib import Path
 
 from codesift.data.files import GENERATED_NAMES
 from codesift.data.languages import SUPPORTED_LANGUAGES, detect_language
-from codesift.data.mining import MineReport, Pair, is_test_path
+from codesift.data.files import is_test_path
+from codesift.data.mining import MineReport, Pair
 
 logger = logging.getLogger(__name__)
 
