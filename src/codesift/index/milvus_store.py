@@ -145,7 +145,7 @@ class MilvusStore:
         full = np.asarray([r.pop("vector") for r in rows], dtype=np.float32) @ qv
         for r, s in zip(rows, full):
             r["distance"] = float(s)
-        return sorted(rows, key=lambda r: -r["distance"])
+        return sorted(rows, key=lambda r: -r["distance"])[:limit]
 
     def bm25(self, query: str, limit: int, flt: ChunkFilter) -> list[dict]:
         """Chunks ranked by Milvus' BM25 over the identifier-split terms, best first (positive scores)."""

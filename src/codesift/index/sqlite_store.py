@@ -198,7 +198,7 @@ class SQLiteStore:
         else:
             idx, _ = _top_k(_scores(self._small, l2_normalize(q[:self.small_dim])), depth, mask)
             full = self._vectors[idx].astype(np.float32) @ q
-            order = np.argsort(-full, kind="stable")
+            order = np.argsort(-full, kind="stable")[:limit]
             idx, scores = idx[order], full[order]
         return self._rows_at(self._seq[idx], scores)
 

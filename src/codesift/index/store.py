@@ -175,9 +175,9 @@ class Store(Protocol):
 
     def dense(self, vector: np.ndarray, limit: int, flt: ChunkFilter, two_stage: bool = False,
               depth: int = 100) -> list[dict]:
-        """Nearest chunks by inner product, best first: rows with ``id``, ``distance`` and META_FIELDS.
+        """The ``limit`` nearest chunks by inner product, best first: rows with ``id``, ``distance`` and META_FIELDS.
 
-        ``two_stage``: ``depth`` candidates at the Matryoshka small dim, reranked at the full dim."""
+        ``two_stage``: ``depth`` candidates at the Matryoshka small dim, reranked at the full dim, cut to ``limit``."""
 
     def bm25(self, query: str, limit: int, flt: ChunkFilter) -> list[dict]:
         """Chunks ranked by BM25 over ``keyword_text`` terms (positive ``distance``), best first."""
