@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
+from codesift.data.files import is_test_path
 from codesift.index.config import DB_NAME, INDEX_DIRNAME, IndexConfig
 from codesift.index.manifest import FileRecord, Manifest
 from codesift.index.store import Store, is_milvus_lite, make_row, open_store
-from codesift.data.files import is_test_path
 from codesift.index.walk import FileStat, walk_files
 from codesift.model.loading import canonical_model_name
 

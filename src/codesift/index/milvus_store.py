@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -36,17 +37,24 @@ class MilvusStore:
             raise ValueError(f"vector_index must be HNSW or FLAT, got {vector_index!r}")
         self.uri, self.collection, self.dim, self.small_dim = uri, collection, dim, small_dim
         self.vector_index = vector_index
-        try:
-            with _quiet_milvus_lite():  # a locked file is logged with two tracebacks before it raises
-                self.client = MilvusClient(uri, token=token or "")
-        except Exception as exc:  # Milvus Lite refuses a second process on the same file
-            if "lock" in str(exc).lower() or "Open local milvus failed" in str(exc):
-                raise StoreLockedError(
-                    f"the index store {uri} is open in another codesift process (mcp, watch or serve); "
-                    "stop it, or refresh through it: `POST /v1/index/refresh` on `codesift serve`, the reindex "
-                    "tool of `codesift mcp`"
-                ) from None
-            raise
+        for attempt in range(3):
+            try:
+                with _quiet_milvus_lite():  # a locked file is logged with two tracebacks before it raises
+                    self.client = MilvusClient(uri, token=token or "")
+                break
+            except Exception as exc:  # Milvus Lite refuses a second process on the same file
+                if "lock" in str(exc).lower() or "Open local milvus failed" in str(exc):
+                    raise StoreLockedError(
+                        f"the index store {uri} is open in another codesift process (mcp, watch or serve); "
+                        "stop it, or refresh through it: `POST /v1/index/refresh` on `codesift serve`, the reindex "
+                        "tool of `codesift mcp`"
+                    ) from None
+                if self.is_local and attempt < 2 and "Fail connecting" in str(exc):
+                    # Milvus Lite's server for this file was still starting, or closing after the last release
+                    log.info("Milvus Lite at %s not reachable yet; retrying", uri)
+                    time.sleep(1.0 + attempt)
+                    continue
+                raise
         with _quiet_milvus_lite():
             if not self.client.has_collection(collection):
                 self._create()

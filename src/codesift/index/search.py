@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pathspec
 
+from codesift.data.files import is_test_path
 from codesift.index.config import DB_NAME, IndexConfig, SearchConfig
 from codesift.index.indexer import Indexer, IndexReport, default_index_dir, store_mismatch
 from codesift.index.manifest import Manifest
@@ -21,7 +22,6 @@ from codesift.index.ranking import Candidate, fit_budget, fuse_windows, query_id
 from codesift.index.ranking import rerank as code_rerank
 from codesift.index.store import (META_FIELDS, OUTPUT_FIELDS, ChunkFilter, Store, StoreLockedError, is_milvus_lite,
                                   is_milvus_uri, open_store, store_location)
-from codesift.data.files import is_test_path
 from codesift.index.walk import walk_files
 from codesift.model.inputs import check_text
 from codesift.model.norm import l2_normalize
