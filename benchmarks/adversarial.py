@@ -165,37 +165,52 @@ def cli_cases(work: Path, model: str) -> Path:
 def index_damage_cases(work: Path, repo: Path, model: str) -> None:
     index_dir = repo / ".codesift"
 
-    @guarded("4", "a truncated vectors.npz", "search exit 0 (the sidecar is rebuilt)")
+    @guarded("3", "the index rolled back to an older copy", "status stale (consistent); index catches up")
     def _() -> None:
-        for p in index_dir.glob("*.npz"):
-            p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
-        code, _, err, s = cli(["search", "parse config", str(repo)])
-        record("4", "a truncated vectors.npz", "search exit 0 (the sidecar is rebuilt)",
-               code == 0 and "Traceback" not in err, f"exit {code}: {error_line(err)}", s)
+        import sqlite3
 
-    @guarded("3", "a store rolled back behind the manifest", "search exit 2 naming it; status stale; index repairs")
-    def _() -> None:
-        saved = work / "store-save"
-        shutil.rmtree(saved, ignore_errors=True)
-        saved.mkdir()
-        store = [p for p in index_dir.iterdir() if not p.name.startswith(("manifest.sqlite", "vectors.", "serving"))]
-        for p in store:
-            (shutil.copytree if p.is_dir() else shutil.copy2)(p, saved / p.name)
+        saved = work / "index-save.sqlite"
+        saved.unlink(missing_ok=True)
+        src, dst = sqlite3.connect(index_dir / "manifest.sqlite"), sqlite3.connect(saved)
+        src.backup(dst)  # the index is one SQLite file: manifest and chunks travel together
+        src.close(), dst.close()
         (repo / "src/later.py").write_text("def tokenize_later_words(text):\n    return text.split()\n")
         cli(["index", str(repo)])
-        for p in store:
-            shutil.rmtree(p) if p.is_dir() else p.unlink()
-        for p in saved.iterdir():
-            (shutil.copytree if p.is_dir() else shutil.copy2)(p, index_dir / p.name)
+        from codesift.index import query_server
+
+        query_server.stop(index_dir)  # it holds the file open: replace the file under no reader
+        for p in index_dir.glob("manifest.sqlite*"):
+            p.unlink()
+        shutil.copy2(saved, index_dir / "manifest.sqlite")
+        code, out, err, s = cli(["status", str(repo), "--json"])
+        st = json.loads(out) if code == 0 else {}
+        ok = code == 0 and st.get("problem") is None and st.get("staleness", {}).get("added") == 1
+        record("3", "status over a rolled-back index", "exit 0, no problem, 1 file added (stale)", ok,
+               f"exit {code}, problem {st.get('problem')}, staleness {st.get('staleness')}", s)
+        code, out, err, s = cli(["index", str(repo), "--json"])
+        report = json.loads(out) if code == 0 else {}
+        record("3", "index over a rolled-back index", "exit 0, the one file indexed",
+               code == 0 and report.get("files_changed") == 1,
+               f"exit {code}: {report.get('files_changed')} files changed" if code == 0 else error_line(err), s)
+
+    @guarded("3", "chunks missing that the manifest lists", "search exit 2 naming it; status stale; index repairs")
+    def _() -> None:
+        import sqlite3
+
+        db = sqlite3.connect(index_dir / "manifest.sqlite")
+        with db:
+            for table in ("chunk_terms", "chunk_vectors", "chunk_symbols", "chunks"):
+                db.execute(f"DELETE FROM {table}")
+        db.close()
         code, _, err, s = cli(["search", "tokenize later words", str(repo)])
-        record("3", "search over a rolled-back store", "exit 2, one line naming the mismatch",
+        record("3", "search over missing chunks", "exit 2, one line naming the mismatch",
                one_error(code, err, "manifest lists"), f"exit {code}: {error_line(err)}", s)
         code, out, err, s = cli(["status", str(repo), "--json"])
         stale = json.loads(out)["staleness"]["stale"] if code == 0 else None
-        record("3", "status over a rolled-back store", "stale: yes", stale is True, f"exit {code}, stale {stale}", s)
+        record("3", "status over missing chunks", "stale: yes", stale is True, f"exit {code}, stale {stale}", s)
         code, out, err, s = cli(["index", str(repo), "--json"])
         report = json.loads(out) if code == 0 else {}
-        record("3", "index over a rolled-back store", "exit 0, repaired without embedding",
+        record("3", "index over missing chunks", "exit 0, repaired without embedding",
                code == 0 and report.get("chunks_embedded") == 0,
                f"exit {code}: {report.get('files_changed')} files written again" if code == 0 else error_line(err), s)
 

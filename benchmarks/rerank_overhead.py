@@ -6,8 +6,7 @@
 Times `CodeIndex.search` in one process on an existing index with a stub query embedder (fixed random unit
 vectors), as benchmarks/index_perf.py does, for: hybrid with ranking off (plain RRF, the old path), hybrid with
 code-aware ranking (the default), a query naming an identifier (symbol lookup + boost), and `search_files`.
-The ranking's work is over the ~200 fused candidates, so its cost does not grow with the index; the one-off
-tables (chunk id -> row, symbol -> rows) are built on the first query and timed apart.
+The ranking's work is over the ~200 fused candidates, so its cost does not grow with the index.
 """
 
 from __future__ import annotations
@@ -50,14 +49,9 @@ def main() -> None:
         dim = ix.manifest.get_meta()["dim"]
         ix._embedder = FixedEmbedder(dim)
         ix._embedder.fingerprint = ix.manifest.get_meta().get("fingerprint")  # stands in for the index's model
-        mirror = ix.vector_mirror()
-        symbols = [s for s in mirror.symbols if s and "," not in s]
+        symbols = [r["symbol"] for r in ix.store.rows(["symbol"]) if r["symbol"] and "," not in r["symbol"]]
         idents = [f"why does {symbols[int(rng.integers(len(symbols)))].rsplit('.', 1)[-1]}() fail on {t}" for t in texts]
-        out = {"command": " ".join(sys.argv), "chunks": len(mirror)}
-        t = time.perf_counter()
-        mirror.position(str(mirror.ids[0]))
-        mirror.defining({"x"})
-        out["one_off_tables_ms"] = round((time.perf_counter() - t) * 1000, 1)
+        out = {"command": " ".join(sys.argv), "chunks": ix.store.count()}
         cases = {"hybrid_plain_rrf": (ix.search, texts, {"rerank": False}),
                  "hybrid_code_aware": (ix.search, texts, {}),
                  "hybrid_identifier_query": (ix.search, idents, {}),

@@ -1,4 +1,4 @@
-"""Walking, incremental indexing, filters and search on the real embedded store (Milvus Lite), tiny model."""
+"""Walking, incremental indexing, filters and search on the real embedded store (SQLite), tiny model."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import pytest
 from codesift.index import IndexConfig, build_index, open_index
 from codesift.index.search import rrf_fuse
 from codesift.index.store import keyword_text
-from codesift.index.walk import looks_like_test, walk_files
+from codesift.data.files import is_test_path
+from codesift.index.walk import walk_files
 
 PARSE = 'def parse_config(path):\n    """Read a config file."""\n    with open(path) as fh:\n        return fh.read()\n'
 STACK = "class Stack:\n    def push(self, item):\n        self.items.append(item)\n"
@@ -38,7 +39,7 @@ def index(root: Path, emb, **kw):
 
 def rows(root: Path, emb) -> set[tuple[str, int, int]]:
     with open_index(root, embedder=emb) as ix:
-        got = ix.store.query('path != ""', output_fields=["path", "start_line", "end_line"])
+        got = list(ix.store.rows(["path", "start_line", "end_line"]))
         assert ix.store.count() == ix.manifest.totals()["chunks"]  # store and manifest agree
     return {(r["path"], r["start_line"], r["end_line"]) for r in got}
 
@@ -55,9 +56,10 @@ def test_walk_honours_gitignore_ignore_codesiftignore_and_negation(tmp_path):
                    "sub/deeper/anchored.py"}
 
 
-def test_looks_like_test():
-    assert looks_like_test("tests/x.py") and looks_like_test("pkg/test_x.py") and looks_like_test("web/a.spec.ts")
-    assert not looks_like_test("src/contest.py") and not looks_like_test("src/latest.py")
+def test_one_test_path_rule():
+    assert is_test_path("tests/x.py") and is_test_path("pkg/test_x.py") and is_test_path("web/a.spec.ts")
+    assert not is_test_path("src/contest.py") and not is_test_path("src/latest.py")
+    assert is_test_path("conftest.py") and is_test_path("Tests/a.cs") and is_test_path("go/testdata/a.go")
 
 
 def test_keyword_text_splits_identifiers_and_stems():

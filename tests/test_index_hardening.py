@@ -80,18 +80,6 @@ def test_a_different_model_is_refused_with_rebuild_named(repo, tiny_qwen_dir, ti
 
 
 # -- finding 4: a corrupt index is reported in one line, and rebuilt or `--rebuild` named ---------------------
-def test_a_truncated_vector_sidecar_is_rebuilt(repo, tiny_qwen_dir, monkeypatch, capsys):
-    index(repo, tiny_qwen_dir, monkeypatch, capsys)
-    code, want, err = run_main(["search", "parse config", str(repo), "--json"], monkeypatch, capsys)
-    sidecars = [p for p in (repo / ".codesift").iterdir() if p.suffix == ".npz"]
-    for p in sidecars:
-        p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
-    code, got, err = run_main(["search", "parse config", str(repo), "--json"], monkeypatch, capsys)
-    assert code == 0, err
-    assert [h["path"] for h in json.loads(got)] == [h["path"] for h in json.loads(want)]
-    assert "Traceback" not in err
-
-
 def test_a_corrupt_manifest_names_rebuild(repo, tiny_qwen_dir, monkeypatch, capsys):
     index(repo, tiny_qwen_dir, monkeypatch, capsys)
     manifest = repo / ".codesift" / "manifest.sqlite"
@@ -152,32 +140,52 @@ def test_latin1_files_decode_as_western_text_and_random_bytes_are_binary(tmp_pat
 
 
 # -- finding 3: a store rolled back behind the manifest is detected, reported and repaired ------------------
-def _store_files(index_dir):
-    """Everything of the index's store: the index dir minus codesift's own manifest and vector sidecar."""
-    return [p for p in index_dir.iterdir() if not p.name.startswith(("manifest.sqlite", "vectors."))]
-
-
-def test_a_rolled_back_store_is_reported_and_repaired(repo, tiny_qwen_dir, monkeypatch, capsys, tmp_path):
+def test_a_rolled_back_index_reports_stale_and_catches_up(repo, tiny_qwen_dir, monkeypatch, capsys, tmp_path):
+    """The index is one SQLite file: restored from an older copy it is consistent, only behind the tree."""
     index(repo, tiny_qwen_dir, monkeypatch, capsys)
-    saved = tmp_path / "store-save"
-    saved.mkdir()
-    for p in _store_files(repo / ".codesift"):
-        (shutil.copytree if p.is_dir() else shutil.copy2)(p, saved / p.name)
+    db = repo / ".codesift" / "manifest.sqlite"
+    saved = tmp_path / "index-save.sqlite"
+    import sqlite3
+
+    src, dst = sqlite3.connect(db), sqlite3.connect(saved)
+    src.backup(dst)  # a consistent copy, WAL included
+    src.close(), dst.close()
     (repo / "src/later.py").write_text("def tokenize_later_words(text):\n    return text.split()\n")
     index(repo, tiny_qwen_dir, monkeypatch, capsys)
-    for p in _store_files(repo / ".codesift"):  # roll the store back to the first save
-        shutil.rmtree(p) if p.is_dir() else p.unlink()
-    for p in saved.iterdir():
-        (shutil.copytree if p.is_dir() else shutil.copy2)(p, repo / ".codesift" / p.name)
+    for extra in ("-wal", "-shm"):
+        (repo / ".codesift" / f"manifest.sqlite{extra}").unlink(missing_ok=True)
+    shutil.copy2(saved, db)  # roll the whole index back to the first save
 
-    code, _, err = run_main(["search", "tokenize later words", str(repo)], monkeypatch, capsys)
+    code, out, err = run_main(["status", str(repo), "--json"], monkeypatch, capsys)
+    assert code == 0, err
+    st = json.loads(out)
+    assert st["problem"] is None and st["staleness"]["stale"] and st["staleness"]["added"] == 1
+    report = index(repo, tiny_qwen_dir, monkeypatch, capsys)
+    assert report["files_changed"] == 1 and report["chunks_embedded"] == 1
+    code, out, err = run_main(["search", "tokenize later words", str(repo), "--json", "--mode", "bm25"],
+                              monkeypatch, capsys)
+    assert code == 0, err
+    assert json.loads(out)[0]["path"] == "src/later.py"
+
+
+def test_an_index_whose_chunks_are_missing_is_reported_and_repaired(repo, tiny_qwen_dir, monkeypatch, capsys):
+    """Chunks lost while the manifest still lists them (e.g. an index from before the SQLite store, or a damaged
+    store): search names the repair, status says so, and `codesift index` rewrites them from the embedding cache."""
+    import sqlite3
+
+    index(repo, tiny_qwen_dir, monkeypatch, capsys)
+    db = sqlite3.connect(repo / ".codesift" / "manifest.sqlite")
+    with db:
+        for table in ("chunk_terms", "chunk_vectors", "chunk_symbols", "chunks"):
+            db.execute(f"DELETE FROM {table}")
+    db.close()
+    code, _, err = run_main(["search", "parse config", str(repo)], monkeypatch, capsys)
     assert_one_error_line(code, err, "manifest lists", "codesift index")
     code, out, err = run_main(["status", str(repo), "--json"], monkeypatch, capsys)
     st = json.loads(out)
     assert st["problem"] and st["staleness"]["stale"] is True
     report = index(repo, tiny_qwen_dir, monkeypatch, capsys)  # repaired from the embedding cache
-    assert report["chunks_embedded"] == 0 and report["files_changed"] == 3
-    code, out, err = run_main(["search", "tokenize later words", str(repo), "--json", "--mode", "bm25"],
-                              monkeypatch, capsys)
+    assert report["chunks_embedded"] == 0 and report["files_changed"] == 2
+    code, out, err = run_main(["search", "parse config", str(repo), "--json", "--mode", "bm25"], monkeypatch, capsys)
     assert code == 0, err
-    assert json.loads(out)[0]["path"] == "src/later.py"
+    assert json.loads(out)[0]["path"] == "src/conf.py"

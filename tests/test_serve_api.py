@@ -293,7 +293,6 @@ def test_health_is_503_while_the_model_loads(emb, tiny_qwen_dir, monkeypatch):
 
 # -- search ---------------------------------------------------------------------------------------
 def test_search_over_http_matches_the_library(emb, tiny_qwen_dir, tmp_path):
-    pytest.importorskip("milvus_lite")
     from codesift.index import IndexConfig, build_index, open_index
 
     root = tmp_path / "repo"

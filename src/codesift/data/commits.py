@@ -15,9 +15,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from codesift.data.files import GENERATED_NAMES
+from codesift.data.files import GENERATED_NAMES, is_test_path
 from codesift.data.languages import SUPPORTED_LANGUAGES, detect_language
-from codesift.data.mining import MineReport, is_test_path
+from codesift.data.mining import MineReport
 from codesift.data.pair import Pair
 
 logger = logging.getLogger(__name__)

@@ -37,10 +37,25 @@ GENERATED_MARKERS = re.compile(
     re.IGNORECASE,
 )
 COMMENT_LEADERS = ("#", "//", "/*", "*", "--", ";", "<!--", "%", "'", "rem ", "REM ")
+# Directories that never hold source worth reading: the one list for mining, the index's walk and its watcher.
 SKIP_DIRS = frozenset(
-    {".git", ".hg", ".svn", "node_modules", "__pycache__", ".venv", "venv", ".tox", ".mypy_cache",
-     ".pytest_cache", "dist", "build", "target", ".idea", ".vscode", ".codesift"}
+    {".git", ".hg", ".svn", ".codesift", "__pycache__", "node_modules", ".venv", "venv", ".tox", ".nox",
+     ".mypy_cache", ".pytest_cache", ".ruff_cache", ".idea", ".vscode"}
 )
+# Build outputs: mining skips them too; an index leaves them to the project's .gitignore (a `build/` may be source).
+BUILD_DIRS = frozenset({"dist", "build", "target"})
+
+# Test files and test data, by convention: a directory named like these (any case), or a file name like these.
+TEST_DIRS = frozenset({"test", "tests", "__tests__", "testing", "testdata", "test_data", "spec", "specs", "e2e",
+                       "fixture", "fixtures"})
+_TEST_FILE = re.compile(r"^(test_.*|conftest\.py)$|_test\.\w+$|(Test|Tests|_spec|\.test|\.spec)\.\w+$")
+
+
+def is_test_path(path: str) -> bool:
+    """True for test files and test data (``tests/``, ``testdata/``, ``test_x.py``, ``x_test.go``, ``a.spec.ts``,
+    ``FooTest.java``): the one rule for mining, ``exclude_tests`` and ranking."""
+    parts = path.replace("\\", "/").split("/")
+    return any(p.lower() in TEST_DIRS for p in parts[:-1]) or bool(_TEST_FILE.search(parts[-1]))
 
 
 def is_binary(head: bytes) -> bool:
@@ -154,6 +169,6 @@ def iter_source_files(root: str | Path, follow_symlinks: bool = False) -> Iterat
             dirnames[:] = []
             continue
         seen.add(key)
-        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS and not d.endswith(".egg-info"))
+        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS and d not in BUILD_DIRS and not d.endswith(".egg-info"))
         for name in sorted(filenames):
             yield Path(dirpath, name)

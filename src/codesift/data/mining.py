@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from codesift.data.files import iter_source_files, read_source
+from codesift.data.files import is_test_path, iter_source_files, read_source
 from codesift.data.languages import SUPPORTED_LANGUAGES, detect_language
 from codesift.data.pair import Pair
 from codesift.data.units import CodeUnit, extract_units, strip_doc
@@ -265,17 +265,6 @@ def source_roots(paths: Iterable[str | Path], split_sources: bool = False) -> li
         else:
             roots.append(SourceRoot(path, base))
     return roots
-
-
-_TEST_PATH = re.compile(
-    r"(^|/)(tests?|testing|testdata|test_data|__tests__|spec|fixtures?)(/|$)|(^|/)test_[^/]*$|_test\.\w+$|"
-    r"(Test|Tests|_spec|\.test|\.spec)\.\w+$"
-)
-
-
-def is_test_path(path: str) -> bool:
-    """True for test files and test data (``tests/``, ``testdata/``, ``test_x.py``, ``x_test.go``, ``FooTest.java``)."""
-    return bool(_TEST_PATH.search(path.replace("\\", "/")))
 
 
 def iter_files(

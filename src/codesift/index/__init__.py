@@ -1,4 +1,4 @@
-"""Code search over a source tree: walking, incremental indexing into Milvus, hybrid search, MCP tools.
+"""Code search over a source tree: walking, incremental indexing (SQLite by default, Milvus by URI), hybrid search.
 
 The names below are imported on first use, so that ``codesift.index.config`` or the query-server client
 can be imported without numpy, pymilvus or torch (a cold `codesift search` stays fast).

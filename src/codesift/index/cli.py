@@ -1,4 +1,4 @@
-"""`codesift` commands of the index area: index, search, status, watch, mcp (see codesift/cli.py)."""
+"""`codesift` commands of the index area: index, search, status, watch (see codesift/cli.py; `mcp` is serve's)."""
 
 from __future__ import annotations
 
@@ -152,7 +152,7 @@ def register(app: typer.Typer) -> None:
         path: str = typer.Argument(".", help="Root of the source tree."),
         model: str = typer.Option(None, "--model", "-m", help="Embedding model (default: the index's, else jina-code-embeddings-0.5b)."),
         index: str = typer.Option(None, "--index", help="Index directory (default PATH/.codesift)."),
-        store_uri: str = typer.Option(None, "--store-uri", help="Milvus server URI, e.g. http://host:19530 (default: Milvus Lite file in the index dir)."),
+        store_uri: str = typer.Option(None, "--store-uri", help="Milvus server URI, e.g. http://host:19530, or a Milvus Lite file (*.db) (default: SQLite in the index dir)."),
         store_token: str = typer.Option(None, "--store-token", envvar="CODESIFT_STORE_TOKEN",
                                         help="Milvus server credentials, user:password or an API key."),
         max_tokens: int = typer.Option(None, "--max-tokens", help="Chunk size cap in tokens (default 512)."),
@@ -293,8 +293,7 @@ def register(app: typer.Typer) -> None:
         s = st["staleness"]
         if st.get("problem"):
             typer.secho(f"warning: {st['problem']}", fg="yellow", err=True)
-        typer.echo(f"root      {st['root']}\nindex     {st['index_dir']}\nstore     {st['store']}"
-                   f" (in-memory mirror: {st['vector_mirror']})\n"
+        typer.echo(f"root      {st['root']}\nindex     {st['index_dir']}\nstore     {st['store']} ({st['engine']})\n"
                    f"model     {st['model']} (dim {st['dim']}, two-stage dim {st['small_dim']})\n"
                    f"files     {st['files']} indexed, {st['files_skipped']} skipped, {st['files_pending']} unfinished\n"
                    f"chunks    {st['chunks']}\nlanguages {', '.join(f'{k} {v}' for k, v in st['languages'].items())}\n"
@@ -316,12 +315,3 @@ def register(app: typer.Typer) -> None:
                        f"{d['chunks_embedded']} chunks embedded ({d['seconds']:.1f} s)", err=True)
 
         watch_and_index(path, index, debounce_ms=debounce_ms, on_report=show)
-
-    @app.command("mcp")
-    def mcp_cmd(
-        paths: list[str] = typer.Argument(None, help="Indexed source roots the tools may search (default: .)."),
-    ) -> None:
-        """Serve the index to coding agents over MCP (stdio): search_code, find_similar, index_status, reindex."""
-        from codesift.serve.mcp import run_stdio
-
-        run_stdio(paths or ["."])

@@ -4,23 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from codesift.data.files import SKIP_DIRS
 from codesift.model.loading import DEFAULT_MODEL  # one default model for the library, the index and the server
 INDEX_DIRNAME = ".codesift"
+DB_NAME = "manifest.sqlite"  # the index's SQLite file: manifest tables and, with the default store, the chunks
 IGNORE_FILES = (".gitignore", ".ignore", ".codesiftignore")
 SERVING_FILE = "serving.json"  # in an index dir while `codesift serve` serves it: {"url", "pid"}
 
-# Always skipped (gitignore syntax); a `!pattern` in a project's .codesiftignore re-includes one.
-DEFAULT_EXCLUDES = (
-    ".git/", ".hg/", ".svn/", f"{INDEX_DIRNAME}/", "__pycache__/", "node_modules/", ".venv/", "venv/",
-    ".tox/", ".nox/", ".mypy_cache/", ".pytest_cache/", ".ruff_cache/", ".idea/", ".vscode/",
-)
-
-# Test files, for `exclude_tests`: any of these directory names, or a file name like these.
-TEST_DIRS = frozenset({"test", "tests", "__tests__", "testing", "spec", "specs", "e2e"})
-TEST_FILE_PATTERNS = (
-    "test_*.py", "*_test.py", "conftest.py", "*_test.go", "*.test.[jt]s", "*.test.[jt]sx", "*.spec.[jt]s",
-    "*.spec.[jt]sx", "*Test.java", "*Tests.java", "*Test.kt", "*Tests.cs", "*_spec.rb", "*_test.rb", "*_test.rs",
-)
+# Always skipped (gitignore syntax; data.files.SKIP_DIRS); a `!pattern` in a project's .codesiftignore re-includes one.
+DEFAULT_EXCLUDES = tuple(f"{d}/" for d in sorted(SKIP_DIRS | {INDEX_DIRNAME}))
 
 
 @dataclass
@@ -33,12 +25,10 @@ class IndexConfig:
     embed_batch_chunks: int = 64       # chunks per encode() call (and per store/manifest commit)
     files_per_commit: int = 256        # files per manifest transaction when nothing needs embedding
     small_dim: int | None = None       # Matryoshka first-stage dim; None: the model's smallest dim >= 64
-    store_uri: str | None = None       # None: Milvus Lite file under the index dir; else e.g. http://host:19530
+    # None: SQLite, in the index's own file (store.py); a Milvus server (http://host:19530) or Milvus Lite file (*.db)
+    store_uri: str | None = None
     store_token: str | None = None     # Milvus server credentials ("user:password" or an API key)
-    collection: str = "codesift_chunks"
-    # float16 copy of every vector in <index>/vectors.npz for exact in-memory dense search (Milvus Lite's own
-    # dense search is too slow at 100k chunks); None: on for a Milvus Lite file, off for a server URI
-    vector_mirror: bool | None = None
+    collection: str = "codesift_chunks"  # the Milvus collection
     extra_excludes: tuple[str, ...] = field(default_factory=tuple)
 
 

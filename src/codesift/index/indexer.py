@@ -1,9 +1,10 @@
 """Build or update an index: walk, diff against the manifest, chunk, embed (cached), write the store.
 
-Order of writes per batch of changed files, so that a run killed at any point is repaired by the
-next one: (1) mark the files ``pending`` in the manifest, (2) embed missing chunks and add them to the
-cache, (3) delete the files' old chunks from the store and upsert the new ones, (4) mark the files
-``done``. Deleted files are removed from the store before the manifest forgets them.
+A batch of changed files is chunked and embedded (vectors cached as they come), then committed: with the
+SQLite store its file records and chunks in ONE transaction, so a run killed at any point leaves whole
+batches only, and the next run finds the rest changed and does it. With a Milvus store, whose writes cannot
+join that transaction, the files are marked ``pending`` (committed) before their chunks are replaced and
+``done`` after; the next run redoes ``pending`` files. Deleted files go the same way.
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from codesift.index.config import INDEX_DIRNAME, IndexConfig
+from codesift.data.files import is_test_path
+from codesift.index.config import DB_NAME, INDEX_DIRNAME, IndexConfig
 from codesift.index.manifest import FileRecord, Manifest
-from codesift.index.store import ChunkStore, is_local_uri, make_row
-from codesift.index.vectors import META_KEY, VectorMirror
-from codesift.index.walk import FileStat, looks_like_test, walk_files
+from codesift.index.store import Store, is_milvus_lite, make_row, open_store
+from codesift.index.walk import FileStat, walk_files
 from codesift.model.loading import canonical_model_name
 
 log = logging.getLogger(__name__)
@@ -60,18 +61,6 @@ def default_index_dir(root: str | Path) -> Path:
     return Path(root).resolve() / INDEX_DIRNAME
 
 
-def store_uri_for(index_dir: Path, config: IndexConfig) -> str:
-    """The store URI: the configured server, else a Milvus Lite file in the index dir."""
-    return config.store_uri or str(index_dir / "milvus.db")
-
-
-def mirror_enabled(index_dir: Path, config: IndexConfig) -> bool:
-    """Whether the index keeps the in-memory vector mirror (default: only for a Milvus Lite file)."""
-    if config.vector_mirror is not None:
-        return bool(config.vector_mirror)
-    return is_local_uri(store_uri_for(index_dir, config))
-
-
 def pick_small_dim(dim: int, matryoshka_dims: tuple[int, ...] | list[int] | None, wanted: int | None) -> int:
     """The first-stage dim of two-stage search: ``wanted``, else the smallest Matryoshka dim >= 64, else dim // 4."""
     if wanted:
@@ -107,7 +96,7 @@ class DocumentTokens:
         return self.embedder.count_tokens(list(texts), task="nl2code", role="document")
 
 
-def store_mismatch(manifest: Manifest, store: ChunkStore, index_dir: Path) -> str | None:
+def store_mismatch(manifest: Manifest, store: Store, index_dir: Path) -> str | None:
     """Why ``store`` disagrees with ``manifest`` (a different chunk count), or None when they agree."""
     totals = manifest.totals()
     if totals["files_pending"]:
@@ -123,13 +112,13 @@ class Indexer:
     """Keeps one index directory in step with one source tree."""
 
     def __init__(self, root: str | Path, index_dir: str | Path | None = None, config: IndexConfig | None = None,
-                 embedder=None, manifest: Manifest | None = None, store: ChunkStore | None = None) -> None:
+                 embedder=None, manifest: Manifest | None = None, store: Store | None = None) -> None:
         self.root = Path(root).resolve()
         if not self.root.is_dir():
             raise FileNotFoundError(f"{root} is not a directory; pass the root of the source tree to index")
         self.index_dir = Path(index_dir).resolve() if index_dir else default_index_dir(self.root)
         self.index_dir.mkdir(parents=True, exist_ok=True)
-        self.manifest = manifest or Manifest(self.index_dir / "manifest.sqlite")
+        self.manifest = manifest or Manifest(self.index_dir / DB_NAME)
         meta = self.manifest.get_meta()
         config = config or IndexConfig(**{k: v for k, v in meta.get("config", {}).items()
                                           if k in IndexConfig.__dataclass_fields__})
@@ -147,21 +136,6 @@ class Indexer:
         self.config = config
         self._embedder = embedder
         self._store = store
-        self.mirror: VectorMirror | None = None   # the latest mirror this indexer wrote (shared with CodeIndex)
-        self._reset_delta()
-
-    def _reset_delta(self) -> None:
-        self._store_written = False
-        self._fresh = False
-        self._drop_paths: set[str] = set()
-        self._new_rows: list[tuple] = []  # (id, path, language, is_test, vector, terms, symbol, kind)
-
-    def _before_store_write(self, paths) -> None:
-        """Invalidate the vector mirror (committed) before the first store write of a run; note dropped paths."""
-        if not self._store_written:
-            self.manifest.set_meta(**{META_KEY: None})
-            self._store_written = True
-        self._drop_paths.update(paths)
 
     # lazily built parts: an unchanged tree never loads the model nor opens the store
     @property
@@ -188,21 +162,27 @@ class Indexer:
             self.manifest.set_meta(config=asdict(self.config))
 
     @property
-    def store(self) -> ChunkStore:
+    def loaded_embedder(self):
+        """The Embedder if it was loaded or given (None: not needed yet)."""
+        return self._embedder
+
+    @property
+    def opened_store(self) -> Store | None:
+        """The store if it was opened or given (None: not needed yet)."""
+        return self._store
+
+    @property
+    def store(self) -> Store:
         """The chunk store (opened on first use)."""
         if self._store is None:
             meta = self.manifest.get_meta()
             dim = meta.get("dim") or self.embedder.dimension
             small = meta.get("small_dim") or pick_small_dim(dim, self.embedder.matryoshka_dims, self.config.small_dim)
-            # with the in-memory mirror serving dense queries, the store's own vector index only has to exist:
-            # FLAT skips Milvus Lite's slow HNSW build
-            kind = "FLAT" if mirror_enabled(self.index_dir, self.config) else "HNSW"
-            if is_local_uri(store_uri_for(self.index_dir, self.config)):  # one process per Milvus Lite file
+            if is_milvus_lite(self.config.store_uri):  # one process per Milvus Lite file
                 from codesift.index import query_server
 
                 query_server.stop(self.index_dir)
-            self._store = ChunkStore(store_uri_for(self.index_dir, self.config), self.config.collection, dim, small,
-                                     token=self.config.store_token, vector_index=kind)
+            self._store = open_store(self.index_dir, self.config, self.manifest, dim, small)
             if not meta.get("dim"):
                 self.manifest.set_meta(dim=dim, small_dim=small, fingerprint=self.embedder.fingerprint)
         return self._store
@@ -240,11 +220,10 @@ class Indexer:
             log.warning("%s; repairing it", mismatch)
             records = self.manifest.files()
             listed = {p for p, r in records.items() if r.status == "done" and r.n_chunks}
-            stray = sorted({row["path"] for rows in self.store.iterate(["path"]) for row in rows} - listed)
+            stray = sorted(self.store.paths() - listed)
             if stray:  # rows of files the manifest does not list (e.g. it was lost and rebuilt)
                 self.store.delete_paths(stray)
                 self.store.flush()
-            self.manifest.set_meta(**{META_KEY: None})  # the next pass rebuilds the vector mirror from the store
             if self.store_mismatch():  # rows are missing: write every file again, vectors from the cache
                 self.manifest.mark_pending([p for p, r in records.items() if r.status == "done"])
                 return self._update(progress)
@@ -260,11 +239,8 @@ class Indexer:
     def _update(self, progress: Progress | None = None) -> IndexReport:
         t0 = time.perf_counter()
         report = IndexReport(root=str(self.root), index_dir=str(self.index_dir))
-        start_token = self.manifest.get_meta().get(META_KEY)
-        self._reset_delta()
         self.manifest.set_meta(root=str(self.root), config=asdict(self.config), started_at=time.time())
         files, records, todo, gone = self.scan()
-        self._fresh = not records  # a first run: the mirror starts empty
         report.files_seen = len(files) + len(self.bad_names)
         report.files_skipped += len(self.bad_names)
         report.skipped.update(self.bad_names)
@@ -274,10 +250,8 @@ class Indexer:
             report.files_deleted = len(gone)
             report.chunks_deleted += sum(records[p].n_chunks for p in gone)
             ts = time.perf_counter()
-            self._before_store_write(gone)
-            self.store.delete_paths(gone)
+            self._commit(gone, [], [], forget=gone)
             report.store_seconds += time.perf_counter() - ts
-            self.manifest.delete_files(gone)
 
         touched: list[FileRecord] = []         # mtime changed, content identical: metadata only
         batch: list[tuple[FileStat, str, str, str | None]] = []  # (stat, text, sha, language)
@@ -292,11 +266,12 @@ class Indexer:
             if text is None:
                 if prev is None or prev.status != "skipped" or prev.skip_reason != reason:
                     report.skipped[f.path] = reason or "skipped"
-                if prev is not None and prev.n_chunks:
+                record = FileRecord(f.path, f.mtime_ns, f.size, None, language, 0, "skipped", reason)
+                if prev is not None and prev.n_chunks:  # its chunks go with the record that says so
                     report.chunks_deleted += prev.n_chunks
-                    self._before_store_write([f.path])
-                    self.store.delete_paths([f.path])
-                touched.append(FileRecord(f.path, f.mtime_ns, f.size, None, language, 0, "skipped", reason))
+                    self._commit([f.path], [], [record])
+                else:
+                    touched.append(record)
                 report.files_skipped += 1
                 continue
             sha = sha256_text(text)
@@ -326,10 +301,6 @@ class Indexer:
             ts = time.perf_counter()
             self._store.flush()
             report.store_seconds += time.perf_counter() - ts
-        if mirror_enabled(self.index_dir, self.config):
-            ts = time.perf_counter()
-            self._sync_mirror(start_token)
-            report.store_seconds += time.perf_counter() - ts
         report.chunks_total = self.manifest.totals()["chunks"]
         report.seconds = time.perf_counter() - t0
         self.manifest.set_meta(indexed_at=time.time(), last_report=report.to_dict() | {"skipped": {}})
@@ -357,8 +328,6 @@ class Indexer:
     def _write_batch(self, batch: list[tuple[FileStat, str, str, str | None]], report: IndexReport) -> None:
         from codesift.data.chunking import chunk_text
 
-        paths = [f.path for f, *_ in batch]
-        self.manifest.mark_pending(paths)
         chunks_by_file = []
         counter = DocumentTokens(self.embedder)
         limit = self.chunk_limit()
@@ -367,43 +336,27 @@ class Indexer:
         all_chunks = [c for cs in chunks_by_file for c in cs]
         vectors = self._vectors(all_chunks, report)
         small = self.store.small_dim
-        rows = [make_row(c, vectors[c.content_hash], small, looks_like_test(c.path)) for c in all_chunks]
-        self._new_rows.extend((r["id"], r["path"], r["language"], r["is_test"], vectors[c.content_hash], r["terms"],
-                               r["symbol"], r["kind"])
-                              for r, c in zip(rows, all_chunks))
+        rows = [make_row(c, vectors[c.content_hash], small, is_test_path(c.path)) for c in all_chunks]
         ts = time.perf_counter()
-        self._before_store_write(paths)
-        self.store.delete_paths(paths)
-        self.store.upsert(rows)
+        self._commit([f.path for f, *_ in batch], rows,
+                     [FileRecord(f.path, f.mtime_ns, f.size, sha, language, len(cs), "done")
+                      for (f, text, sha, language), cs in zip(batch, chunks_by_file)])
         report.store_seconds += time.perf_counter() - ts
-        self.manifest.put_files([FileRecord(f.path, f.mtime_ns, f.size, sha, language, len(cs), "done")
-                                 for (f, text, sha, language), cs in zip(batch, chunks_by_file)])
 
-    def _sync_mirror(self, start_token: str | None) -> None:
-        """Bring ``vectors.npz`` in line with the store: this run's changes on top of the valid sidecar, else a rebuild."""
-        meta = self.manifest.get_meta()
-        if not meta.get("dim"):
-            return  # the store was never created (nothing indexable yet)
-        if not self._store_written and meta.get(META_KEY) and VectorMirror.token_on_disk(self.index_dir) == meta[META_KEY]:
-            return
-        base = None
-        if self._store_written and start_token:
-            base = self.mirror if self.mirror is not None and self.mirror.token == start_token else \
-                VectorMirror.load(self.index_dir, start_token)
-        if base is None and self._fresh and self._store_written:
-            base = VectorMirror.from_rows([], [], [], [], np.zeros((0, meta["dim"]), np.float32), meta["small_dim"], [])
-        if base is not None:
-            cols = list(zip(*self._new_rows)) or [()] * 8
-            vecs = np.stack(cols[4]) if self._new_rows else np.zeros((0, meta["dim"]), dtype=np.float32)
-            mirror = base.apply(self._drop_paths, cols[0], cols[1], cols[2], cols[3], vecs, cols[5], symbols=cols[6],
-                                kinds=cols[7])
-            if self._fresh and len(mirror) != self.store.count():  # rows left in the store by an older manifest
-                mirror = VectorMirror.from_store(self.store)
-        else:
-            mirror = VectorMirror.from_store(self.store)
-        self.manifest.set_meta(**{META_KEY: mirror.save(self.index_dir)})
-        self.mirror = mirror
-        self._reset_delta()
+    def _commit(self, paths: list[str], rows: list[dict], records: list[FileRecord], forget: list[str] = ()) -> None:
+        """Replace the chunks of ``paths`` by ``rows``, store ``records`` and forget the files ``forget``.
+
+        SQLite store: one transaction. Milvus store: ``paths`` are marked pending (committed) first, so that a
+        run killed before the records are stored leaves them for the next run to redo.
+        """
+        if not self.store.shares_manifest:
+            self.manifest.mark_pending(list(paths))
+        with self.manifest.transaction():
+            self.store.replace_files(paths, rows)
+            if records:
+                self.manifest.put_files(records)
+            if forget:
+                self.manifest.delete_files(list(forget))
 
     def _vectors(self, chunks: list, report: IndexReport) -> dict[str, np.ndarray]:
         """Full-dim vectors by chunk hash: from the cache, else embedded (nl2code document) and cached."""

@@ -1,14 +1,17 @@
-"""The index's own bookkeeping in one SQLite file: settings, the state of every file, the embedding cache.
+"""The index's own bookkeeping in its SQLite file: settings, the state of every file, the embedding cache.
 
-SQLite transactions are what make an interrupted run safe: a file is marked ``pending`` (committed)
-before its chunks in the store are touched, and marked ``done`` only after the store holds its new
-chunks. A run killed in between leaves ``pending`` rows, which the next run redoes from scratch.
+With the default store (``sqlite_store.py``) the chunks live in the same file, and a batch's file records
+and chunks commit in one ``transaction``: a killed run leaves the last committed batch, nothing half-written.
+With a Milvus store, whose writes cannot join that transaction, a file is marked ``pending`` (committed)
+before its chunks are touched and ``done`` after; the next run redoes ``pending`` files from scratch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,6 +77,20 @@ class Manifest:
         """Close the database."""
         self.db.close()
 
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (BEGIN IMMEDIATE ... COMMIT, ROLLBACK on error); a nested call joins the outer one."""
+        if self.db.in_transaction:
+            yield self.db
+            return
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
     # settings
     def get_meta(self) -> dict:
         """All settings as a dict (JSON-decoded values)."""
@@ -81,7 +98,7 @@ class Manifest:
 
     def set_meta(self, **values) -> None:
         """Store settings (JSON-encoded)."""
-        with self.db:
+        with self.transaction():
             self.db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in values.items()])
 
     # files
@@ -92,7 +109,7 @@ class Manifest:
 
     def put_files(self, records: list[FileRecord]) -> None:
         """Insert or replace file records in one transaction."""
-        with self.db:
+        with self.transaction():
             self.db.executemany(
                 "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [(r.path, r.mtime_ns, r.size, r.sha256, r.language, r.n_chunks, r.status, r.skip_reason) for r in records],
@@ -100,7 +117,7 @@ class Manifest:
 
     def mark_pending(self, paths: list[str]) -> None:
         """Mark files as being rewritten (their store rows may be partial until marked done)."""
-        with self.db:
+        with self.transaction():
             self.db.executemany("UPDATE files SET status = 'pending', sha256 = NULL WHERE path = ?", [(p,) for p in paths])
             self.db.executemany(
                 "INSERT OR IGNORE INTO files (path, mtime_ns, size, status) VALUES (?, 0, 0, 'pending')", [(p,) for p in paths]
@@ -108,7 +125,7 @@ class Manifest:
 
     def delete_files(self, paths: list[str]) -> None:
         """Forget files."""
-        with self.db:
+        with self.transaction():
             self.db.executemany("DELETE FROM files WHERE path = ?", [(p,) for p in paths])
 
     def totals(self) -> dict[str, int]:
@@ -135,7 +152,7 @@ class Manifest:
 
     def cache_vectors(self, vectors: dict[str, np.ndarray], fingerprint: str) -> None:
         """Add vectors to the cache."""
-        with self.db:
+        with self.transaction():
             self.db.executemany(
                 "INSERT OR REPLACE INTO embed_cache VALUES (?, ?, ?)",
                 [(h, fingerprint, np.asarray(v, dtype=np.float32).tobytes()) for h, v in vectors.items()],

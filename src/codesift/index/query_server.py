@@ -1,7 +1,7 @@
 """A per-index background query process: how a cold `codesift search` answers in well under a second.
 
-A fresh `codesift search` process would spend seconds importing torch and transformers, loading the model
-and opening the Milvus Lite store before its first query. So the CLI asks a small server instead: one
+A fresh `codesift search` process would spend seconds importing torch and transformers and loading the model
+before its first query. So the CLI asks a small server instead: one
 process per index directory, listening on a unix socket (``<index>/query.sock``, or a per-user folder when
 that path is too long or not writable). The CLI starts it on demand, then every later `codesift search`
 on that index reuses it; it exits after ``CODESIFT_QUERY_SERVER_IDLE_S`` seconds without a request
@@ -13,9 +13,10 @@ It is safe to rely on:
   under a file lock so that two clients never start two servers;
 - a changed index: the server re-reads the manifest on every request and refuses to answer (and exits)
   when the model, fingerprint, root or store changed, or when the client runs other codesift code or
-  another ``CODESIFT_MODEL``; the client then starts a fresh one. New chunks from `codesift index` are
-  picked up on the next request (the vector mirror's token changes);
-- the store lock: Milvus Lite lets one process hold a store, so any other process that opens the store
+  another ``CODESIFT_MODEL``; the client then starts a fresh one. New chunks from `codesift index` (another
+  process, writing the same SQLite file in WAL mode) are picked up on the next request: the store's
+  generation moved, so it reads the rows added since;
+- a Milvus Lite store (``--store-uri x.db``) lets one process hold it, so any other process that opens it
   (`codesift index`, `watch`, `mcp`, `serve`) first asks the server to exit (``stop``).
 
 The client side imports only the standard library: a search through the server never loads numpy,

@@ -1,8 +1,7 @@
 """Searching an index: dense (nl2code query prefix), BM25, and their reciprocal-rank fusion.
 
-Filters (language, path globs with ``!negation``, excluding tests) become one ``ChunkFilter``: a Milvus
-filter expression for the store's searches, a boolean mask over the in-memory vector mirror for the
-dense leg of a local index; either way they apply BEFORE the top-k cut, never to a cut list.
+Filters (language, path globs with ``!negation``, excluding tests) become one ``ChunkFilter``, which the
+store (``store.py``: SQLite by default, Milvus by URI) applies BEFORE its top-k cut, never to a cut list.
 """
 
 from __future__ import annotations
@@ -15,16 +14,17 @@ from pathlib import Path
 import numpy as np
 import pathspec
 
-from codesift.index.config import IndexConfig, SearchConfig
-from codesift.index.indexer import (Indexer, IndexReport, default_index_dir, mirror_enabled, store_mismatch,
-                                   store_uri_for)
+from codesift.data.files import is_test_path
+from codesift.index.config import DB_NAME, IndexConfig, SearchConfig
+from codesift.index.indexer import Indexer, IndexReport, default_index_dir, store_mismatch
 from codesift.index.manifest import Manifest
 from codesift.index.ranking import Candidate, fit_budget, fuse_windows, query_identifiers, query_windows, rank_files
 from codesift.index.ranking import rerank as code_rerank
-from codesift.index.store import OUTPUT_FIELDS, ChunkStore, StoreLockedError, in_list, is_local_uri, quote
-from codesift.index.vectors import META_KEY, ChunkFilter, VectorMirror
-from codesift.index.walk import looks_like_test, walk_files
+from codesift.index.store import (META_FIELDS, OUTPUT_FIELDS, ChunkFilter, Store, StoreLockedError, is_milvus_lite,
+                                  is_milvus_uri, open_store, store_location)
+from codesift.index.walk import walk_files
 from codesift.model.inputs import check_text
+from codesift.model.norm import l2_normalize
 
 log = logging.getLogger(__name__)
 
@@ -102,9 +102,9 @@ class CodeIndex:
     def __init__(self, index_dir: str | Path, embedder=None, search_config: SearchConfig | None = None,
                  stop_query_server: bool = True) -> None:
         self.index_dir = Path(index_dir).resolve()
-        # a local store admits one process: opening it first asks the index's query server (if any) to exit
+        # a Milvus Lite file admits one process: opening it first asks the index's query server (if any) to exit
         self._stop_query_server = stop_query_server
-        manifest_path = self.index_dir / "manifest.sqlite"
+        manifest_path = self.index_dir / DB_NAME
         if not manifest_path.is_file():
             raise FileNotFoundError(f"no codesift index at {self.index_dir}; build one with `codesift index PATH`")
         self.manifest = Manifest(manifest_path)
@@ -116,9 +116,7 @@ class CodeIndex:
                                      for k, v in meta.get("config", {}).items() if k in IndexConfig.__dataclass_fields__})
         self.search_config = search_config or SearchConfig()
         self._embedder = embedder
-        self._store: ChunkStore | None = None
-        self._indexer: Indexer | None = None
-        self._mirror: VectorMirror | None = None
+        self._store: Store | None = None
         self._files_view: tuple | None = None       # (generation, paths with chunks, languages)
         self._glob_cache: dict[tuple, tuple | None] = {}
 
@@ -137,16 +135,15 @@ class CodeIndex:
         return self._embedder
 
     @property
-    def store(self) -> ChunkStore:
+    def store(self) -> Store:
         """The chunk store."""
         if self._store is None:
             meta = self.manifest.get_meta()
-            if self._stop_query_server and is_local_uri(store_uri_for(self.index_dir, self.config)):
+            if self._stop_query_server and is_milvus_lite(self.config.store_uri):
                 from codesift.index import query_server
 
                 query_server.stop(self.index_dir)
-            self._store = ChunkStore(store_uri_for(self.index_dir, self.config), self.config.collection,
-                                     meta["dim"], meta["small_dim"], token=self.config.store_token)
+            self._store = open_store(self.index_dir, self.config, self.manifest, meta["dim"], meta["small_dim"])
             mismatch = store_mismatch(self.manifest, self._store, self.index_dir)
             if mismatch:  # searching it would silently miss chunks: say so, and how to repair it
                 self.close_store()
@@ -155,48 +152,14 @@ class CodeIndex:
         return self._store
 
     def close_store(self) -> None:
-        """Release the store only (its file lock), keeping the manifest open."""
+        """Release the store only (a Milvus Lite file lock), keeping the manifest open."""
         if self._store is not None:
             self._store.close()
             self._store = None
-        if self._indexer is not None:
-            self._indexer._store = None
-
-    def vector_mirror(self) -> VectorMirror | None:
-        """The in-memory vectors matching the store now (None when the index keeps none, e.g. a Milvus server)."""
-        if not mirror_enabled(self.index_dir, self.config):
-            return None
-        meta = self.manifest.get_meta()
-        if not meta.get("dim"):
-            return None
-        token = meta.get(META_KEY)
-        if self._mirror is not None and token and self._mirror.token == token:
-            return self._mirror
-        shared = self._indexer.mirror if self._indexer is not None else None
-        mirror = shared if shared is not None and token and shared.token == token else VectorMirror.load(self.index_dir, token)
-        if mirror is None:  # missing, or left invalid by an interrupted run: rebuild it from the store
-            log.info("rebuilding %s/vectors.npz from the store", self.index_dir)
-            mirror = VectorMirror.from_store(self.store)
-            self.manifest.set_meta(**{META_KEY: mirror.save(self.index_dir)})
-        self._mirror = mirror
-        return mirror
-
-    @property
-    def indexer(self) -> Indexer:
-        """An Indexer sharing this index's manifest, store and embedder."""
-        if self._indexer is None:
-            self._indexer = Indexer(self.root, self.index_dir, self.config, embedder=self._embedder,
-                                    manifest=self.manifest, store=self._store)
-        return self._indexer
 
     def close(self) -> None:
-        """Release the store (and its file lock) and the manifest."""
-        if self._store is not None:
-            self._store.close()
-            self._store = None
-        if self._indexer is not None:
-            self._indexer._store = None
-        self._mirror = None
+        """Release the store and the manifest."""
+        self.close_store()
         self.manifest.close()
 
     def __enter__(self) -> CodeIndex:
@@ -210,12 +173,10 @@ class CodeIndex:
         """Re-index what changed in the tree since the last run."""
         if self.manifest.get_meta().get("dim"):
             self.store  # opened here, by this index's rules (the indexer reuses it)
-        ix = self.indexer
-        ix._embedder = ix._embedder or self._embedder
-        ix._store = ix._store or self._store
+        ix = Indexer(self.root, self.index_dir, self.config, embedder=self._embedder, manifest=self.manifest,
+                     store=self._store)
         report = ix.update(progress)
-        self._store = ix._store
-        self._embedder = ix._embedder
+        self._store, self._embedder = ix.opened_store, ix.loaded_embedder
         return report
 
     def staleness(self) -> dict:
@@ -247,9 +208,10 @@ class CodeIndex:
                 langs[r.language] = langs.get(r.language, 0) + 1
         out = {"root": str(self.root), "index_dir": str(self.index_dir), "model": self.config.model,
                "fingerprint": meta.get("fingerprint"), "dim": meta.get("dim"), "small_dim": meta.get("small_dim"),
-               "store": store_uri_for(self.index_dir, self.config), "collection": self.config.collection,
+               "store": store_location(self.index_dir, self.config),
+               "engine": "milvus" if is_milvus_uri(self.config.store_uri) else "sqlite",
                **self.manifest.totals(), "languages": dict(sorted(langs.items(), key=lambda t: -t[1])),
-               "indexed_at": meta.get("indexed_at"), "vector_mirror": self._mirror_state(meta)}
+               "indexed_at": meta.get("indexed_at")}
         out["problem"] = None
         if meta.get("dim"):
             try:
@@ -263,20 +225,11 @@ class CodeIndex:
             out["staleness"]["stale"] = out["staleness"]["stale"] or out["problem"] is not None
         return out
 
-    def _mirror_state(self, meta: dict) -> str:
-        """'off' (searches run in Milvus), 'ready', or 'rebuild pending' (the next search rebuilds it from the store)."""
-        if not mirror_enabled(self.index_dir, self.config):
-            return "off"
-        token = meta.get(META_KEY)
-        ok = token and (self._mirror is not None and self._mirror.token == token
-                        or VectorMirror.token_on_disk(self.index_dir) == token)
-        return "ready" if ok else "rebuild pending"
-
     # ---- filters
     def _indexed_files(self) -> tuple[list[str], set[str]]:
         """(sorted paths of indexed files with chunks, their languages), re-read only when the index changed."""
         meta = self.manifest.get_meta()
-        generation = (meta.get("indexed_at"), meta.get(META_KEY))
+        generation = (meta.get("started_at"), meta.get("indexed_at"))
         if self._files_view is None or self._files_view[0] != generation:
             done = [r for r in self.manifest.files().values() if r.status == "done"]
             self._files_view = (generation, sorted(r.path for r in done if r.n_chunks),
@@ -348,7 +301,7 @@ class CodeIndex:
         out = []
         for f in files:
             chunks = [by_id[c.id] for c in f.chunks if c.id in by_id]
-            if not chunks:  # gone from the store since the mirror was read
+            if not chunks:  # gone from the store since it was found
                 continue
             top = chunks[0]
             out.append(FileResult(path=f.path, score=round(float(f.score), 6), language=f.language,
@@ -423,7 +376,7 @@ class CodeIndex:
         vecs = emb.encode(windows, task=task, role="query", normalize=True, truncate=True, show_progress=False)
         if how == "mean":
             mean = vecs.mean(axis=0)
-            return (mean / max(float(np.linalg.norm(mean)), 1e-12))[None, :].astype(np.float32)
+            return l2_normalize(mean)[None, :]
         return vecs
 
     def _dense_windows(self, qvs: np.ndarray, depth: int, flt: ChunkFilter, two_stage: bool) -> list[dict]:
@@ -442,30 +395,15 @@ class CodeIndex:
         return [{**rows[i], "distance": s} for i, s in fused[:depth]]
 
     def _to_candidates(self, fused: list[tuple[float, dict]]) -> list[Candidate]:
-        """Ranking candidates of (score, row) pairs: features from the rows (store hits) or, in one vectorised
-        lookup, from the mirror (hits that carry only an id)."""
-        out: list[Candidate | None] = [None] * len(fused)
-        mirror = self._mirror
-        lookup: list[tuple[int, int]] = []   # (index in fused, mirror row)
-        for n, (score, row) in enumerate(fused):
-            if "path" in row:
-                out[n] = Candidate(row["id"], float(score), row["path"], row.get("language") or "",
-                                   row.get("symbol") or "", row.get("kind") or "", looks_like_test(row["path"]), row)
-                continue
-            pos = mirror.position(row["id"]) if mirror is not None else None
-            if pos is None:
-                out[n] = Candidate(row["id"], float(score), "", row=row)
-            else:
-                lookup.append((n, pos))
-        if lookup:
-            rows = np.fromiter((p for _, p in lookup), dtype=np.int64, count=len(lookup))
-            paths = mirror.paths[mirror.path_codes[rows]].tolist()
-            langs = mirror.languages[mirror.language_codes[rows]].tolist()
-            kinds = mirror.kinds[mirror.kind_codes[rows]].tolist()
-            tests = mirror.is_test[rows].tolist()
-            for (n, pos), path, lang, kind, test in zip(lookup, paths, langs, kinds, tests):
-                score, row = fused[n]
-                out[n] = Candidate(row["id"], float(score), path, lang, mirror.symbols[pos], kind, test, row)
+        """Ranking candidates of (score, row) pairs; rows that carry only an id get their features in one lookup."""
+        missing = [row["id"] for _, row in fused if "path" not in row]
+        fetched = self.store.get(missing, META_FIELDS) if missing else {}
+        out = []
+        for score, row in fused:
+            row = row if "path" in row else {**fetched.get(row["id"], {"path": ""}), **row}
+            out.append(Candidate(row["id"], float(score), row["path"], row.get("language") or "",
+                                 row.get("symbol") or "", row.get("kind") or "",
+                                 bool(row["path"]) and is_test_path(row["path"]), row))
         return out
 
     def _definitions(self, names: set[str], flt: ChunkFilter, have: list[Candidate]) -> list[Candidate]:
@@ -473,14 +411,7 @@ class CodeIndex:
         (the identifier factor then lifts them, as it lifts the definitions fusion found)."""
         seen = {c.id for c in have}
         floor = min((c.score for c in have), default=1.0)
-        mirror = self.vector_mirror()
-        if mirror is not None:
-            mask = mirror.mask(flt)
-            rows = [r for r in mirror.defining(names) if mask is None or mask[r]][:200]
-            return self._to_candidates([(floor, {"id": i}) for i in (str(mirror.ids[r]) for r in rows) if i not in seen])
-        exact = in_list("symbol", sorted(names))
-        expr = " and ".join(p for p in (f"({exact})", flt.expr()) if p)
-        found = self.store.query(expr, output_fields=OUTPUT_FIELDS, limit=200)
+        found = self.store.defining(names, flt, limit=200)
         return self._to_candidates([(floor, r) for r in found if r["id"] not in seen])
 
     def _task_rescore(self, cands: list[Candidate], qvs: np.ndarray, task: str) -> list[Candidate]:
@@ -530,8 +461,7 @@ class CodeIndex:
         rel = self.relative_path(path)
         if not isinstance(line, int) or isinstance(line, bool) or line < 1:
             raise ValueError(f"line must be a positive integer, got {line!r}")
-        rows = self.store.query(f"path == {quote(rel)} and start_line <= {line} and end_line >= {line}",
-                                output_fields=["path", "start_line", "end_line", "text"])
+        rows = [r for r in self.store.chunks_of(rel) if r["start_line"] <= line <= r["end_line"]]
         if not rows:
             raise ValueError(f"no indexed chunk covers {rel}:{line}; check the line number or re-index the file")
         return min(rows, key=lambda r: r["end_line"] - r["start_line"])
@@ -567,51 +497,21 @@ class CodeIndex:
             raise ValueError(f"limit must be an integer from 1 to 1000, got {limit!r}")
 
     def _dense(self, qv: np.ndarray, limit: int, flt: ChunkFilter, two_stage: bool) -> list[dict]:
-        """Dense candidates, best first: exact search over the in-memory mirror, else the store's vector index.
-
-        Mirror rows carry only id and distance; ``_results`` fetches the fields of the rows that are kept.
-        """
-        qv = np.asarray(qv, dtype=np.float32)
-        mirror = self.vector_mirror()
-        if mirror is not None:
-            if not two_stage:
-                hits = mirror.top_k(qv, limit, flt)
-            else:
-                depth = max(self.search_config.rerank_factor * limit, 100)
-                hits = mirror.rerank(qv, [i for i, _ in mirror.top_k(qv, depth, flt, small=True)])
-            return [{"id": i, "distance": s} for i, s in hits]
-        expr = flt.expr()
-        if not two_stage:
-            return self.store.dense(qv, limit, expr)
-        small = self.store.small_dim
-        qs = qv[:small] / max(float(np.linalg.norm(qv[:small])), 1e-12)
+        """Dense candidates, best first (two-stage: the small-dim scan ``rerank_factor`` x deeper, reranked)."""
         depth = max(self.search_config.rerank_factor * limit, 100)
-        rows = self.store.dense(qs, depth, expr, field="vector_small", output_fields=["path", "language", "symbol",
-                                "kind", "start_line", "end_line", "text", "vector"])
-        if not rows:
-            return []
-        full = np.asarray([r.pop("vector") for r in rows], dtype=np.float32) @ qv
-        for r, s in zip(rows, full):
-            r["distance"] = float(s)
-        return sorted(rows, key=lambda r: -r["distance"])
+        return self.store.dense(np.asarray(qv, dtype=np.float32), limit, flt, two_stage=two_stage, depth=depth)
 
     def _bm25(self, query: str, limit: int, flt: ChunkFilter) -> list[dict]:
-        mirror = self.vector_mirror()
-        if mirror is not None:
-            return [{"id": i, "distance": s} for i, s in mirror.bm25_top_k(query, limit, flt)]
-        rows = self.store.bm25(query, limit, flt.expr())
-        for r in rows:  # Milvus Lite reports BM25 as a negated distance; expose the positive score
-            r["distance"] = abs(r["distance"])
-        return rows
+        return self.store.bm25(query, limit, flt)
 
     def _results(self, ranked: list[tuple[float, dict]]) -> list[SearchResult]:
-        """Results for (score, row) pairs, fetching the fields of rows that carry only an id (mirror hits)."""
-        missing = [row["id"] for _, row in ranked if "path" not in row]
+        """Results for (score, row) pairs, fetching the text (and fields) of rows that lack it."""
+        missing = [row["id"] for _, row in ranked if "text" not in row]
         fetched = self.store.get(missing, OUTPUT_FIELDS) if missing else {}
         out = []
         for score, row in ranked:
-            if "path" not in row:
-                if row["id"] not in fetched:  # gone from the store since the mirror was read
+            if "text" not in row:
+                if row["id"] not in fetched:  # gone from the store since it was found
                     continue
                 row = {**fetched[row["id"]], **row}
             out.append(self._result(row, score))
@@ -646,6 +546,6 @@ def open_index(index_dir: str | Path, embedder=None) -> CodeIndex:
     p = Path(index_dir)
     if not p.exists():
         raise FileNotFoundError(f"{p} does not exist; pass an index directory or an indexed source root")
-    if not (p / "manifest.sqlite").is_file() and (default_index_dir(p) / "manifest.sqlite").is_file():
+    if not (p / DB_NAME).is_file() and (default_index_dir(p) / DB_NAME).is_file():
         p = default_index_dir(p)
     return CodeIndex(p, embedder=embedder)

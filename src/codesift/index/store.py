@@ -1,37 +1,47 @@
-"""The chunk store: one Milvus collection holding chunk text, metadata, dense vectors and BM25 sparse vectors.
+"""The chunk store behind an index: one ``Store`` protocol, two engines, picked by the configured URI.
 
-The same code reaches Milvus Lite (a local file: ``./index/milvus.db``, no server) or a Milvus
-server / cluster / Zilliz Cloud (``http://host:19530``); pymilvus picks by the URI.
+- no URI (the default): ``SQLiteStore`` (``sqlite_store.py``), the chunks, their float16 vectors and an FTS5
+  keyword index inside the index's own SQLite file, next to the manifest tables, so that a batch of files
+  commits in one transaction;
+- ``http(s)://``, ``tcp://`` or ``unix:`` (a Milvus server, cluster or Zilliz Cloud), or a local ``*.db`` file
+  (Milvus Lite, for trying that engine without a server): ``MilvusStore`` (``milvus_store.py``), HNSW + BM25.
+
+Both take the same ``ChunkFilter`` and apply it BEFORE the top-k cut, never to a cut list. The keyword
+terms (``keyword_text``) and the row layout (``make_row``) are shared, so both engines rank the same words.
 """
 
 from __future__ import annotations
 
-import os
-
-import contextlib
 import hashlib
 import json
-import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-log = logging.getLogger(__name__)
+from codesift.model.norm import l2_normalize
+
+if TYPE_CHECKING:
+    from codesift.index.config import IndexConfig
+    from codesift.index.manifest import Manifest
 
 MAX_VARCHAR = 65535
 OUTPUT_FIELDS = ["path", "language", "symbol", "kind", "start_line", "end_line", "text"]
+META_FIELDS = ["path", "language", "symbol", "kind", "start_line", "end_line"]   # a candidate's features, no text
+REMOTE_SCHEMES = ("http://", "https://", "tcp://", "unix:")
+
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _CAMEL = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
-
-
 _STOP = frozenset(
     "a an and are as at be by for from in into is it of on or that the this to with".split()
 )
 
 
 def stem(word: str) -> str:
-    """A deliberately small English suffix stripper (Milvus Lite's tokenizer has no stemmer)."""
+    """A deliberately small English suffix stripper (the same terms for SQLite FTS5 and Milvus' analyzer)."""
     if len(word) > 4 and word.endswith("ies"):
         return word[:-3] + "y"
     if len(word) > 5 and word.endswith("ied"):
@@ -83,182 +93,114 @@ def in_list(field: str, values: Sequence[str], negate: bool = False) -> str:
     return f"{field} {'not in' if negate else 'in'} [{', '.join(quote(v) for v in values)}]"
 
 
-def is_local_uri(uri: str) -> bool:
-    """True for a Milvus Lite file, False for a server URI."""
-    return not uri.startswith(("http://", "https://", "tcp://", "unix:"))
+def is_milvus_uri(uri: str | None) -> bool:
+    """True for a Milvus server URI or a Milvus Lite file (``*.db``); None (the default) is SQLite."""
+    return bool(uri) and (uri.startswith(REMOTE_SCHEMES) or uri.endswith(".db"))
+
+
+def is_milvus_lite(uri: str | None) -> bool:
+    """True for a Milvus Lite file: one process at a time may open it."""
+    return is_milvus_uri(uri) and not uri.startswith(REMOTE_SCHEMES)
 
 
 class StoreLockedError(ValueError):
     """The store is a Milvus Lite file another process has open."""
 
 
-class ChunkStore:
-    """Chunks of one index in a Milvus collection (Milvus Lite file or server URI)."""
+@dataclass(frozen=True)
+class ChunkFilter:
+    """Search constraints, applied by the store before its top-k cut."""
 
-    def __init__(self, uri: str, collection: str, dim: int, small_dim: int, token: str | None = None,
-                 vector_index: str = "HNSW") -> None:
-        # gRPC's C core logs keepalive chatter ("GOAWAY ... too_many_pings") from Milvus Lite's socket to stderr;
-        # it is not an error for us. Must be set before grpc loads; a user's own GRPC_VERBOSITY wins.
-        os.environ.setdefault("GRPC_VERBOSITY", "NONE")
-        from pymilvus import MilvusClient
+    language: str | None = None
+    exclude_tests: bool = False
+    paths: tuple[str, ...] | None = None    # None: any path
+    negate_paths: bool = False              # True: ``paths`` are the ones to leave out
+    exclude_ids: tuple[str, ...] = ()
 
-        if vector_index not in ("HNSW", "FLAT"):
-            raise ValueError(f"vector_index must be HNSW or FLAT, got {vector_index!r}")
-        self.uri, self.collection, self.dim, self.small_dim = uri, collection, dim, small_dim
-        self.vector_index = vector_index
-        try:
-            with _quiet_milvus_lite():  # a locked file is logged with two tracebacks before it raises
-                self.client = MilvusClient(uri, token=token or "")
-        except Exception as exc:  # Milvus Lite refuses a second process on the same file
-            if "lock" in str(exc).lower() or "Open local milvus failed" in str(exc):
-                raise StoreLockedError(
-                    f"the index store {uri} is open in another codesift process (mcp, watch or serve); "
-                    "stop it, or refresh through it: `POST /v1/index/refresh` on `codesift serve`, the reindex "
-                    "tool of `codesift mcp`"
-                ) from None
-            raise
-        with _quiet_milvus_lite():
-            if not self.client.has_collection(collection):
-                self._create()
-            self.client.load_collection(collection)
+    def expr(self) -> str:
+        """The constraints as a Milvus filter expression ('' when there are none)."""
+        parts: list[str] = []
+        if self.language:
+            parts.append(f"language == {quote(self.language)}")
+        if self.exclude_tests:
+            parts.append("is_test == false")
+        if self.paths is not None:
+            parts.append(in_list("path", self.paths, negate=self.negate_paths))
+        if self.exclude_ids:
+            parts.append(in_list("id", self.exclude_ids, negate=True))
+        return " and ".join(parts)
 
-    def _create(self) -> None:
-        from pymilvus import DataType, Function, FunctionType
+    def sql(self, table: str = "chunks") -> tuple[str, list]:
+        """The constraints as an SQL condition over ``table`` and its parameters ('1' when there are none)."""
+        parts: list[str] = []
+        args: list = []
+        if self.language:
+            parts.append(f"{table}.language = ?")
+            args.append(self.language)
+        if self.exclude_tests:
+            parts.append(f"{table}.is_test = 0")
+        if self.paths is not None:
+            parts.append(f"{table}.path {'NOT IN' if self.negate_paths else 'IN'} (SELECT value FROM json_each(?))")
+            args.append(json.dumps(list(self.paths)))
+        if self.exclude_ids:
+            parts.append(f"{table}.id NOT IN (SELECT value FROM json_each(?))")
+            args.append(json.dumps(list(self.exclude_ids)))
+        return (" AND ".join(parts) or "1"), args
 
-        c = self.client
-        schema = c.create_schema(auto_id=False, enable_dynamic_field=False)
-        schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=64)
-        schema.add_field("path", DataType.VARCHAR, max_length=4096)
-        schema.add_field("language", DataType.VARCHAR, max_length=64)
-        schema.add_field("symbol", DataType.VARCHAR, max_length=1024)
-        schema.add_field("kind", DataType.VARCHAR, max_length=64)
-        schema.add_field("start_line", DataType.INT64)
-        schema.add_field("end_line", DataType.INT64)
-        schema.add_field("is_test", DataType.BOOL)
-        schema.add_field("content_hash", DataType.VARCHAR, max_length=64)
-        schema.add_field("text", DataType.VARCHAR, max_length=MAX_VARCHAR)
-        schema.add_field("terms", DataType.VARCHAR, max_length=MAX_VARCHAR, enable_analyzer=True,
-                         analyzer_params={"tokenizer": "standard", "filter": ["lowercase"]})
-        schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
-        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self.dim)
-        schema.add_field("vector_small", DataType.FLOAT_VECTOR, dim=self.small_dim)
-        schema.add_function(Function(name="bm25", function_type=FunctionType.BM25,
-                                     input_field_names=["terms"], output_field_names=["sparse"]))
-        index = c.prepare_index_params()
-        params = {"M": 16, "efConstruction": 200} if self.vector_index == "HNSW" else {}
-        index.add_index("vector", index_type=self.vector_index, metric_type="IP", params=params)
-        index.add_index("vector_small", index_type=self.vector_index, metric_type="IP", params=params)
-        index.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
-        c.create_collection(self.collection, schema=schema, index_params=index)
 
-    @property
-    def is_local(self) -> bool:
-        """True for a Milvus Lite file (no server)."""
-        return is_local_uri(self.uri)
+class Store(Protocol):
+    """What the indexer and search need from a chunk store (rows are dicts of ``make_row``'s fields)."""
+
+    dim: int
+    small_dim: int
+    shares_manifest: bool   # True: writes join the manifest's transaction (a batch commits whole or not at all)
+
+    def describe(self) -> str:
+        """Where the chunks live (a path or a URI), for status."""
 
     def close(self) -> None:
-        """Release the client and, for Milvus Lite, the in-process engine and its file lock."""
-        self.client.close()
-        if self.is_local:
-            from milvus_lite.server_manager import server_manager_instance
-
-            server_manager_instance.release_server(self.uri)
-
-    def upsert(self, rows: list[dict]) -> None:
-        """Insert or replace chunk rows (see ``make_row``)."""
-        for i in range(0, len(rows), 512):
-            self.client.upsert(self.collection, rows[i:i + 512])
-
-    def delete_paths(self, paths: Sequence[str]) -> None:
-        """Remove every chunk of these files."""
-        for i in range(0, len(paths), 500):
-            self.client.delete(self.collection, filter=in_list("path", paths[i:i + 500]))
-
-    def flush(self) -> None:
-        """Seal written rows into indexed segments (Milvus Lite searches unsealed rows much more slowly)."""
-        self.client.flush(self.collection)
+        """Release the store."""
 
     def count(self) -> int:
         """Number of chunks stored."""
-        res = self.client.query(self.collection, filter="", output_fields=["count(*)"])
-        return int(res[0]["count(*)"])
 
-    def dense(self, vector: np.ndarray, limit: int, filter: str = "", field: str = "vector",
-              output_fields: Sequence[str] = OUTPUT_FIELDS) -> list[dict]:
-        """Nearest chunks by inner product (cosine on normalised vectors), best first."""
-        res = self.client.search(self.collection, data=[np.asarray(vector, dtype=np.float32).tolist()], anns_field=field,
-                                 limit=limit, filter=filter, output_fields=list(output_fields),
-                                 search_params={"metric_type": "IP", "params": {"ef": max(64, 2 * limit)}})
-        return [_flat(h) for h in res[0]]
+    def replace_files(self, paths: Sequence[str], rows: list[dict]) -> None:
+        """Remove every chunk of ``paths`` and add ``rows``."""
 
-    def bm25(self, query: str, limit: int, filter: str = "", output_fields: Sequence[str] = OUTPUT_FIELDS) -> list[dict]:
-        """Chunks ranked by BM25 over identifier-split chunk text, best first."""
-        res = self.client.search(self.collection, data=[keyword_text(query)], anns_field="sparse", limit=limit,
-                                 filter=filter, output_fields=list(output_fields),
-                                 search_params={"metric_type": "BM25"})
-        return [_flat(h) for h in res[0]]
+    def delete_paths(self, paths: Sequence[str]) -> None:
+        """Remove every chunk of these files."""
 
-    def get(self, ids: Sequence[str], output_fields: Sequence[str] = OUTPUT_FIELDS) -> dict[str, dict]:
-        """Rows by primary key, as {id: row}."""
-        if not ids:
-            return {}
-        rows = self.client.get(self.collection, ids=list(ids), output_fields=list(output_fields))
-        return {r["id"]: dict(r) for r in rows}
+    def flush(self) -> None:
+        """Make the writes of a run searchable (seal segments; nothing for SQLite)."""
 
-    def iterate(self, output_fields: Sequence[str], batch_size: int = 4096):
-        """Every row (id and ``output_fields``), in batches (lists of dicts)."""
-        it = None
-        with _quiet_milvus_lite():
-            try:
-                it = self.client.query_iterator(self.collection, batch_size=batch_size, filter="",
-                                                output_fields=["id", *output_fields])
-                while True:
-                    rows = it.next()
-                    if not rows:
-                        return
-                    yield [dict(r) for r in rows]
-            finally:
-                if it is not None:
-                    it.close()
+    def dense(self, vector: np.ndarray, limit: int, flt: ChunkFilter, two_stage: bool = False,
+              depth: int = 100) -> list[dict]:
+        """The ``limit`` nearest chunks by inner product, best first: rows with ``id``, ``distance`` and META_FIELDS.
 
-    def query(self, filter: str, output_fields: Sequence[str] = OUTPUT_FIELDS, limit: int | None = None) -> list[dict]:
-        """Rows matching a filter expression."""
-        kwargs = {"limit": limit} if limit else {}
-        return [dict(r) for r in self.client.query(self.collection, filter=filter, output_fields=["id", *output_fields], **kwargs)]
+        ``two_stage``: ``depth`` candidates at the Matryoshka small dim, reranked at the full dim, cut to ``limit``."""
 
+    def bm25(self, query: str, limit: int, flt: ChunkFilter) -> list[dict]:
+        """Chunks ranked by BM25 over ``keyword_text`` terms (positive ``distance``), best first."""
 
-@contextlib.contextmanager
-def _quiet_milvus_lite():
-    """Hide what Milvus Lite logs for the AllocTimestamp call it lacks (creating a collection, iterating),
-    and the tracebacks it logs for a locked file (raised as StoreLockedError instead).
+    def get(self, ids: Sequence[str], fields: Sequence[str] = OUTPUT_FIELDS) -> dict[str, dict]:
+        """Rows by chunk id, as {id: row}."""
 
-    pymilvus falls back to a client-side timestamp, after the in-process gRPC server has logged the
-    miss as an error with a traceback and pymilvus as a warning: noise, not a failure.
-    """
-    quiet = [logging.getLogger(n) for n in ("grpc._server", "pymilvus.client.iterator.query_iterator",
-                                            "milvus_lite.server_manager")]
-    levels = [q.level for q in quiet]
-    for q in quiet:
-        q.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        for q, level in zip(quiet, levels):
-            q.setLevel(level)
+    def chunks_of(self, path: str) -> list[dict]:
+        """Every chunk of one file: id, start_line, end_line, text."""
 
+    def defining(self, names: set[str], flt: ChunkFilter, limit: int) -> list[dict]:
+        """Chunks whose symbol is one of ``names`` (the qualified name or its last dotted part)."""
 
-def _flat(hit) -> dict:
-    row = dict(hit["entity"])
-    row["id"] = hit["id"]
-    row["distance"] = float(hit["distance"])
-    return row
+    def rows(self, fields: Sequence[str]) -> Iterator[dict]:
+        """Every row: ``id`` and ``fields``."""
+
+    def paths(self) -> set[str]:
+        """The paths that have chunks."""
 
 
 def make_row(chunk, vector: np.ndarray, small_dim: int, is_test: bool) -> dict:
     """A store row for one chunk and its full-dim normalised vector."""
     vector = np.asarray(vector, dtype=np.float32)
-    small = vector[:small_dim]
-    small = small / max(float(np.linalg.norm(small)), 1e-12)
     return {
         "id": chunk_id(chunk.path, chunk.start_line, chunk.content_hash),
         "path": chunk.path,
@@ -271,6 +213,27 @@ def make_row(chunk, vector: np.ndarray, small_dim: int, is_test: bool) -> dict:
         "content_hash": chunk.content_hash,
         "text": clip_utf8(chunk.text),
         "terms": clip_utf8(keyword_text(chunk.path + "\n" + (chunk.symbol or "") + "\n" + chunk.text)),
-        "vector": vector.tolist(),
-        "vector_small": small.tolist(),
+        "vector": vector,
+        "vector_small": l2_normalize(vector[:small_dim]),
     }
+
+
+def store_location(index_dir: Path, config: IndexConfig) -> str:
+    """The configured Milvus URI, else the index's SQLite file."""
+    from codesift.index.config import DB_NAME
+
+    return config.store_uri or str(Path(index_dir) / DB_NAME)
+
+
+def open_store(index_dir: Path, config: IndexConfig, manifest: Manifest, dim: int, small_dim: int) -> Store:
+    """The store of an index: SQLite inside the manifest's database, or Milvus for a Milvus URI."""
+    if is_milvus_uri(config.store_uri):
+        from codesift.index.milvus_store import MilvusStore
+
+        # Milvus Lite is the server-free trial of this engine: FLAT (exact) skips its slow HNSW build
+        kind = "FLAT" if is_milvus_lite(config.store_uri) else "HNSW"
+        return MilvusStore(config.store_uri, config.collection, dim, small_dim, token=config.store_token,
+                           vector_index=kind)
+    from codesift.index.sqlite_store import SQLiteStore
+
+    return SQLiteStore(manifest, dim, small_dim)

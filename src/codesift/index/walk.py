@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import pathspec
 
-from codesift.index.config import DEFAULT_EXCLUDES, IGNORE_FILES, TEST_DIRS, TEST_FILE_PATTERNS
+from codesift.index.config import DEFAULT_EXCLUDES, IGNORE_FILES
 from codesift.model.inputs import printable, text_problem
 
 log = logging.getLogger(__name__)
@@ -104,12 +103,3 @@ def walk_files(root: str | Path, extra_excludes: tuple[str, ...] = (),
             except OSError:
                 continue
         pending.extend(reversed(subdirs))
-
-
-def looks_like_test(path: str) -> bool:
-    """True when a relative path is a test file by common conventions (tests/ dirs, test_*.py, *.spec.ts, ...)."""
-    parts = PurePosixPath(path).parts
-    if any(p.lower() in TEST_DIRS for p in parts[:-1]):
-        return True
-    name = parts[-1] if parts else ""
-    return any(fnmatch.fnmatchcase(name, pat) for pat in TEST_FILE_PATTERNS)

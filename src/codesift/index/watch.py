@@ -7,16 +7,15 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from codesift.data.files import SKIP_DIRS
 from codesift.index.config import INDEX_DIRNAME
 from codesift.index.indexer import Indexer, IndexReport
 
 log = logging.getLogger(__name__)
 
-_NOISE_DIRS = {INDEX_DIRNAME, ".git", ".hg", ".svn", "__pycache__", "node_modules"}
-
 
 def _relevant(_change, path: str) -> bool:
-    return not any(part in _NOISE_DIRS for part in Path(path).parts)
+    return not any(part in SKIP_DIRS or part == INDEX_DIRNAME for part in Path(path).parts)
 
 
 def watch_and_index(root: str | Path, index_dir: str | Path | None = None, debounce_ms: int = 1000,

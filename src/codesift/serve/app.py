@@ -156,8 +156,8 @@ async def _load(state: ServerState, embedder: Any | None) -> None:
 
 
 def _announce(state: ServerState) -> None:
-    """Leave the server's URL in the index dir, so that `codesift index` and `search` can go through it
-    while it holds the store (Milvus Lite allows one process per file)."""
+    """Leave the server's URL in the index dir, so that `codesift index` and `search` go through it: its model is
+    loaded already (and a Milvus Lite store admits one process per file)."""
     from codesift.index.config import SERVING_FILE
 
     if not state.config.port:

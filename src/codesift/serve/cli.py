@@ -1,4 +1,4 @@
-"""`codesift` commands of the serve area; see codesift/cli.py for the convention."""
+"""`codesift` commands of the serve area (serve, mcp); see codesift/cli.py for the convention."""
 
 from __future__ import annotations
 
@@ -82,6 +82,16 @@ def register(app: typer.Typer) -> None:
         state = app_.state.codesift
         if state.status == "failed":
             exit_on_load_failure(state.error)
+
+
+    @app.command("mcp")
+    def mcp_cmd(
+        paths: list[str] = typer.Argument(None, help="Indexed source roots the tools may search (default: .)."),
+    ) -> None:
+        """Serve the index to coding agents over MCP (stdio): search_code, find_similar, index_status, reindex."""
+        from codesift.serve.mcp import run_stdio
+
+        run_stdio(paths or ["."])
 
 
 def exit_on_load_failure(exc: BaseException | None) -> None:
