@@ -29,12 +29,7 @@ config, setting, steps, out = sys.argv[1:5]
 cfg = yaml.safe_load(open(config))
 for item in setting.split(","):
     key, _, value = item.partition("=")
-    cfg[key] = yaml.safe_load(value)
-    if isinstance(cfg[key], str):  # YAML 1.1 reads 5e-5 (no dot) as a string
-        try:
-            cfg[key] = float(cfg[key])
-        except ValueError:
-            pass
+    cfg[key] = yaml.safe_load(value)   # "5e-5" stays a string here: TrainConfig reads it as a number
 cfg.update(steps=int(steps), out=out, eval_every=0, save_every=0, eval_dir=None)
 yaml.safe_dump(cfg, open(out + "/sweep.yaml", "w"))
 PY

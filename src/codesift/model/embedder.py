@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from functools import cached_property
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -407,8 +408,9 @@ class Embedder:
     def _prefix_states(self, prefix_ids: list[int]):
         """Key/value cache of the prefix alone (computed once per encode call, so never stale)."""
         out = self.model(input_ids=torch.tensor([prefix_ids], device=self.device), use_cache=True)
-        return out[self._cache_name()]
+        return out[self._cache_name]
 
+    @cached_property
     def _cache_name(self) -> str:
         """The key/value cache's keyword: ``cache`` from transformers 5.2x on, ``past_key_values`` before."""
         import inspect
@@ -429,7 +431,7 @@ class Embedder:
         cache = copy.deepcopy(prefix_states)
         cache.batch_repeat_interleave(len(tails))
         hidden = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                            use_cache=True, **{self._cache_name(): cache}).last_hidden_state
+                            use_cache=True, **{self._cache_name: cache}).last_hidden_state
         last = torch.tensor([len(t) - 1 for t in tails], device=self.device)
         return hidden[torch.arange(len(tails), device=self.device), last]
 
