@@ -66,6 +66,9 @@ def test_config_yaml_and_overrides(tmp_path):
         TrainConfig.from_yaml(y)
     with pytest.raises(ValueError, match="pooling"):
         TrainConfig().replace(pooling="median")
+    y.write_text("steps: [10\n")
+    with pytest.raises(ValueError, match="is not valid YAML"):
+        TrainConfig.from_yaml(y)
     y.write_text("lr: 5e-5\nsteps: 20\n")  # YAML 1.1 reads 5e-5 (no dot) as a string
     assert TrainConfig.from_yaml(y).lr == 5e-5
     for bad, message in ((dict(lr="fast"), "lr must be a number, got 'fast'"),

@@ -46,13 +46,11 @@ class MixSpec:
         """Read a mix spec; relative paths are taken from the spec's folder."""
         import glob
 
-        import yaml
+        from codesift.data.yamlfile import read_yaml_mapping
 
         p = Path(path)
-        if not p.is_file():
-            raise FileNotFoundError(f"mix spec {p} does not exist")
-        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        if not isinstance(raw, dict) or not isinstance(raw.get("components"), list) or not raw["components"]:
+        raw = read_yaml_mapping(p, "mix spec")
+        if not isinstance(raw.get("components"), list) or not raw["components"]:
             raise ValueError(f"{p}: expected a mapping with a non-empty `components:` list")
         base = p.parent
 

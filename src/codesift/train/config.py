@@ -70,15 +70,9 @@ class TrainConfig:
     @classmethod
     def from_yaml(cls, path: str | Path) -> TrainConfig:
         """Read a YAML file of the fields above (unknown keys are an error)."""
-        import yaml
+        from codesift.data.yamlfile import read_yaml_mapping
 
-        p = Path(path)
-        if not p.is_file():
-            raise FileNotFoundError(f"config file {p} does not exist")
-        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        if not isinstance(raw, dict):
-            raise ValueError(f"{p}: expected a mapping of config keys, got {type(raw).__name__}")
-        return cls().replace(**raw)
+        return cls().replace(**read_yaml_mapping(path, "config file"))
 
     def replace(self, **overrides: Any) -> TrainConfig:
         """A copy with ``overrides`` applied (``None`` values are ignored) and validated."""
