@@ -132,7 +132,9 @@ def cli_cases(work: Path, model: str) -> Path:
     def _() -> None:
         code, out, err, s = cli(["status", str(repo), "--json"])
         got = json.loads(out)["model"] if code == 0 else error_line(err)
-        want = "sentence-transformers/all-MiniLM-L6-v2" if model in ("offline", "minilm") else model
+        from codesift.model.loading import canonical_model_name
+
+        want = canonical_model_name(model)  # "offline" is the shipped codesift-mini
         record("5", "CODESIFT_MODEL=... index records the loaded model", "status names the model that was loaded",
                got == want or Path(got) == Path(model).resolve(), f"model {got!r}", s)
         code, _, err, s = cli(["search", "parse config", str(repo)])
@@ -199,7 +201,7 @@ def index_damage_cases(work: Path, repo: Path, model: str) -> None:
 
         db = sqlite3.connect(index_dir / "manifest.sqlite")
         with db:
-            for table in ("chunk_terms", "chunk_vectors", "chunk_symbols", "chunks"):
+            for table in ("chunk_bags", "term_postings", "term_segments", "chunk_vectors", "chunk_symbols", "chunks"):
                 db.execute(f"DELETE FROM {table}")
         db.close()
         code, _, err, s = cli(["search", "tokenize later words", str(repo)])
@@ -217,7 +219,7 @@ def index_damage_cases(work: Path, repo: Path, model: str) -> None:
     @guarded("4", "a corrupt manifest.sqlite", "exit 2, one line naming --rebuild")
     def _() -> None:
         broken = work / "broken"
-        shutil.copytree(repo, broken, ignore=shutil.ignore_patterns("serving.json"))
+        shutil.copytree(repo, broken, ignore=shutil.ignore_patterns("serving.json", "query.sock"))
         for p in (broken / ".codesift").glob("manifest.sqlite*"):
             p.unlink()
         (broken / ".codesift" / "manifest.sqlite").write_bytes(b"not a database" * 300)
@@ -228,7 +230,7 @@ def index_damage_cases(work: Path, repo: Path, model: str) -> None:
     @guarded("12", "a moved repository", "exit 2 naming --rebuild")
     def _() -> None:
         moved = work / "moved"
-        shutil.copytree(repo, moved, ignore=shutil.ignore_patterns("serving.json"))
+        shutil.copytree(repo, moved, ignore=shutil.ignore_patterns("serving.json", "query.sock"))
         code, _, err, s = cli(["index", str(moved)])
         record("12", "index a moved repository", "exit 2 naming --rebuild", one_error(code, err, "--rebuild"),
                f"exit {code}: {error_line(err)}", s)

@@ -11,7 +11,10 @@ Three parts, each with a stand-in embedder (its speed is not the point; embeddin
   NEW process opening the index and running one dense query (target <= 0.5 s; torch is imported before the
   clock starts: it comes with the model), (c) every file's mtime touched, content unchanged: nothing embedded;
 - query_latency: ``--chunks`` synthetic rows written straight into the store, then `CodeIndex.search` (stub query
-  embedder) p50/p95 for dense, two-stage, BM25 and hybrid, with and without filters.
+  embedder) p50/p95 for dense, two-stage, BM25 and hybrid, with and without filters; and the BM25 engine beside
+  FTS5 (the store's keyword index before its postings) on the same terms and queries;
+- ``--real-index DIR``: the same on an existing index of real code (e.g. the one `benchmarks/index_large.py`
+  builds), with queries taken from its docstrings' first lines.
 """
 
 from __future__ import annotations
@@ -313,6 +316,86 @@ def query_latency(n_chunks: int, dim: int, small_dim: int, index_dir: Path, n_qu
         ix._embedder.i = i
         rec.append(len(exact & {r.id for r in ix.search("q", limit=10, mode="dense", two_stage=True)}) / 10)
     out["two_stage_recall@10_vs_full_synthetic"] = round(float(np.mean(rec)), 3)
+    out["bm25_engine_vs_fts5"] = fts5_side_by_side(ix, texts, index_dir.parent / "fts5-side.sqlite")
+    ix.close()
+    return out
+
+
+def fts5_side_by_side(ix, texts: list[str], side: Path, limit: int = 100) -> dict:
+    """The store's BM25 against FTS5's ``bm25()`` over the same chunks' terms (a side file), the same queries and
+    ``limit`` (hybrid's candidate depth): p50/p95 of each, and how often their top 10 agree."""
+    import sqlite3
+
+    from codesift.index.store import ChunkFilter, keyword_text
+
+    side.unlink(missing_ok=True)
+    db = sqlite3.connect(side)
+    t = time.perf_counter()
+    db.execute("CREATE VIRTUAL TABLE chunk_terms USING fts5 (terms, tokenize = \"unicode61 tokenchars '_'\")")
+    with db:
+        db.executemany("INSERT INTO chunk_terms (rowid, terms) VALUES (?, ?)",
+                       ix.store.db.execute("SELECT seq, terms FROM chunk_bags"))
+    build_s = time.perf_counter() - t
+    ours, fts, agree = [], [], []
+    ix.store.bm25(texts[0], limit, ChunkFilter())  # warm: rows in memory
+    for text in texts:
+        terms = keyword_text(text).split()
+        if not terms:
+            continue
+        t = time.perf_counter()
+        got = ix.store.bm25(text, limit, ChunkFilter())
+        ours.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        match = " OR ".join(f'"{w}"' for w in terms)
+        hits = db.execute("SELECT rowid, -bm25(chunk_terms) FROM chunk_terms WHERE chunk_terms MATCH ? "
+                          "ORDER BY bm25(chunk_terms) LIMIT ?", (match, limit)).fetchall()
+        ix.store._rows_at(np.asarray([h[0] for h in hits], dtype=np.int64), np.asarray([h[1] for h in hits]))
+        fts.append(time.perf_counter() - t)
+        a, b = [round(r["distance"], 3) for r in got[:10]], [round(h[1], 3) for h in hits[:10]]
+        agree.append(a == b)
+    db.close()
+    side.unlink(missing_ok=True)
+    return {"queries": len(ours), "limit": limit, "fts5_build_s": round(build_s, 1),
+            "postings_p50_ms": round(pct(ours, 50), 2), "postings_p95_ms": round(pct(ours, 95), 2),
+            "fts5_p50_ms": round(pct(fts, 50), 2), "fts5_p95_ms": round(pct(fts, 95), 2),
+            "top10_scores_equal_share": round(float(np.mean(agree)), 3)}
+
+
+def real_latency(index_dir: Path, n_queries: int = 200) -> dict:
+    """Query latency on an existing index of real code: docstring first lines as queries, a stub query embedder."""
+    import re
+
+    from codesift.index.search import CodeIndex
+
+    ix = CodeIndex(index_dir, embedder=None)
+    docs = [m.group(1).strip() for (text,) in ix.store.db.execute("SELECT text FROM chunks ORDER BY seq")
+            for m in [re.search(r'"""\s*([^\n"]{20,120})', text)] if m]
+    rng = np.random.default_rng(3)
+    texts = [docs[i] for i in rng.choice(len(docs), min(n_queries, len(docs)), replace=False)]
+    dim = ix.store.dim
+    queries = rng.standard_normal((len(texts), dim)).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+
+    import torch  # noqa: F401  (comes with the model; imported before the clocks start)
+
+    stub = FixedEmbedder(queries)
+    stub.fingerprint = ix.manifest.get_meta().get("fingerprint", "bench")  # stands in for the index's model
+    ix.close()
+    ix = CodeIndex(index_dir, embedder=stub)
+    out = {"index": str(index_dir), "chunks": ix.store.count(), "dim": dim, "queries": len(texts),
+           "query_examples": texts[:3]}
+    t = time.perf_counter()
+    ix.search(texts[0], limit=10, mode="bm25")
+    out["first_bm25_query_with_rows_load_s"] = round(time.perf_counter() - t, 3)
+    for name, kw in {"dense": {"mode": "dense"}, "bm25": {"mode": "bm25"}, "hybrid": {"mode": "hybrid"}}.items():
+        times = []
+        for tx in texts:
+            t = time.perf_counter()
+            ix.search(tx, limit=10, **kw)
+            times.append(time.perf_counter() - t)
+        out[name] = {"p50_ms": round(pct(times, 50), 2), "p95_ms": round(pct(times, 95), 2)}
+        print(name, out[name], file=sys.stderr, flush=True)
+    out["bm25_engine_vs_fts5"] = fts5_side_by_side(ix, texts, Path(tempfile.mkdtemp()) / "fts5-side.sqlite")
     ix.close()
     return out
 
@@ -327,6 +410,7 @@ def main() -> None:
     ap.add_argument("--skip-incremental", action="store_true")
     ap.add_argument("--skip-latency", action="store_true")
     ap.add_argument("--latency-index", default=None, help="keep the filled 100k-chunk index here (reused when present)")
+    ap.add_argument("--real-index", default=None, help="also time queries on this existing index of real code")
     ap.add_argument("--out", default="benchmarks/results/index_perf.json")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -343,6 +427,9 @@ def main() -> None:
             index_dir = Path(args.latency_index) if args.latency_index else Path(tmp) / "lat" / ".codesift"
             result["query_latency"] = query_latency(args.chunks, args.dim, args.small_dim, index_dir)
             print(json.dumps(result["query_latency"], indent=2), flush=True)
+        if args.real_index:
+            result["real_index_latency"] = real_latency(Path(args.real_index))
+            print(json.dumps(result["real_index_latency"], indent=2), flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
     print(f"wrote {args.out}")

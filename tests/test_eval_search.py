@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from codesift.eval.bm25 import BM25Index, code_tokenize
+from codesift.data.terms import code_terms
+from codesift.eval.bm25 import BM25Index
 from codesift.eval.search import exact_top_k, to_run
 from codesift.model.norm import truncate_normalize
 
@@ -38,9 +39,13 @@ def test_to_run_maps_indices_to_ids():
     assert run == {"q": {"c": pytest.approx(0.9), "a": pytest.approx(0.1)}}
 
 
-def test_code_tokenize_splits_identifiers():
-    toks = code_tokenize("def getUserName(http_server): return None")
-    assert {"getusername", "get", "user", "name", "http_server", "http", "server"} <= set(toks)
+def test_code_terms_split_identifiers_and_are_the_index_terms():
+    from codesift.index.store import keyword_text
+
+    text = "def getUserName(http_server): return None"
+    toks = code_terms(text)
+    assert {"getusernam", "get", "user", "name", "http_server", "http", "server"} <= set(toks)  # "getusername": stemmed
+    assert keyword_text(text) == " ".join(toks)
 
 
 def test_bm25_ranks_the_matching_document_first_and_handles_unknown_words():

@@ -53,3 +53,18 @@ def test_index_search_status_json(tmp_path, tiny_qwen_dir, app):
                       (["search", "--like", "src/conf.py", str(root)], ValueError)):
         res = run(app, args)
         assert isinstance(res.exception, exc), (args, res.output)
+
+
+def test_progress_without_a_terminal_is_a_line_now_and_then(capsys):
+    """Piped or logged (no TTY), `codesift index` still shows progress: a plain stderr line at most every N s."""
+    from codesift.index.cli import _progress_printer
+
+    bar, progress = _progress_printer(False, lines_every_s=0.0)
+    assert bar is None
+    progress("files", 250, 1000)
+    progress("files", 1000, 1000)
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("indexing: 250 of 1,000 files (25%)") and err[1].startswith("indexing: 1,000 of 1,000")
+    _, quiet = _progress_printer(False, lines_every_s=3600)
+    quiet("files", 1, 2)  # a short run prints nothing
+    assert capsys.readouterr().err == ""

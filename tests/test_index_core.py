@@ -12,7 +12,7 @@ from codesift.index import IndexConfig, build_index, open_index
 from codesift.index.search import rrf_fuse
 from codesift.index.store import keyword_text
 from codesift.data.files import is_test_path
-from codesift.index.walk import walk_files
+from codesift.data.walk import walk_files
 
 PARSE = 'def parse_config(path):\n    """Read a config file."""\n    with open(path) as fh:\n        return fh.read()\n'
 STACK = "class Stack:\n    def push(self, item):\n        self.items.append(item)\n"

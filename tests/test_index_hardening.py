@@ -176,9 +176,12 @@ def test_an_index_whose_chunks_are_missing_is_reported_and_repaired(repo, tiny_q
     index(repo, tiny_qwen_dir, monkeypatch, capsys)
     db = sqlite3.connect(repo / ".codesift" / "manifest.sqlite")
     with db:
-        for table in ("chunk_terms", "chunk_vectors", "chunk_symbols", "chunks"):
+        for table in ("chunk_bags", "term_postings", "term_segments", "chunk_vectors", "chunk_symbols", "chunks"):
             db.execute(f"DELETE FROM {table}")
     db.close()
+    old = repo / ".codesift"  # what the store before SQLite left beside the manifest: gone once repaired
+    (old / "vectors.npz").write_bytes(b"old mirror")
+    (old / "milvus.db").write_bytes(b"old store")
     code, _, err = run_main(["search", "parse config", str(repo)], monkeypatch, capsys)
     assert_one_error_line(code, err, "manifest lists", "codesift index")
     code, out, err = run_main(["status", str(repo), "--json"], monkeypatch, capsys)
@@ -186,6 +189,7 @@ def test_an_index_whose_chunks_are_missing_is_reported_and_repaired(repo, tiny_q
     assert st["problem"] and st["staleness"]["stale"] is True
     report = index(repo, tiny_qwen_dir, monkeypatch, capsys)  # repaired from the embedding cache
     assert report["chunks_embedded"] == 0 and report["files_changed"] == 2
+    assert not (old / "vectors.npz").exists() and not (old / "milvus.db").exists()
     code, out, err = run_main(["search", "parse config", str(repo), "--json", "--mode", "bm25"], monkeypatch, capsys)
     assert code == 0, err
     assert json.loads(out)[0]["path"] == "src/conf.py"

@@ -15,28 +15,35 @@ import pytest
 
 from codesift.index import IndexConfig, build_index, open_index
 
-# Runs the indexer in a child process; on the n-th store write whose rows are empty (a deletion) or not (a batch),
-# after the write (for SQLite: inside the still open transaction) it signals the parent and waits to be killed.
+# Runs the indexer in a child process; on the n-th call of the write ``target`` ("module:Class.method" or
+# "module:function") whose rows are empty (a deletion), or not (a batch), or any ("any"), after the call (for
+# SQLite: inside the still open transaction) it signals the parent and waits to be killed.
 CHILD = r"""
 import importlib, sys, time
 from codesift.index import IndexConfig, Indexer
-root, model, marker, module, cls, kind, nth, store_uri = sys.argv[1:9]
-store_cls = getattr(importlib.import_module(module), cls)
-orig, calls = store_cls.replace_files, []
-def replace_files(self, paths, rows):
-    orig(self, paths, rows)
-    if (kind == "delete") == (not rows):
-        calls.append(len(rows))
+root, model, marker, target, kind, nth, store_uri = sys.argv[1:8]
+module, _, name = target.partition(":")
+owner = importlib.import_module(module)
+if "." in name:
+    cls, name = name.split(".")
+    owner = getattr(owner, cls)
+orig, calls = getattr(owner, name), []
+def patched(*args):
+    orig(*args)
+    rows = args[-1]
+    if kind == "any" or (kind == "delete") == (not rows):
+        calls.append(1)
         if len(calls) == int(nth):
             open(marker, "w").close()
             time.sleep(120)
-store_cls.replace_files = replace_files
+setattr(owner, name, patched)
 config = IndexConfig(model=model, files_per_commit=5, store_uri=store_uri or None)
 Indexer(root, config=config).update()
 """
 
-SQLITE = ("codesift.index.sqlite_store", "SQLiteStore")
-MILVUS = ("codesift.index.milvus_store", "MilvusStore")
+SQLITE = "codesift.index.sqlite_store:SQLiteStore.replace_files"
+MILVUS = "codesift.index.milvus_store:MilvusStore.replace_files"
+MERGE = "codesift.index.sqlite_terms:merge"  # the keyword index's segment merge, inside a batch's transaction
 
 
 def stored(index_dir: Path, emb) -> set[tuple[str, int, int, str]]:
@@ -57,12 +64,12 @@ def write_tree(root: Path, n: int = 20) -> None:
         (root / "pkg" / f"mod{i}.py").write_text(f"def func_{i}(x):\n    return x * {i}\n\n\nclass K{i}:\n    v = {i}\n")
 
 
-def kill_child_at(root: Path, model: str, tmp_path: Path, store: tuple[str, str], kind: str, nth: int,
+def kill_child_at(root: Path, model: str, tmp_path: Path, target: str, kind: str, nth: int,
                   store_uri: str = "") -> None:
     marker = tmp_path / "marker"
     marker.unlink(missing_ok=True)
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    child = subprocess.Popen([sys.executable, "-c", CHILD, str(root), model, str(marker), *store, kind, str(nth),
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(root), model, str(marker), target, kind, str(nth),
                               store_uri], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.time() + 180
@@ -127,3 +134,55 @@ def test_sigkill_while_deleting_files_then_next_run_finishes(tmp_path, tiny_qwen
     report = build_index(root, embedder=emb)
     assert report.files_deleted == 10 and report.chunks_embedded == 0
     assert {p for p, *_ in stored(root / ".codesift", emb)} == {f"pkg/mod{i}.py" for i in range(10, 20)}
+
+
+def test_sigkill_when_files_become_skipped_then_next_run_finishes(tmp_path, tiny_qwen_dir):
+    """Indexed files turn binary: their chunks go in the transaction that records them as skipped."""
+    from codesift.model.embedder import Embedder
+
+    emb = Embedder(str(tiny_qwen_dir))
+    root = tmp_path / "repo"
+    write_tree(root)
+    build_index(root, config=IndexConfig(model=str(tiny_qwen_dir)), embedder=emb)
+    before = stored(root / ".codesift", emb)
+    for i in range(3):
+        (root / "pkg" / f"mod{i}.py").write_bytes(b"\x00\x01binary\x00" * 100)
+    kill_child_at(root, str(tiny_qwen_dir), tmp_path, SQLITE, "delete", 2)
+
+    with open_index(root, embedder=emb) as ix:  # one file's skip committed whole, the second's not at all
+        assert ix.staleness()["stale"]
+    assert before - stored(root / ".codesift", emb) == {c for c in before if c[0] == "pkg/mod0.py"}
+
+    report = build_index(root, embedder=emb)
+    assert report.files_skipped == 3 and report.chunks_embedded == 0
+    fresh = tmp_path / "fresh-index"
+    build_index(root, fresh, config=IndexConfig(model=str(tiny_qwen_dir)), embedder=emb)
+    assert stored(root / ".codesift", emb) == stored(fresh, emb)
+    assert {p for p, *_ in stored(fresh, emb)} == {f"pkg/mod{i}.py" for i in range(3, 20)}
+
+
+def test_sigkill_inside_a_keyword_segment_merge_then_next_run_finishes(tmp_path, tiny_qwen_dir):
+    """The fourth batch's segment merges the first four (``sqlite_terms.FANOUT``): killed inside that merge, the
+    batch and the merge are rolled back together, and the next run's BM25 ranks like a fresh build's."""
+    from codesift.index.store import ChunkFilter
+    from codesift.model.embedder import Embedder
+
+    root = tmp_path / "repo"
+    write_tree(root)
+    kill_child_at(root, str(tiny_qwen_dir), tmp_path, MERGE, "any", 1)
+
+    emb = Embedder(str(tiny_qwen_dir))
+    with open_index(root, embedder=emb) as ix:
+        totals = ix.manifest.totals()
+        assert ix.staleness()["stale"] and totals["files"] == 15 and ix.store.count() == totals["chunks"]
+        assert len(ix.store.db.execute("SELECT segment FROM term_segments").fetchall()) == 3  # none merged yet
+
+    build_index(root, embedder=emb)
+    fresh = tmp_path / "fresh-index"
+    build_index(root, fresh, config=IndexConfig(model=str(tiny_qwen_dir)), embedder=emb)
+    assert stored(root / ".codesift", emb) == stored(fresh, emb)
+    with open_index(root, embedder=emb) as a, open_index(fresh, embedder=emb) as b:
+        for query in ("func", "class k3 v", "return x"):
+            got = [(r["path"], round(r["distance"], 5)) for r in a.store.bm25(query, 50, ChunkFilter())]
+            want = [(r["path"], round(r["distance"], 5)) for r in b.store.bm25(query, 50, ChunkFilter())]
+            assert sorted(got) == sorted(want) and got

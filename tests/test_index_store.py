@@ -1,5 +1,5 @@
 """The chunk stores behind one protocol: the SQLite store (exact dense search over an in-memory matrix kept current
-by generation, FTS5 BM25, filters before the cut) and the Milvus store (Milvus Lite here: no server can run in the
+by generation, BM25 over segmented postings, filters before the cut) and the Milvus store (Milvus Lite here: no server can run in the
 test suite), which must agree with it."""
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def test_the_matrix_follows_writes_of_another_process_or_connection(tmp_path):
         assert ix.store.count() == ix.manifest.totals()["chunks"]
 
 
-def test_fts5_scores_are_bm25_over_codesift_terms_and_honour_filters(tmp_path):
+def test_bm25_scores_are_fts5s_formula_over_codesift_terms_and_honour_filters(tmp_path):
     root = tmp_path / "repo"
     write_tree(root)
     emb = BagOfWords()
@@ -117,6 +117,105 @@ def test_fts5_scores_are_bm25_over_codesift_terms_and_honour_filters(tmp_path):
         assert ix.search("zzz_absent_term", mode="bm25") == []
         assert [h.path for h in ix.search("parse_config", limit=1, mode="bm25", language="python",
                                           path_globs=["tests/"])] == ["tests/test_conf.py"]
+
+
+def synthetic_rows(start: int, n: int, dim: int = 8, path: str | None = None) -> list[dict]:
+    """``n`` rows of a store, chunk ``start`` onwards: words drawn from a small vocabulary, so terms are shared."""
+    rng = np.random.default_rng(start)
+    vocab = "parse config read write file path cache token stream socket retry error handler queue".split()
+    rows = []
+    for i in range(start, start + n):
+        text = " ".join(rng.choice(vocab, int(rng.integers(1, 12))))
+        v = rng.standard_normal(dim).astype(np.float32)
+        rows.append({"id": f"c{i}", "path": path or f"f{i // 3}.py", "language": "python", "is_test": i % 5 == 0,
+                     "symbol": f"f{i}", "kind": "function", "start_line": 1, "end_line": 2, "content_hash": f"{i}",
+                     "text": text, "terms": keyword_text(text), "vector": v / np.linalg.norm(v)})
+    return rows
+
+
+def ranking(store, query, flt=ChunkFilter(), limit=20):
+    """The scores of the top ``limit``, best first, and the ids above the last score (a tie there may go either way)."""
+    hits = [(r["id"], round(r["distance"], 4)) for r in store.bm25(query, limit, flt)]
+    return [d for _, d in hits], {i for i, d in hits if hits and d > hits[-1][1]}
+
+
+def test_segments_merge_and_drop_dead_postings_without_changing_scores(tmp_path):
+    """Many small writes (a segment each) and rewrites of the same files: the segments merge (few remain, dead
+    postings go), and every ranking equals the one of a store written in one go with the final rows."""
+    from codesift.index import sqlite_terms
+    from codesift.index.manifest import Manifest
+
+    store = SQLiteStore(Manifest(tmp_path / "a.sqlite"), 8, 4)
+    final: dict[str, list[dict]] = {}
+    for step in range(120):
+        path = f"f{step % 30}.py"  # 30 files, each rewritten four times
+        rows = synthetic_rows(step * 10, 1 + step % 7, path=path)
+        store.replace_files([path], rows)
+        final[path] = rows
+    segments = store.db.execute("SELECT segment, chunks FROM term_segments").fetchall()
+    alive = store.count()
+    assert len(segments) < sqlite_terms.FANOUT * 4 and sum(c for _, c in segments) <= 2 * alive + 1000
+    sqlite_terms.merge(store.db, [s for s, _ in segments])  # everything in one segment: no dead posting left
+    held = {int(x) for (b,) in store.db.execute("SELECT seqs FROM term_postings") for x in np.frombuffer(b, np.int64)}
+    assert held <= {r[0] for r in store.db.execute("SELECT seq FROM chunks")}
+
+    ref = SQLiteStore(Manifest(tmp_path / "b.sqlite"), 8, 4)
+    ref.replace_files([], [r for rows in final.values() for r in rows])
+    for query in ("parse config", "socket retry error", "queue queue handler", "absent"):
+        assert ranking(store, query) == ranking(ref, query)
+        flt = ChunkFilter(exclude_tests=True, paths=("f1.py", "f2.py", "f3.py"))
+        assert ranking(store, query, flt) == ranking(ref, query, flt)
+        assert all(not r["path"].startswith("f0") for r in store.bm25(query, 50, ChunkFilter(paths=("f0.py",),
+                                                                                             negate_paths=True)))
+
+
+def test_rows_in_memory_follow_edits_in_place_and_compact_dead_ones(tmp_path):
+    """After the first read, an edit appends into spare capacity and marks the old rows dead (the matrix is not
+    copied); once a quarter of the rows are dead they are compacted; every answer equals a fresh read's."""
+    from codesift.index.manifest import Manifest
+
+    path = tmp_path / "s.sqlite"
+    store = SQLiteStore(Manifest(path), 8, 4)
+    for f in range(40):
+        store.replace_files([], synthetic_rows(f * 5, 5, path=f"f{f}.py"))
+    q = synthetic_rows(999, 1)[0]["vector"]
+    store.dense(q, 5, ChunkFilter())
+    rows = store._rows
+    buffer = rows._vectors
+    store.replace_files(["f3.py"], synthetic_rows(500, 5, path="f3.py"))  # one file edited
+    got = store.dense(q, 200, ChunkFilter())
+    assert rows._vectors is buffer and rows.dead == 5 and len(got) == 200
+    fresh = SQLiteStore(Manifest(path), 8, 4)
+    assert [h["id"] for h in got] == [h["id"] for h in fresh.dense(q, 200, ChunkFilter())]
+    assert ranking(store, "parse config") == ranking(fresh, "parse config")
+    store.delete_paths([f"f{f}.py" for f in range(10, 30)])  # half the rows go: compacted
+    got = store.dense(q, 200, ChunkFilter())
+    assert rows.dead == 0 and rows.n == store.count() == 100 and len(got) == 100
+    assert [h["id"] for h in got] == [h["id"] for h in SQLiteStore(Manifest(path), 8, 4).dense(q, 200, ChunkFilter())]
+
+
+def test_an_fts5_index_moves_its_terms_to_postings_once(tmp_path):
+    """An index written by the FTS5 version of the store opens with the same BM25 ranking, its terms moved over."""
+    import sqlite3
+
+    from codesift.index.manifest import Manifest
+
+    path = tmp_path / "old.sqlite"
+    store = SQLiteStore(Manifest(path), 8, 4)
+    store.replace_files([], synthetic_rows(0, 60))
+    want = ranking(store, "parse config error")
+    store.manifest.close()
+    db = sqlite3.connect(path)  # the FTS5 layout: one chunk_terms table, no postings
+    with db:
+        db.execute("CREATE VIRTUAL TABLE chunk_terms USING fts5 (terms, tokenize = \"unicode61 tokenchars '_'\")")
+        db.execute("INSERT INTO chunk_terms (rowid, terms) SELECT seq, terms FROM chunk_bags")
+        for table in ("chunk_bags", "term_postings", "term_segments"):
+            db.execute(f"DROP TABLE {table}")
+    db.close()
+    moved = SQLiteStore(Manifest(path), 8, 4)
+    assert ranking(moved, "parse config error") == want
+    assert not moved.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'chunk_terms'").fetchone()
+    assert len(list(moved.rows(["terms"]))) == 60
 
 
 def test_definitions_and_chunk_lookups():

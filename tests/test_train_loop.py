@@ -16,7 +16,6 @@ import pytest
 import torch
 
 from codesift.train.config import TrainConfig
-from codesift.train.data import Pair
 
 CODE = ["def add(a, b):\n    return a + b", "print('Hello World!')", "int arr[5] = {0, 0, 0, 0, 0};",
         "SELECT name FROM users WHERE age > 30;", "import numpy as np\nx = np.zeros((3, 4))",

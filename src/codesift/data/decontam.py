@@ -7,13 +7,13 @@ with MinHash LSH (datasketch) and confirmed on the exact shingle sets.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from codesift.data.jsonl import read_jsonl
 from codesift.data.mining import normalize, text_hash
 
 logger = logging.getLogger(__name__)
@@ -60,14 +60,10 @@ def read_beir_texts(folder: str | Path) -> Iterator[tuple[str, str]]:
     for file in files:
         if not file.is_file():
             continue
-        with file.open(encoding="utf-8") as fh:
-            for line in fh:
-                if not line.strip():
-                    continue
-                row = json.loads(line)
-                text = " ".join(x for x in (row.get("title") or "", row.get("text") or "") if x)
-                if text.strip():
-                    yield f"{folder.name}/{file.stem}/{row.get('_id', '')}", text
+        for _, row in read_jsonl(file):
+            text = " ".join(x for x in (row.get("title") or "", row.get("text") or "") if x)
+            if text.strip():
+                yield f"{folder.name}/{file.stem}/{row.get('_id', '')}", text
 
 
 class Decontaminator:

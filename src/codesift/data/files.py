@@ -1,8 +1,7 @@
 """Reading source files safely: binary sniffing, text encodings, and skipping what is not code.
 
 ``read_source`` never raises for a bad file: it returns ``(None, reason)`` so that a walk over a
-large tree can report what it skipped and why. ``iter_source_files`` walks a tree without
-following symlinked directories into loops.
+large tree can report what it skipped and why (the walk over a tree is ``data.walk``).
 
 Encodings, in this order (``decode_text``): UTF-8 (with or without a BOM), UTF-16 with a BOM, then
 Windows-1252 (Latin-1's printable characters plus the typographic ones of Windows editors), then
@@ -15,9 +14,7 @@ from __future__ import annotations
 
 import codecs
 import logging
-import os
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -147,28 +144,3 @@ def read_source(path: str | Path, max_bytes: int = 2_000_000) -> tuple[str | Non
     if looks_generated(path, text):
         return None, "generated"
     return text, None
-
-
-def iter_source_files(root: str | Path, follow_symlinks: bool = False) -> Iterator[Path]:
-    """Every file under ``root`` (sorted, skipping VCS/build/vendor folders); symlink loops are never entered."""
-    root = Path(root)
-    if root.is_file():
-        yield root
-        return
-    if not root.is_dir():
-        raise FileNotFoundError(f"{root} is neither a file nor a folder; pass an existing source path")
-    seen: set[tuple[int, int]] = set()
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=follow_symlinks):
-        try:
-            st = os.stat(dirpath)
-        except OSError:
-            dirnames[:] = []
-            continue
-        key = (st.st_dev, st.st_ino)
-        if key in seen:  # reached again through a symlink: a loop or a duplicate
-            dirnames[:] = []
-            continue
-        seen.add(key)
-        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS and d not in BUILD_DIRS and not d.endswith(".egg-info"))
-        for name in sorted(filenames):
-            yield Path(dirpath, name)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from codesift.data.jsonl import read_jsonl
 from codesift.data.pair import Pair
 
 MBPP_SPLITS: dict[str, tuple[int, int]] = {"prompt": (1, 10), "test": (11, 510), "validation": (511, 600), "train": (601, 974)}
@@ -19,12 +19,8 @@ def load_mbpp_pairs(path: str | Path, split: str = "train") -> list[Pair]:
         raise FileNotFoundError(f"{path} not found; pass the full MBPP file (mbpp.jsonl, 974 problems)")
     lo, hi = MBPP_SPLITS[split]
     pairs = []
-    with path.open(encoding="utf-8") as fh:
-        for line in fh:
-            if not line.strip():
-                continue
-            row = json.loads(line)
-            if lo <= int(row["task_id"]) <= hi:
-                code = row["code"].replace("\r\n", "\n").strip()
-                pairs.append(Pair("nl2code", row["text"].strip(), code, "python", f"mbpp-{split}", str(path), f"task_{row['task_id']}"))
+    for _, row in read_jsonl(path):
+        if lo <= int(row["task_id"]) <= hi:
+            code = row["code"].replace("\r\n", "\n").strip()
+            pairs.append(Pair("nl2code", row["text"].strip(), code, "python", f"mbpp-{split}", str(path), f"task_{row['task_id']}"))
     return pairs

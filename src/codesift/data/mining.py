@@ -17,10 +17,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from codesift.data.files import is_test_path, iter_source_files, read_source
+from codesift.data.files import BUILD_DIRS, is_test_path, read_source
 from codesift.data.languages import SUPPORTED_LANGUAGES, detect_language
 from codesift.data.pair import Pair
 from codesift.data.units import CodeUnit, extract_units, strip_doc
+from codesift.data.walk import walk_files
 
 logger = logging.getLogger(__name__)
 
@@ -267,12 +268,25 @@ def source_roots(paths: Iterable[str | Path], split_sources: bool = False) -> li
     return roots
 
 
+# Mining also leaves out build outputs and packaging metadata (an index leaves those to the project's .gitignore).
+MINING_EXCLUDES = tuple(f"{d}/" for d in sorted(BUILD_DIRS)) + ("*.egg-info/",)
+
+
+def source_files(path: Path) -> list[Path]:
+    """A file, or the files of a tree as the index walks it (``data.walk``), without build outputs."""
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path} is neither a file nor a folder; pass an existing source path")
+    return [path / f.path for f in walk_files(path, MINING_EXCLUDES)]
+
+
 def iter_files(
     roots: list[SourceRoot], skip_tests: bool = False, max_files: int | None = None, seed: int = 0
 ) -> Iterator[tuple[SourceRoot, Path]]:
     """Files under the roots, each with its root; optionally without tests and at most ``max_files`` per root."""
     for root in roots:
-        files = [p for p in iter_source_files(root.path) if detect_language(p) is not None or not p.suffix]
+        files = [p for p in source_files(root.path) if detect_language(p) is not None or not p.suffix]
         if skip_tests:
             files = [p for p in files if not is_test_path(str(p.relative_to(root.path)) if p != root.path else p.name)]
         if max_files is not None and len(files) > max_files:

@@ -12,6 +12,8 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from codesift.data.jsonl import read_jsonl
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_TASK = "nl2code"
@@ -43,21 +45,17 @@ class RetrievalTask:
 
 def _read_jsonl(path: Path, join_title: bool) -> dict[str, str]:
     out: dict[str, str] = {}
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                _id = str(row["_id"])
-                text = row.get("text") or ""
-            except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                raise ValueError(f"{path}:{lineno}: expected a JSON object with '_id' and 'text' ({exc})") from None
-            title = (row.get("title") or "") if join_title else ""
-            # BEIR joins a document's title and text with a space.
-            out[_id] = f"{title} {text}" if title else text
-            if not out[_id].strip():
-                logger.warning("%s:%d: empty text for id %r", path, lineno, _id)
+    for lineno, row in read_jsonl(path):
+        try:
+            _id = str(row["_id"])
+            text = row.get("text") or ""
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"{path}:{lineno}: expected a JSON object with '_id' and 'text' ({exc!r})") from None
+        title = (row.get("title") or "") if join_title else ""
+        # BEIR joins a document's title and text with a space.
+        out[_id] = f"{title} {text}" if title else text
+        if not out[_id].strip():
+            logger.warning("%s:%d: empty text for id %r", path, lineno, _id)
     return out
 
 

@@ -6,6 +6,7 @@ import json
 import math
 import os
 import sys
+import time
 from pathlib import Path
 
 import typer
@@ -66,21 +67,31 @@ def call_server(url: str, route: str, body: dict) -> dict:
         raise ValueError(f"could not reach the server at {url} that serves this index ({exc})") from None
 
 
-def _progress_printer(enabled: bool):
-    """A (phase, done, total) callback drawing a rich progress bar on stderr, or None."""
-    if not enabled:
-        return None, None
+def _progress_printer(bar: bool, lines_every_s: float = 15.0):
+    """A (phase, done, total) callback on stderr: a rich progress bar (``bar``), else a line every ``lines_every_s``
+    seconds (logs, CI, an agent's captured stderr); returns (the bar or None, the callback)."""
+    if not bar:
+        start = last = time.monotonic()
+
+        def line(phase: str, done: int, total: int) -> None:
+            nonlocal last
+            now = time.monotonic()
+            if now - last >= lines_every_s and total:
+                last = now
+                typer.echo(f"indexing: {done:,} of {total:,} files ({done / total:.0%}), {now - start:.0f} s", err=True)
+
+        return None, line
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    bar = Progress(TextColumn("indexing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   console=Console(stderr=True), transient=True)
-    task = bar.add_task("files", total=None)
+    progress_bar = Progress(TextColumn("indexing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                            console=Console(stderr=True), transient=True)
+    task = progress_bar.add_task("files", total=None)
 
     def update(phase: str, done: int, total: int) -> None:
-        bar.update(task, completed=done, total=total)
+        progress_bar.update(task, completed=done, total=total)
 
-    return bar, update
+    return progress_bar, update
 
 
 def _print_report(report: dict, as_json: bool) -> None:
@@ -150,7 +161,7 @@ def register(app: typer.Typer) -> None:
     @app.command("index")
     def index_cmd(
         path: str = typer.Argument(".", help="Root of the source tree."),
-        model: str = typer.Option(None, "--model", "-m", help="Embedding model (default: the index's, else jina-code-embeddings-0.5b)."),
+        model: str = typer.Option(None, "--model", "-m", help="Embedding model (default: the index's, else $CODESIFT_MODEL, else jina-code-embeddings-0.5b with a GPU, codesift-mini without)."),
         index: str = typer.Option(None, "--index", help="Index directory (default PATH/.codesift)."),
         store_uri: str = typer.Option(None, "--store-uri", help="Milvus server URI, e.g. http://host:19530, or a Milvus Lite file (*.db) (default: SQLite in the index dir)."),
         store_token: str = typer.Option(None, "--store-token", envvar="CODESIFT_STORE_TOKEN",
@@ -204,7 +215,7 @@ def register(app: typer.Typer) -> None:
                 with bar:
                     report = ix.update(progress)
             else:
-                report = ix.update()
+                report = ix.update(progress)
         finally:
             ix.close()
         _print_report(report.to_dict(), as_json)

@@ -4,15 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from codesift.data.files import SKIP_DIRS
 from codesift.model.loading import DEFAULT_MODEL  # one default model for the library, the index and the server
 INDEX_DIRNAME = ".codesift"
 DB_NAME = "manifest.sqlite"  # the index's SQLite file: manifest tables and, with the default store, the chunks
-IGNORE_FILES = (".gitignore", ".ignore", ".codesiftignore")
 SERVING_FILE = "serving.json"  # in an index dir while `codesift serve` serves it: {"url", "pid"}
-
-# Always skipped (gitignore syntax; data.files.SKIP_DIRS); a `!pattern` in a project's .codesiftignore re-includes one.
-DEFAULT_EXCLUDES = tuple(f"{d}/" for d in sorted(SKIP_DIRS | {INDEX_DIRNAME}))
 
 
 @dataclass

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -19,13 +20,16 @@ from pathlib import Path
 import numpy as np
 
 from codesift.data.files import is_test_path
+from codesift.data.walk import FileStat, walk_files
 from codesift.index.config import DB_NAME, INDEX_DIRNAME, IndexConfig
 from codesift.index.manifest import FileRecord, Manifest
-from codesift.index.store import Store, is_milvus_lite, make_row, open_store
-from codesift.index.walk import FileStat, walk_files
+from codesift.index.store import Store, is_milvus_lite, is_milvus_uri, make_row, open_store
 from codesift.model.loading import canonical_model_name
 
 log = logging.getLogger(__name__)
+
+# An index directory of the layout before the SQLite store: the Milvus Lite file and its in-memory mirror.
+OLD_LAYOUT = ("milvus.db", ".milvus.db.lock", "vectors.npz")
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
 
@@ -304,7 +308,22 @@ class Indexer:
         report.chunks_total = self.manifest.totals()["chunks"]
         report.seconds = time.perf_counter() - t0
         self.manifest.set_meta(indexed_at=time.time(), last_report=report.to_dict() | {"skipped": {}})
+        self._drop_old_layout()
         return report
+
+    def _drop_old_layout(self) -> None:
+        """Delete the files of the old layout (``OLD_LAYOUT``), now that this run has put every chunk in SQLite."""
+        if is_milvus_uri(self.config.store_uri) or store_mismatch(self.manifest, self.store, self.index_dir):
+            return
+        for name in OLD_LAYOUT:
+            path = self.index_dir / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            elif path.exists() or path.is_symlink():
+                path.unlink(missing_ok=True)
+            else:
+                continue
+            log.info("removed %s, left by an older codesift (the chunks are in %s now)", path, DB_NAME)
 
     def _read(self, f: FileStat) -> tuple[str | None, str | None, str | None]:
         from codesift.data.files import read_source

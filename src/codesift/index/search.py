@@ -22,7 +22,7 @@ from codesift.index.ranking import Candidate, fit_budget, fuse_windows, query_id
 from codesift.index.ranking import rerank as code_rerank
 from codesift.index.store import (META_FIELDS, OUTPUT_FIELDS, ChunkFilter, Store, StoreLockedError, is_milvus_lite,
                                   is_milvus_uri, open_store, store_location)
-from codesift.index.walk import walk_files
+from codesift.data.walk import walk_files
 from codesift.model.inputs import check_text
 from codesift.model.norm import l2_normalize
 

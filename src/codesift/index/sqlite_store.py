@@ -5,14 +5,16 @@ batch of files (their records, rows, vectors and terms) commits in ONE transacti
 point leaves the last committed batch and nothing half-written, with no second copy to keep in step.
 
 - Dense search is exact: the full-dim vectors (float16; the Matryoshka small dim is their prefix) are
-  read once into memory as one matrix, then kept current by ``generation``, a counter every write bumps in
-  its own transaction: a changed generation reads only the rows added since (``seq`` only grows) and
-  drops the rows whose ``seq`` is gone. A query is one matrix-vector product and an exact top-k.
-- Keyword search is FTS5's ``bm25()`` over ``keyword_text`` terms (identifiers whole and split, stemmed),
-  tokenized on spaces only (``_`` is part of a term), so FTS5 ranks exactly the terms codesift makes.
-- Filters are one SQL condition (``ChunkFilter.sql``): in the FTS query's WHERE, and, for dense search,
-  turned into a boolean mask over the matrix (cached per filter until the next write); either way before
-  the top-k cut.
+  read once into memory as one matrix (``MemoryRows``), then kept current by ``generation``, a counter every
+  write bumps in its own transaction: a changed generation appends only the rows added since (``seq`` only
+  grows, into spare capacity) and marks the rows whose ``seq`` is gone as dead (left out of every top-k,
+  compacted away once they are a quarter), so following a one-file edit costs the change, not the matrix.
+  A query is one matrix-vector product and an exact top-k.
+- Keyword search is BM25 over ``keyword_text`` terms (identifiers whole and split, stemmed): posting lists
+  in segments (``sqlite_terms.py``), read for the query's terms and scored in memory over the same rows as
+  the matrix, with each chunk's term count kept beside its ``seq``.
+- Filters are one SQL condition (``ChunkFilter.sql``) turned into a boolean mask over those rows (cached per
+  filter until the next write), applied by both searches before the top-k cut.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
+from codesift.index import sqlite_terms
 from codesift.index.manifest import Manifest
 from codesift.index.store import META_FIELDS, OUTPUT_FIELDS, ChunkFilter, keyword_text
 from codesift.model.norm import l2_normalize
@@ -43,9 +46,8 @@ CREATE TABLE IF NOT EXISTS chunk_vectors (seq INTEGER PRIMARY KEY, vector BLOB N
 CREATE TABLE IF NOT EXISTS chunk_symbols (name TEXT NOT NULL, seq INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS chunk_symbols_by_name ON chunk_symbols (name);
 CREATE INDEX IF NOT EXISTS chunk_symbols_by_seq ON chunk_symbols (seq);
-CREATE VIRTUAL TABLE IF NOT EXISTS chunk_terms USING fts5 (terms, tokenize = "unicode61 tokenchars '_'");
 CREATE TABLE IF NOT EXISTS store_state (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-"""
+""" + sqlite_terms.SCHEMA
 COLUMNS = ("id", "path", "language", "is_test", "symbol", "kind", "start_line", "end_line", "content_hash", "text")
 _IN = "(SELECT value FROM json_each(?))"
 
@@ -53,6 +55,82 @@ _IN = "(SELECT value FROM json_each(?))"
 def symbol_names(symbol: str) -> set[str]:
     """The names a chunk defines: each of its symbols (", "-separated) whole and by its last dotted part."""
     return {key for part in (symbol.split(", ") if symbol else ()) for key in (part, part.rsplit(".", 1)[-1])}
+
+
+class MemoryRows:
+    """The stored chunks in memory, in ``seq`` order: seq, keyword-term count, full and small vectors, alive or not.
+
+    Rows are appended into spare capacity (an eighth at least; grown by half when full) and deleted rows only marked
+    dead, so an update costs the rows it changes; dead rows are compacted away when they are a quarter of all.
+    """
+
+    def __init__(self, dim: int, small_dim: int) -> None:
+        self.n, self.dead = 0, 0
+        self._seq = np.zeros(0, dtype=np.int64)
+        self._lengths = np.zeros(0, dtype=np.int32)
+        self._vectors = np.zeros((0, dim), dtype=np.float16)
+        self._small = np.zeros((0, small_dim), dtype=np.float16)
+        self._alive = np.zeros(0, dtype=bool)
+        self.norm = np.zeros(0, dtype=np.float32)
+
+    @property
+    def seq(self) -> np.ndarray:
+        """Ascending seqs, dead rows included."""
+        return self._seq[:self.n]
+
+    @property
+    def vectors(self) -> np.ndarray:
+        return self._vectors[:self.n]
+
+    @property
+    def small(self) -> np.ndarray:
+        return self._small[:self.n]
+
+    @property
+    def alive(self) -> np.ndarray | None:
+        """Which rows are stored still (None: all of them)."""
+        return self._alive[:self.n] if self.dead else None
+
+    def last_seq(self) -> int:
+        return int(self._seq[self.n - 1]) if self.n else 0
+
+    def update(self, live: np.ndarray, seq: np.ndarray, lengths: np.ndarray, vecs: np.ndarray) -> None:
+        """Mark rows whose seq is not in ``live`` (ascending) dead; append the new rows (seqs above ``last_seq``)."""
+        if self.n:
+            _, found = sqlite_terms.locate(live, self.seq)
+            self._alive[:self.n] &= found
+            self.dead = self.n - int(np.count_nonzero(self._alive[:self.n]))
+        if self.dead * 4 > self.n:
+            self._compact()
+        need = self.n + len(seq)
+        if need > len(self._seq):  # an eighth spare at least, so the next edits append in place
+            self._grow(max(need + max(need // 8, 1024), int(len(self._seq) * 1.5)))
+        end = self.n + len(seq)
+        self._seq[self.n:end] = seq
+        self._lengths[self.n:end] = lengths
+        self._vectors[self.n:end] = vecs
+        self._small[self.n:end] = l2_normalize(vecs[:, :self._small.shape[1]]).astype(np.float16)
+        self._alive[self.n:end] = True
+        self.n = end
+        alive = self._alive[:self.n]
+        avg = float(self._lengths[:self.n][alive].mean()) if alive.any() else 1.0
+        self.norm = sqlite_terms.length_norm(self._lengths[:self.n], avg)
+
+    def _grow(self, capacity: int) -> None:
+        def grown(a: np.ndarray) -> np.ndarray:
+            out = np.zeros((capacity, *a.shape[1:]), dtype=a.dtype)
+            out[:self.n] = a[:self.n]
+            return out
+
+        self._seq, self._lengths, self._alive = grown(self._seq), grown(self._lengths), grown(self._alive)
+        self._vectors, self._small = grown(self._vectors), grown(self._small)
+
+    def _compact(self) -> None:
+        keep = self._alive[:self.n]
+        self._seq, self._lengths = self._seq[:self.n][keep], self._lengths[:self.n][keep]
+        self._vectors, self._small = self._vectors[:self.n][keep], self._small[:self.n][keep]
+        self.n, self.dead = len(self._seq), 0
+        self._alive = np.ones(self.n, dtype=bool)
 
 
 class SQLiteStore:
@@ -64,22 +142,28 @@ class SQLiteStore:
         self.manifest, self.db = manifest, manifest.db
         self.dim, self.small_dim = dim, small_dim
         self.db.executescript(SCHEMA)
-        self._generation: int | None = None    # of the matrix in memory
-        self._seq = np.zeros(0, dtype=np.int64)
-        self._vectors = np.zeros((0, dim), dtype=np.float16)
-        self._small = np.zeros((0, small_dim), dtype=np.float16)
-        self._masks: dict[ChunkFilter, np.ndarray] = {}
+        self._from_fts5()
+        self.close()
 
     def describe(self) -> str:
         """The SQLite file."""
         return str(self.manifest.path)
 
     def close(self) -> None:
-        """Drop the matrix (the connection belongs to the manifest)."""
-        self._generation, self._masks = None, {}
-        self._seq = np.zeros(0, dtype=np.int64)
-        self._vectors = np.zeros((0, self.dim), dtype=np.float16)
-        self._small = np.zeros((0, self.small_dim), dtype=np.float16)
+        """Drop the rows in memory (the connection belongs to the manifest)."""
+        self._generation: int | None = None    # of the rows in memory
+        self._masks: dict[ChunkFilter, np.ndarray | None] = {}
+        self._rows = MemoryRows(self.dim, self.small_dim)
+
+    def _from_fts5(self) -> None:
+        """An index written before the postings (an FTS5 ``chunk_terms`` table): move its terms over, once."""
+        if not self.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'chunk_terms'").fetchone():
+            return
+        with self.manifest.transaction() as db:
+            if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'chunk_terms'").fetchone():  # not moved meanwhile
+                sqlite_terms.add_chunks(db, db.execute("SELECT rowid, terms FROM chunk_terms").fetchall())
+                db.execute("DROP TABLE chunk_terms")
+                self._bump(db)
 
     # ---- writes: each joins the manifest's transaction when the caller holds one
     def replace_files(self, paths: Sequence[str], rows: list[dict]) -> None:
@@ -87,6 +171,7 @@ class SQLiteStore:
         with self.manifest.transaction() as db:
             self._delete(db, paths)
             seen: set[str] = set()
+            terms: list[tuple[int, str]] = []
             for r in rows:
                 if r["id"] in seen:  # the same chunk twice in one file: keep one
                     continue
@@ -94,8 +179,9 @@ class SQLiteStore:
                 seq = db.execute(f"INSERT INTO chunks ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
                                  [int(r[c]) if c == "is_test" else r[c] for c in COLUMNS]).lastrowid
                 db.execute("INSERT INTO chunk_vectors VALUES (?, ?)", (seq, np.asarray(r["vector"], np.float16).tobytes()))
-                db.execute("INSERT INTO chunk_terms (rowid, terms) VALUES (?, ?)", (seq, r["terms"]))
+                terms.append((seq, r["terms"]))
                 db.executemany("INSERT INTO chunk_symbols VALUES (?, ?)", [(n, seq) for n in symbol_names(r["symbol"])])
+            sqlite_terms.add_chunks(db, terms)
             self._bump(db)
 
     def delete_paths(self, paths: Sequence[str]) -> None:
@@ -108,7 +194,7 @@ class SQLiteStore:
     def _delete(db, paths: Sequence[str]) -> None:
         arg = (json.dumps(list(paths)),)
         seqs = f"SELECT seq FROM chunks WHERE path IN {_IN}"
-        db.execute(f"DELETE FROM chunk_terms WHERE rowid IN ({seqs})", arg)
+        sqlite_terms.delete_chunks(db, seqs, arg)
         db.execute(f"DELETE FROM chunk_vectors WHERE seq IN ({seqs})", arg)
         db.execute(f"DELETE FROM chunk_symbols WHERE seq IN ({seqs})", arg)
         db.execute(f"DELETE FROM chunks WHERE path IN {_IN}", arg)
@@ -144,7 +230,7 @@ class SQLiteStore:
             self.db.execute("COMMIT")
 
     def _sync(self) -> None:
-        """Bring the in-memory matrix to the database's generation: new rows read, deleted rows dropped."""
+        """Bring the rows in memory to the database's generation: new rows read, deleted rows dropped."""
         with self._snapshot():
             gen = self.generation()
             if gen == self._generation:
@@ -152,39 +238,33 @@ class SQLiteStore:
             live = np.fromiter((r[0] for r in self.db.execute("SELECT seq FROM chunks INDEXED BY chunks_by_path")),
                                dtype=np.int64)
             live.sort()
-            last = int(self._seq[-1]) if len(self._seq) else 0
-            keep = np.isin(self._seq, live, assume_unique=True)
-            new = self.db.execute("SELECT seq, vector FROM chunk_vectors WHERE seq > ? ORDER BY seq", (last,)).fetchall()
+            new = self.db.execute("SELECT v.seq, v.vector, COALESCE(b.n_terms, 0) FROM chunk_vectors AS v "
+                                  "LEFT JOIN chunk_bags AS b ON b.seq = v.seq WHERE v.seq > ? ORDER BY v.seq",
+                                  (self._rows.last_seq(),)).fetchall()
         seq = np.fromiter((r[0] for r in new), dtype=np.int64, count=len(new))
+        lengths = np.fromiter((r[2] for r in new), dtype=np.int32, count=len(new))
         vecs = np.frombuffer(b"".join(r[1] for r in new), dtype=np.float16).reshape(len(new), self.dim)
-        small = l2_normalize(vecs[:, :self.small_dim]).astype(np.float16)
-        if keep.all():
-            self._seq = np.concatenate([self._seq, seq])
-            self._vectors = np.concatenate([self._vectors, vecs]) if len(self._vectors) else vecs.copy()
-            self._small = np.concatenate([self._small, small])
-        else:
-            self._seq = np.concatenate([self._seq[keep], seq])
-            self._vectors = np.concatenate([self._vectors[keep], vecs])
-            self._small = np.concatenate([self._small[keep], small])
-        if len(self._seq) != len(live) or not np.array_equal(self._seq, live):  # cannot happen; read all again
-            log.warning("the in-memory vectors disagree with %s; reading them again", self.manifest.path)
-            self._generation, self._seq = None, np.zeros(0, dtype=np.int64)
-            self._vectors = np.zeros((0, self.dim), dtype=np.float16)
-            self._small = np.zeros((0, self.small_dim), dtype=np.float16)
+        rows = self._rows
+        rows.update(live, seq, lengths, vecs)
+        alive = rows.seq if rows.alive is None else rows.seq[rows.alive]
+        if not np.array_equal(alive, live):  # cannot happen; read all again
+            log.warning("the rows in memory disagree with %s; reading them again", self.manifest.path)
+            self.close()
             return self._sync()
         self._generation, self._masks = gen, {}
 
     def _mask(self, flt: ChunkFilter) -> np.ndarray | None:
-        """Rows of the matrix the filter allows (None: all), from one SQL query, cached until the next write."""
+        """Rows in memory that are alive and the filter allows (None: all), from one SQL query, cached until the
+        next write."""
         if flt == ChunkFilter():
-            return None
+            return self._rows.alive
         if flt not in self._masks:
             if len(self._masks) >= 64:
                 self._masks.clear()
             cond, args = flt.sql()
             allowed = np.fromiter((r[0] for r in self.db.execute(
                 f"SELECT seq FROM chunks INDEXED BY chunks_by_path WHERE {cond}", args)), dtype=np.int64)
-            self._masks[flt] = np.isin(self._seq, allowed)
+            self._masks[flt] = np.isin(self._rows.seq, allowed)  # a dead row's seq is not in the table
         return self._masks[flt]
 
     def dense(self, vector: np.ndarray, limit: int, flt: ChunkFilter, two_stage: bool = False,
@@ -193,14 +273,15 @@ class SQLiteStore:
         self._sync()
         q = np.asarray(vector, dtype=np.float32)
         mask = self._mask(flt)
+        rows = self._rows
         if not two_stage:
-            idx, scores = _top_k(_scores(self._vectors, q), limit, mask)
+            idx, scores = _top_k(_scores(rows.vectors, q), limit, mask)
         else:
-            idx, _ = _top_k(_scores(self._small, l2_normalize(q[:self.small_dim])), depth, mask)
-            full = self._vectors[idx].astype(np.float32) @ q
+            idx, _ = _top_k(_scores(rows.small, l2_normalize(q[:self.small_dim])), depth, mask)
+            full = rows.vectors[idx].astype(np.float32) @ q
             order = np.argsort(-full, kind="stable")[:limit]
             idx, scores = idx[order], full[order]
-        return self._rows_at(self._seq[idx], scores)
+        return self._rows_at(rows.seq[idx], scores)
 
     def _rows_at(self, seqs: np.ndarray, scores: np.ndarray) -> list[dict]:
         """META_FIELDS rows of these seqs, in this order, with their scores as ``distance``."""
@@ -216,20 +297,19 @@ class SQLiteStore:
         return out
 
     def bm25(self, query: str, limit: int, flt: ChunkFilter) -> list[dict]:
-        """FTS5 ``bm25()`` over the chunks' terms (score = -bm25, higher is better), filter in the WHERE."""
+        """BM25 of every chunk over its terms (``sqlite_terms``), the filter mask applied before the cut."""
         terms = keyword_text(query).split()
         if not terms or limit <= 0:
             return []
-        match = " OR ".join(f'"{t}"' for t in terms)   # a repeated query term counts again
-        if flt == ChunkFilter():
-            hits = self.db.execute("SELECT rowid, -bm25(chunk_terms) FROM chunk_terms WHERE chunk_terms MATCH ? "
-                                   "ORDER BY bm25(chunk_terms) LIMIT ?", (match, limit)).fetchall()
-        else:
-            cond, args = flt.sql("c")
-            hits = self.db.execute(
-                "SELECT t.rowid, -bm25(chunk_terms) AS s FROM chunk_terms AS t JOIN chunks AS c ON c.seq = t.rowid "
-                f"WHERE chunk_terms MATCH ? AND {cond} ORDER BY bm25(chunk_terms) LIMIT ?", (match, *args, limit)).fetchall()
-        return self._rows_at(np.asarray([h[0] for h in hits], dtype=np.int64), np.asarray([h[1] for h in hits]))
+        self._sync()
+        rows = self._rows
+        scores = sqlite_terms.bm25_scores(self.db, terms, rows.seq, rows.norm, rows.alive)
+        mask = scores > 0
+        flt_mask = self._mask(flt)
+        if flt_mask is not None:
+            mask &= flt_mask
+        idx, best = _top_k(scores, limit, mask)
+        return self._rows_at(rows.seq[idx], best)
 
     def get(self, ids: Sequence[str], fields: Sequence[str] = OUTPUT_FIELDS) -> dict[str, dict]:
         """Rows by chunk id, as {id: row}."""
@@ -263,7 +343,7 @@ class SQLiteStore:
     @staticmethod
     def _select(fields: Sequence[str]) -> str:
         sub = {"vector": "(SELECT vector FROM chunk_vectors AS v WHERE v.seq = chunks.seq)",
-               "terms": "(SELECT terms FROM chunk_terms AS t WHERE t.rowid = chunks.seq)"}
+               "terms": "(SELECT terms FROM chunk_bags AS t WHERE t.seq = chunks.seq)"}
         for f in fields:
             if f not in COLUMNS and f not in sub:
                 raise ValueError(f"unknown chunk field {f!r}")
@@ -297,6 +377,6 @@ def _top_k(scores: np.ndarray, k: int, mask: np.ndarray | None) -> tuple[np.ndar
     k = min(k, len(scores))
     if k <= 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-    idx = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
-    idx = idx[np.argsort(-scores[idx], kind="stable")]
+    idx = np.sort(np.argpartition(-scores, k - 1)[:k]) if k < len(scores) else np.arange(len(scores))
+    idx = idx[np.argsort(-scores[idx], kind="stable")]  # row order among equal scores
     return idx, scores[idx]

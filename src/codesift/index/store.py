@@ -1,7 +1,7 @@
 """The chunk store behind an index: one ``Store`` protocol, two engines, picked by the configured URI.
 
-- no URI (the default): ``SQLiteStore`` (``sqlite_store.py``), the chunks, their float16 vectors and an FTS5
-  keyword index inside the index's own SQLite file, next to the manifest tables, so that a batch of files
+- no URI (the default): ``SQLiteStore`` (``sqlite_store.py``), the chunks, their float16 vectors and a BM25
+  keyword index (``sqlite_terms.py``) inside the index's own SQLite file, next to the manifest tables, so that a batch of files
   commits in one transaction;
 - ``http(s)://``, ``tcp://`` or ``unix:`` (a Milvus server, cluster or Zilliz Cloud), or a local ``*.db`` file
   (Milvus Lite, for trying that engine without a server): ``MilvusStore`` (``milvus_store.py``), HNSW + BM25.
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from codesift.data.terms import keyword_text
 from codesift.model.norm import l2_normalize
 
 if TYPE_CHECKING:
@@ -32,45 +32,6 @@ MAX_VARCHAR = 65535
 OUTPUT_FIELDS = ["path", "language", "symbol", "kind", "start_line", "end_line", "text"]
 META_FIELDS = ["path", "language", "symbol", "kind", "start_line", "end_line"]   # a candidate's features, no text
 REMOTE_SCHEMES = ("http://", "https://", "tcp://", "unix:")
-
-_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_CAMEL = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
-_STOP = frozenset(
-    "a an and are as at be by for from in into is it of on or that the this to with".split()
-)
-
-
-def stem(word: str) -> str:
-    """A deliberately small English suffix stripper (the same terms for SQLite FTS5 and Milvus' analyzer)."""
-    if len(word) > 4 and word.endswith("ies"):
-        return word[:-3] + "y"
-    if len(word) > 5 and word.endswith("ied"):
-        return word[:-3] + "y"
-    for suffix, keep in (("ing", 3), ("ed", 3), ("es", 3), ("s", 3)):
-        if word.endswith(suffix) and len(word) - len(suffix) >= keep and not word.endswith("ss"):
-            if suffix == "es" and not word[:-2].endswith(("s", "x", "z", "ch", "sh")):
-                continue
-            word = word[: -len(suffix)]
-            break
-    # "parse"/"parsing"/"parsed" all end as "pars"
-    return word[:-1] if len(word) > 4 and word.endswith("e") else word
-
-
-def keyword_text(text: str) -> str:
-    """BM25 terms of a text: identifiers whole and split (snake_case, camelCase), lowercased, stemmed, no stop words.
-
-    Documents and queries both go through this, so "parse configs" matches ``parseConfig``.
-    """
-    terms: list[str] = []
-    for ident in _IDENT.findall(text):
-        low = ident.lower()
-        pieces = [p.lower() for part in ident.split("_") for p in _CAMEL.findall(part)]
-        if low not in _STOP:
-            terms.append(stem(low))
-        if len(pieces) > 1:
-            terms.extend(stem(p) for p in pieces if p not in _STOP and not p.isdigit())
-    return " ".join(terms)
-
 
 def clip_utf8(text: str, max_bytes: int = MAX_VARCHAR - 16) -> str:
     """Cut a string so that its UTF-8 encoding fits in ``max_bytes``."""

@@ -23,7 +23,6 @@ import torch
 
 from codesift.model.loading import (
     CODESIFT_CONFIG,
-    DEFAULT_MODEL,
     ModelSource,
     resolve_model,
     weights_fingerprint,

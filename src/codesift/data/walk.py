@@ -1,4 +1,5 @@
-"""Walk a source tree the way git would: nested .gitignore, .ignore and the index-only .codesiftignore."""
+"""The one walk over a source tree, for mining and for the index: the way git would, with nested .gitignore,
+.ignore and .codesiftignore files, and the folders that never hold source (``data.files.SKIP_DIRS``) left out."""
 
 from __future__ import annotations
 
@@ -10,10 +11,14 @@ from pathlib import Path
 
 import pathspec
 
-from codesift.index.config import DEFAULT_EXCLUDES, IGNORE_FILES
+from codesift.data.files import SKIP_DIRS
 from codesift.model.inputs import printable, text_problem
 
 log = logging.getLogger(__name__)
+
+IGNORE_FILES = (".gitignore", ".ignore", ".codesiftignore")
+# Always skipped (gitignore syntax); a `!pattern` in a project's .codesiftignore re-includes one.
+DEFAULT_EXCLUDES = tuple(f"{d}/" for d in sorted(SKIP_DIRS))
 
 
 @dataclass(frozen=True)
@@ -54,17 +59,19 @@ def _load_spec(directory: Path, names: tuple[str, ...]) -> pathspec.PathSpec | N
 
 
 def walk_files(root: str | Path, extra_excludes: tuple[str, ...] = (),
-               skipped: list[tuple[str, str]] | None = None) -> Iterator[FileStat]:
+               skipped: list[tuple[str, str]] | None = None, follow_symlinks: bool = False) -> Iterator[FileStat]:
     """Yield every regular file under ``root`` that no ignore rule excludes, in a stable order.
 
     Rules come from the built-in excludes, ``extra_excludes`` and each directory's .gitignore,
-    .ignore and .codesiftignore (later files and deeper directories win). Symlinks are not followed.
-    A file or directory whose name is not valid UTF-8 cannot be stored or shown: it is left out, and
-    (path with the bad bytes escaped, reason) is added to ``skipped``.
+    .ignore and .codesiftignore (later files and deeper directories win). Symlinks are left out (git
+    stores them as links, not as the files they name); ``follow_symlinks`` follows them, entering each
+    directory once, so a link loop ends. A file or directory whose name is not valid UTF-8 cannot be
+    stored or shown: it is left out, and (path with the bad bytes escaped, reason) is added to ``skipped``.
     """
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"{root} is not a directory; pass the root of the source tree to index")
+        raise FileNotFoundError(f"{root} is not a directory; pass the root of a source tree")
+    seen: set[tuple[int, int]] = set()  # directories entered, when links are followed
     base_spec = pathspec.GitIgnoreSpec.from_lines([*DEFAULT_EXCLUDES, *extra_excludes])
     top = _load_spec(root, IGNORE_FILES)
     stack: tuple[tuple[str, pathspec.PathSpec], ...] = (("", base_spec),) + ((("", top),) if top else ())
@@ -73,6 +80,11 @@ def walk_files(root: str | Path, extra_excludes: tuple[str, ...] = (),
         rel_dir, rules = pending.pop()
         abs_dir = root / rel_dir if rel_dir else root
         try:
+            if follow_symlinks:
+                st = abs_dir.stat()
+                if (st.st_dev, st.st_ino) in seen:  # reached again through a link: a loop or a duplicate
+                    continue
+                seen.add((st.st_dev, st.st_ino))
             entries = sorted(os.scandir(abs_dir), key=lambda e: e.name)
         except (PermissionError, FileNotFoundError, NotADirectoryError):
             continue
@@ -87,7 +99,7 @@ def walk_files(root: str | Path, extra_excludes: tuple[str, ...] = (),
                     skipped.append((printable(rel), f"{kind} name is not valid UTF-8 ({problem})"))
                 continue
             try:
-                if entry.is_symlink():
+                if entry.is_symlink() and not follow_symlinks:
                     continue
                 if entry.is_dir():
                     if rules.ignored(rel, True):
