@@ -115,21 +115,29 @@ def test_sigkill_mid_batch_then_next_run_finishes(tmp_path, tiny_qwen_dir, store
     assert {p for p, *_ in recovered} == {f"pkg/mod{i}.py" for i in range(20)}
 
 
-def test_sigkill_while_deleting_files_then_next_run_finishes(tmp_path, tiny_qwen_dir):
+@pytest.mark.parametrize("store", [SQLITE, MILVUS], ids=["sqlite", "milvus-lite"])
+def test_sigkill_while_deleting_files_then_next_run_finishes(tmp_path, tiny_qwen_dir, store):
     from codesift.model.embedder import Embedder
 
+    if store == MILVUS:
+        pytest.importorskip("milvus_lite")
+    store_uri = str(tmp_path / "milvus.db") if store == MILVUS else ""
     emb = Embedder(str(tiny_qwen_dir))
     root = tmp_path / "repo"
     write_tree(root)
-    build_index(root, config=IndexConfig(model=str(tiny_qwen_dir)), embedder=emb)
+    build_index(root, config=IndexConfig(model=str(tiny_qwen_dir), store_uri=store_uri or None), embedder=emb)
     before = stored(root / ".codesift", emb)
     for i in range(10):
         (root / "pkg" / f"mod{i}.py").unlink()
-    kill_child_at(root, str(tiny_qwen_dir), tmp_path, SQLITE, "delete", 1)
+    kill_child_at(root, str(tiny_qwen_dir), tmp_path, store, "delete", 1, store_uri)
 
-    with open_index(root, embedder=emb) as ix:  # the deletion was rolled back whole: still consistent, and stale
-        assert ix.staleness()["deleted"] == 10
-    assert stored(root / ".codesift", emb) == before
+    with open_index(root, embedder=emb) as ix:
+        if store == SQLITE:  # the deletion was rolled back whole: still consistent, and stale
+            assert ix.staleness()["deleted"] == 10
+        else:  # Milvus: the deleted files are marked pending first, for the next run to finish
+            assert ix.manifest.totals()["files_pending"] == 10 and ix.staleness()["stale"]
+    if store == SQLITE:
+        assert stored(root / ".codesift", emb) == before
 
     report = build_index(root, embedder=emb)
     assert report.files_deleted == 10 and report.chunks_embedded == 0
@@ -186,3 +194,64 @@ def test_sigkill_inside_a_keyword_segment_merge_then_next_run_finishes(tmp_path,
             got = [(r["path"], round(r["distance"], 5)) for r in a.store.bm25(query, 50, ChunkFilter())]
             want = [(r["path"], round(r["distance"], 5)) for r in b.store.bm25(query, 50, ChunkFilter())]
             assert sorted(got) == sorted(want) and got
+
+
+MIGRATE_CHILD = r"""
+import sys, time
+from codesift.index import sqlite_terms
+from codesift.index.manifest import Manifest
+from codesift.index.sqlite_store import SQLiteStore
+path, marker = sys.argv[1:3]
+orig = sqlite_terms.add_chunks
+def add_chunks(db, chunks):
+    orig(db, chunks)
+    open(marker, "w").close()
+    time.sleep(120)
+sqlite_terms.add_chunks = add_chunks
+SQLiteStore(Manifest(path), 8, 4)
+"""
+
+
+def test_sigkill_while_moving_an_fts5_index_to_postings_then_the_next_open_does_it(tmp_path):
+    """The one-time move of an FTS5 index's terms into postings is one transaction: killed inside it, the index
+    keeps its FTS5 table, and the next open moves it, ranking as before."""
+    import sqlite3
+
+    from codesift.index.manifest import Manifest
+    from codesift.index.sqlite_store import SQLiteStore
+    from codesift.index.store import ChunkFilter
+
+    from test_index_store import synthetic_rows
+
+    path = tmp_path / "old.sqlite"
+    store = SQLiteStore(Manifest(path), 8, 4)
+    store.replace_files([], synthetic_rows(0, 60))
+    want = [(r["id"], round(r["distance"], 4)) for r in store.bm25("parse config error", 10, ChunkFilter())]
+    store.manifest.close()
+    db = sqlite3.connect(path)  # the FTS5 layout
+    with db:
+        db.execute("CREATE VIRTUAL TABLE chunk_terms USING fts5 (terms, tokenize = \"unicode61 tokenchars '_'\")")
+        db.execute("INSERT INTO chunk_terms (rowid, terms) SELECT seq, terms FROM chunk_bags")
+        for table in ("chunk_bags", "term_postings", "term_segments"):
+            db.execute(f"DROP TABLE {table}")
+    db.close()
+
+    marker = tmp_path / "marker"
+    child = subprocess.Popen([sys.executable, "-c", MIGRATE_CHILD, str(path), str(marker)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 120
+        while not marker.exists():
+            assert child.poll() is None, child.stderr.read().decode()[-2000:]
+            assert time.time() < deadline, "the child never reached the move"
+            time.sleep(0.05)
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.kill()
+        child.wait()
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT COUNT(*) FROM chunk_terms").fetchone()[0] == 60  # untouched
+    assert db.execute("SELECT COUNT(*) FROM term_postings").fetchone()[0] == 0
+    db.close()
+    moved = SQLiteStore(Manifest(path), 8, 4)
+    assert [(r["id"], round(r["distance"], 4)) for r in moved.bm25("parse config error", 10, ChunkFilter())] == want

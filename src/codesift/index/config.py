@@ -17,7 +17,7 @@ class IndexConfig:
     model: str = DEFAULT_MODEL
     max_tokens: int = 512              # chunk cap (the paper trains at sequence length 512)
     max_file_bytes: int = 2_000_000    # bigger files are skipped as "huge"
-    embed_batch_chunks: int = 64       # chunks per encode() call (and per store/manifest commit)
+    embed_batch_chunks: int = 256      # chunks per encode() call (packed by length into the engine's own batches) and per commit
     files_per_commit: int = 256        # files per manifest transaction when nothing needs embedding
     small_dim: int | None = None       # Matryoshka first-stage dim; None: the model's smallest dim >= 64
     # None: SQLite, in the index's own file (store.py); a Milvus server (http://host:19530) or Milvus Lite file (*.db)

@@ -288,7 +288,7 @@ class Indexer:
                 report.chunks_deleted += prev.n_chunks
             batch.append((f, text, sha, language))
             batch_chunks += 1 + len(text) // 2000
-            if batch_chunks >= self.config.embed_batch_chunks * 4 or len(batch) >= self.config.files_per_commit:
+            if batch_chunks >= self.config.embed_batch_chunks or len(batch) >= self.config.files_per_commit:
                 self._write_batch(batch, report)
                 batch, batch_chunks = [], 0
             if len(touched) >= self.config.files_per_commit:

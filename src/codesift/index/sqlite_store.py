@@ -28,7 +28,7 @@ import numpy as np
 
 from codesift.index import sqlite_terms
 from codesift.index.manifest import Manifest
-from codesift.index.store import META_FIELDS, OUTPUT_FIELDS, ChunkFilter, keyword_text
+from codesift.index.store import META_FIELDS, OUTPUT_FIELDS, SQL_IN, ChunkFilter, keyword_text
 from codesift.model.norm import l2_normalize
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,6 @@ CREATE INDEX IF NOT EXISTS chunk_symbols_by_seq ON chunk_symbols (seq);
 CREATE TABLE IF NOT EXISTS store_state (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """ + sqlite_terms.SCHEMA
 COLUMNS = ("id", "path", "language", "is_test", "symbol", "kind", "start_line", "end_line", "content_hash", "text")
-_IN = "(SELECT value FROM json_each(?))"
 
 
 def symbol_names(symbol: str) -> set[str]:
@@ -193,11 +192,11 @@ class SQLiteStore:
     @staticmethod
     def _delete(db, paths: Sequence[str]) -> None:
         arg = (json.dumps(list(paths)),)
-        seqs = f"SELECT seq FROM chunks WHERE path IN {_IN}"
+        seqs = f"SELECT seq FROM chunks WHERE path IN {SQL_IN}"
         sqlite_terms.delete_chunks(db, seqs, arg)
         db.execute(f"DELETE FROM chunk_vectors WHERE seq IN ({seqs})", arg)
         db.execute(f"DELETE FROM chunk_symbols WHERE seq IN ({seqs})", arg)
-        db.execute(f"DELETE FROM chunks WHERE path IN {_IN}", arg)
+        db.execute(f"DELETE FROM chunks WHERE path IN {SQL_IN}", arg)
 
     @staticmethod
     def _bump(db) -> None:
@@ -288,7 +287,7 @@ class SQLiteStore:
         if not len(seqs):
             return []
         found = {r[0]: r for r in self.db.execute(
-            f"SELECT seq, id, {', '.join(META_FIELDS)} FROM chunks WHERE seq IN {_IN}", (json.dumps(seqs.tolist()),))}
+            f"SELECT seq, id, {', '.join(META_FIELDS)} FROM chunks WHERE seq IN {SQL_IN}", (json.dumps(seqs.tolist()),))}
         out = []
         for seq, score in zip(seqs.tolist(), scores.tolist()):
             r = found.get(seq)
@@ -315,7 +314,7 @@ class SQLiteStore:
         """Rows by chunk id, as {id: row}."""
         if not ids:
             return {}
-        cur = self.db.execute(f"SELECT {self._select(fields)} FROM chunks WHERE id IN {_IN}", (json.dumps(list(ids)),))
+        cur = self.db.execute(f"SELECT {self._select(fields)} FROM chunks WHERE id IN {SQL_IN}", (json.dumps(list(ids)),))
         return {r["id"]: r for r in self._dicts(cur, fields)}
 
     def chunks_of(self, path: str) -> list[dict]:
@@ -329,7 +328,7 @@ class SQLiteStore:
         cond, args = flt.sql("chunks")
         cur = self.db.execute(
             f"SELECT {self._select(META_FIELDS)} FROM chunks WHERE seq IN (SELECT seq FROM chunk_symbols WHERE name IN "
-            f"{_IN}) AND {cond} ORDER BY seq LIMIT ?", (json.dumps(sorted(names)), *args, limit))
+            f"{SQL_IN}) AND {cond} ORDER BY seq LIMIT ?", (json.dumps(sorted(names)), *args, limit))
         return list(self._dicts(cur, META_FIELDS))
 
     def rows(self, fields: Sequence[str]) -> Iterator[dict]:

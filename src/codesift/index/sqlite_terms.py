@@ -31,6 +31,8 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from codesift.index.store import SQL_IN
+
 K1, B = 1.2, 0.75
 FANOUT = 4
 MAX_TF = 65535
@@ -43,7 +45,6 @@ CREATE UNIQUE INDEX IF NOT EXISTS term_postings_by_term ON term_postings (term, 
 CREATE INDEX IF NOT EXISTS term_postings_by_segment ON term_postings (segment);
 CREATE TABLE IF NOT EXISTS term_segments (segment INTEGER PRIMARY KEY, chunks INTEGER NOT NULL);
 """
-_IN = "(SELECT value FROM json_each(?))"
 
 
 def add_chunks(db, chunks: Iterable[tuple[int, str]]) -> None:
@@ -108,7 +109,7 @@ def merge(db, segments: list[int]) -> None:
     alive = np.fromiter((r[0] for r in db.execute("SELECT seq FROM chunk_bags ORDER BY seq")), dtype=np.int64)
     held = np.zeros(len(alive), dtype=bool)
     arg = (json.dumps(segments),)
-    rows = db.execute(f"SELECT term, seqs, tfs FROM term_postings WHERE segment IN {_IN} ORDER BY term", arg)
+    rows = db.execute(f"SELECT term, seqs, tfs FROM term_postings WHERE segment IN {SQL_IN} ORDER BY term", arg)
     merged = []
     for term, group in itertools.groupby(rows, key=lambda r: r[0]):
         seqs, tfs = _concat(list(group))
@@ -119,8 +120,8 @@ def merge(db, segments: list[int]) -> None:
         held[pos] = True
         order = np.argsort(seqs, kind="stable")
         merged.append((term, seqs[order].tobytes(), tfs[order].tobytes()))
-    db.execute(f"DELETE FROM term_postings WHERE segment IN {_IN}", arg)
-    db.execute(f"DELETE FROM term_segments WHERE segment IN {_IN}", arg)
+    db.execute(f"DELETE FROM term_postings WHERE segment IN {SQL_IN}", arg)
+    db.execute(f"DELETE FROM term_segments WHERE segment IN {SQL_IN}", arg)
     segment = _new_segment(db, int(held.sum()))
     db.executemany("INSERT INTO term_postings VALUES (?, ?, ?, ?)", [(t, segment, s, f) for t, s, f in merged])
 
@@ -154,7 +155,7 @@ def bm25_scores(db, query_terms: list[str], seqs: np.ndarray, norm: np.ndarray,
     wanted = Counter(query_terms)
     if not len(seqs) or not wanted:
         return scores
-    rows = db.execute(f"SELECT term, seqs, tfs FROM term_postings WHERE term IN {_IN} ORDER BY term, segment",
+    rows = db.execute(f"SELECT term, seqs, tfs FROM term_postings WHERE term IN {SQL_IN} ORDER BY term, segment",
                       (json.dumps(sorted(wanted)),))
     n = len(seqs) if alive is None else int(np.count_nonzero(alive))
     for term, group in itertools.groupby(rows, key=lambda r: r[0]):

@@ -32,6 +32,7 @@ MAX_VARCHAR = 65535
 OUTPUT_FIELDS = ["path", "language", "symbol", "kind", "start_line", "end_line", "text"]
 META_FIELDS = ["path", "language", "symbol", "kind", "start_line", "end_line"]   # a candidate's features, no text
 REMOTE_SCHEMES = ("http://", "https://", "tcp://", "unix:")
+SQL_IN = "(SELECT value FROM json_each(?))"  # an SQL list from one JSON array parameter: `x IN {SQL_IN}`
 
 def clip_utf8(text: str, max_bytes: int = MAX_VARCHAR - 16) -> str:
     """Cut a string so that its UTF-8 encoding fits in ``max_bytes``."""
@@ -101,10 +102,10 @@ class ChunkFilter:
         if self.exclude_tests:
             parts.append(f"{table}.is_test = 0")
         if self.paths is not None:
-            parts.append(f"{table}.path {'NOT IN' if self.negate_paths else 'IN'} (SELECT value FROM json_each(?))")
+            parts.append(f"{table}.path {'NOT IN' if self.negate_paths else 'IN'} {SQL_IN}")
             args.append(json.dumps(list(self.paths)))
         if self.exclude_ids:
-            parts.append(f"{table}.id NOT IN (SELECT value FROM json_each(?))")
+            parts.append(f"{table}.id NOT IN {SQL_IN}")
             args.append(json.dumps(list(self.exclude_ids)))
         return (" AND ".join(parts) or "1"), args
 
