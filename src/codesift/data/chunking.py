@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
+
 from codesift.data.files import read_source
 from codesift.data.languages import SUPPORTED_LANGUAGES, detect_language
 from codesift.data.units import CodeUnit, extract_units, parse
@@ -83,8 +85,11 @@ class TokenSpans:
     @classmethod
     def from_offsets(cls, offsets: Sequence[tuple[int, int]], overhead: int = 0, edge_slack: int = 1) -> "TokenSpans":
         """From a tokenizer's ``offset_mapping`` (made non-decreasing, so that a bisection is valid)."""
-        starts = list(itertools.accumulate((a for a, _ in offsets), max))
-        ends = list(itertools.accumulate((b for _, b in offsets), max))
+        if not len(offsets):
+            return cls([], [], overhead, edge_slack)
+        spans = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
+        starts = np.maximum.accumulate(spans[:, 0]).tolist()
+        ends = np.maximum.accumulate(spans[:, 1]).tolist()
         return cls(starts, ends, overhead, edge_slack)
 
     def count(self, start: int, end: int) -> int:
@@ -211,7 +216,7 @@ def _unit_start_line(unit: CodeUnit, byte_to_line: Callable[[int], int]) -> int:
 
 
 def _line_of_byte(data: bytes) -> Callable[[int], int]:
-    newlines = [i for i, b in enumerate(data) if b == 10]
+    newlines = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10).tolist()
 
     def line(offset: int) -> int:
         import bisect
