@@ -79,10 +79,12 @@ class MemoryRows:
 
     @property
     def vectors(self) -> np.ndarray:
+        """Full-dim float16 vectors, row by row with ``seq``."""
         return self._vectors[:self.n]
 
     @property
     def small(self) -> np.ndarray:
+        """The Matryoshka small-dim prefixes, renormalised."""
         return self._small[:self.n]
 
     @property
@@ -91,6 +93,7 @@ class MemoryRows:
         return self._alive[:self.n] if self.dead else None
 
     def last_seq(self) -> int:
+        """The highest seq held (0 when empty): rows above it are new."""
         return int(self._seq[self.n - 1]) if self.n else 0
 
     def update(self, live: np.ndarray, seq: np.ndarray, lengths: np.ndarray, vecs: np.ndarray) -> None:
