@@ -9,8 +9,9 @@ two ways: counting tokens once per file from offsets (what the indexer does) and
 counting every candidate piece exactly with its own tokenizer call (what it did before). Then the
 same chunks are embedded by ``Embedder.encode`` alone: the engine's raw throughput, the ceiling of
 an index run. Tokenizer calls are counted; the run's phases come from the index report. Runs are
-interleaved (``--repeats`` rounds) after a warm-up index run (store start, grammars), and the best
-of each is kept; as other jobs may share the CPU, each figure also has its process CPU time. The
+interleaved (``--repeats`` rounds) after a warm-up index run (store start, grammars); the best of
+each is kept, and each round's index run is also set against that round's engine run (the paired ratios, whose
+median is the steadier figure); as other jobs may share the CPU, each figure also has its process CPU time. The
 chunking alone (both ways of counting, no embedding) is timed separately: the part that changed.
 """
 
@@ -21,6 +22,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -159,6 +161,9 @@ def main() -> None:
         "index_vs_engine": {k: round(best[k]["chunks_per_s"] / engine, 3) for k in ("index_per_file", "index_per_piece")},
         "index_vs_engine_cpu": {k: round(best[k]["chunks_per_cpu_s"] / best["engine"]["chunks_per_cpu_s"], 3)
                                 for k in ("index_per_file", "index_per_piece")},
+        # each round's index run against the engine run just before it: steadier than best against best
+        "index_vs_engine_paired": {k: [round(e["seconds"] / x["seconds"], 3) for e, x in zip(runs["engine"], runs[k])]
+                                   for k in ("index_per_file", "index_per_piece")},
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                     "load_avg_at_end": os.getloadavg()},
     }
@@ -169,6 +174,8 @@ def main() -> None:
         cpu_ratio = f"{b['chunks_per_cpu_s'] / best['engine']['chunks_per_cpu_s']:.1%}"
         print(f"{k:18} {b['chunks_per_s']:>9} {b['seconds']:>8} {b['cpu_s']:>7} {b.get('tokenizer_calls', '-'):>16} "
               f"{ratio:>10} {cpu_ratio:>7}")
+    for k, ratios in result["index_vs_engine_paired"].items():
+        print(f"{k}: paired rounds {ratios}, median {statistics.median(ratios):.1%}")
     for k, v in chunking.items():
         print(f"chunking {k:9} {v['seconds']:>8} s wall {v['cpu_s']:>7} s cpu {v['tokenizer_calls']:>6} tokenizer calls")
     out = Path(args.out)
