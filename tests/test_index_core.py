@@ -180,3 +180,12 @@ def test_staleness_and_refresh(tmp_path, emb):
         assert ix.staleness()["stale"] is False
         assert {r.path for r in ix.search("stack push", limit=5)} == {"b.py"}
         assert ix.status()["files"] == 1
+
+
+def test_a_run_with_nothing_to_embed_loads_no_model(tmp_path):
+    """A tree with nothing indexable, indexed twice: neither run loads the model (here one that cannot load)."""
+    (tmp_path / "blob.bin").write_bytes(b"\x00\x01\x02" * 100)
+    config = IndexConfig(model=str(tmp_path / "no-such-model"))
+    for _ in range(2):
+        report = build_index(tmp_path, config=config)
+        assert report.chunks_total == 0 and report.files_skipped == 1

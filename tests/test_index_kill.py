@@ -71,11 +71,16 @@ def kill_child_at(root: Path, model: str, tmp_path: Path, target: str, kind: str
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     child = subprocess.Popen([sys.executable, "-c", CHILD, str(root), model, str(marker), target, kind, str(nth),
                               store_uri], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    kill_when_marked(child, marker, "the store write")
+
+
+def kill_when_marked(child: subprocess.Popen, marker: Path, what: str, timeout_s: float = 180) -> None:
+    """SIGKILL ``child`` as soon as it creates ``marker`` (it does so at ``what``, then waits to be killed)."""
     try:
-        deadline = time.time() + 180
+        deadline = time.time() + timeout_s
         while not marker.exists():
             assert child.poll() is None, child.stderr.read().decode()[-2000:]
-            assert time.time() < deadline, "the child never reached the store write"
+            assert time.time() < deadline, f"the child never reached {what}"
             time.sleep(0.05)
         os.kill(child.pid, signal.SIGKILL)
     finally:
@@ -221,34 +226,19 @@ def test_sigkill_while_moving_an_fts5_index_to_postings_then_the_next_open_does_
     from codesift.index.sqlite_store import SQLiteStore
     from codesift.index.store import ChunkFilter
 
-    from test_index_store import synthetic_rows
+    from test_index_store import synthetic_rows, to_fts5_layout
 
     path = tmp_path / "old.sqlite"
     store = SQLiteStore(Manifest(path), 8, 4)
     store.replace_files([], synthetic_rows(0, 60))
     want = [(r["id"], round(r["distance"], 4)) for r in store.bm25("parse config error", 10, ChunkFilter())]
     store.manifest.close()
-    db = sqlite3.connect(path)  # the FTS5 layout
-    with db:
-        db.execute("CREATE VIRTUAL TABLE chunk_terms USING fts5 (terms, tokenize = \"unicode61 tokenchars '_'\")")
-        db.execute("INSERT INTO chunk_terms (rowid, terms) SELECT seq, terms FROM chunk_bags")
-        for table in ("chunk_bags", "term_postings", "term_segments"):
-            db.execute(f"DROP TABLE {table}")
-    db.close()
+    to_fts5_layout(path)
 
     marker = tmp_path / "marker"
     child = subprocess.Popen([sys.executable, "-c", MIGRATE_CHILD, str(path), str(marker)],
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.time() + 120
-        while not marker.exists():
-            assert child.poll() is None, child.stderr.read().decode()[-2000:]
-            assert time.time() < deadline, "the child never reached the move"
-            time.sleep(0.05)
-        os.kill(child.pid, signal.SIGKILL)
-    finally:
-        child.kill()
-        child.wait()
+    kill_when_marked(child, marker, "the move", timeout_s=120)
     db = sqlite3.connect(path)
     assert db.execute("SELECT COUNT(*) FROM chunk_terms").fetchone()[0] == 60  # untouched
     assert db.execute("SELECT COUNT(*) FROM term_postings").fetchone()[0] == 0

@@ -194,10 +194,21 @@ def test_rows_in_memory_follow_edits_in_place_and_compact_dead_ones(tmp_path):
     assert [h["id"] for h in got] == [h["id"] for h in SQLiteStore(Manifest(path), 8, 4).dense(q, 200, ChunkFilter())]
 
 
-def test_an_fts5_index_moves_its_terms_to_postings_once(tmp_path):
-    """An index written by the FTS5 version of the store opens with the same BM25 ranking, its terms moved over."""
+def to_fts5_layout(path) -> None:
+    """Rewrite a store's SQLite file in the layout of the FTS5 version: one chunk_terms table, no postings."""
     import sqlite3
 
+    db = sqlite3.connect(path)
+    with db:
+        db.execute("CREATE VIRTUAL TABLE chunk_terms USING fts5 (terms, tokenize = \"unicode61 tokenchars '_'\")")
+        db.execute("INSERT INTO chunk_terms (rowid, terms) SELECT seq, terms FROM chunk_bags")
+        for table in ("chunk_bags", "term_postings", "term_segments"):
+            db.execute(f"DROP TABLE {table}")
+    db.close()
+
+
+def test_an_fts5_index_moves_its_terms_to_postings_once(tmp_path):
+    """An index written by the FTS5 version of the store opens with the same BM25 ranking, its terms moved over."""
     from codesift.index.manifest import Manifest
 
     path = tmp_path / "old.sqlite"
@@ -205,13 +216,7 @@ def test_an_fts5_index_moves_its_terms_to_postings_once(tmp_path):
     store.replace_files([], synthetic_rows(0, 60))
     want = ranking(store, "parse config error")
     store.manifest.close()
-    db = sqlite3.connect(path)  # the FTS5 layout: one chunk_terms table, no postings
-    with db:
-        db.execute("CREATE VIRTUAL TABLE chunk_terms USING fts5 (terms, tokenize = \"unicode61 tokenchars '_'\")")
-        db.execute("INSERT INTO chunk_terms (rowid, terms) SELECT seq, terms FROM chunk_bags")
-        for table in ("chunk_bags", "term_postings", "term_segments"):
-            db.execute(f"DROP TABLE {table}")
-    db.close()
+    to_fts5_layout(path)
     moved = SQLiteStore(Manifest(path), 8, 4)
     assert ranking(moved, "parse config error") == want
     assert not moved.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'chunk_terms'").fetchone()

@@ -312,17 +312,14 @@ class Indexer:
         return report
 
     def _drop_old_layout(self) -> None:
-        """Delete the files of the old layout (``OLD_LAYOUT``), now that this run has put every chunk in SQLite."""
-        if is_milvus_uri(self.config.store_uri) or store_mismatch(self.manifest, self.store, self.index_dir):
+        """Delete the files of the old layout (``OLD_LAYOUT``) once this run has put every chunk in SQLite.
+
+        Looks for the files first: an index without them opens no store and loads no model here."""
+        leftovers = [self.index_dir / name for name in OLD_LAYOUT if (self.index_dir / name).exists()]
+        if not leftovers or is_milvus_uri(self.config.store_uri) or self.store_mismatch():
             return
-        for name in OLD_LAYOUT:
-            path = self.index_dir / name
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path, ignore_errors=True)
-            elif path.exists() or path.is_symlink():
-                path.unlink(missing_ok=True)
-            else:
-                continue
+        for path in leftovers:
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
             log.info("removed %s, left by an older codesift (the chunks are in %s now)", path, DB_NAME)
 
     def _read(self, f: FileStat) -> tuple[str | None, str | None, str | None]:

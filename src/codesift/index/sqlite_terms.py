@@ -50,7 +50,7 @@ CREATE TABLE IF NOT EXISTS term_segments (segment INTEGER PRIMARY KEY, chunks IN
 def add_chunks(db, chunks: Iterable[tuple[int, str]]) -> None:
     """Store the terms of new chunks ``(seq, terms)`` as one new segment, then merge segments as due."""
     postings: dict[str, tuple[list[int], list[int]]] = defaultdict(lambda: ([], []))
-    bags, n = [], 0
+    bags = []
     for seq, terms in sorted(chunks):
         words = terms.split()
         bags.append((seq, len(words), terms))
@@ -58,11 +58,10 @@ def add_chunks(db, chunks: Iterable[tuple[int, str]]) -> None:
             seqs, tfs = postings[term]
             seqs.append(seq)
             tfs.append(min(tf, MAX_TF))
-        n += 1
-    if not n:
+    if not bags:
         return
     db.executemany("INSERT INTO chunk_bags VALUES (?, ?, ?)", bags)
-    segment = _new_segment(db, n)
+    segment = _new_segment(db, len(bags))
     db.executemany("INSERT INTO term_postings VALUES (?, ?, ?, ?)",
                    [(t, segment, np.asarray(s, np.int64).tobytes(), np.asarray(f, np.uint16).tobytes())
                     for t, (s, f) in postings.items()])
