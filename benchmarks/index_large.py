@@ -75,6 +75,11 @@ def main() -> None:
     tree, index_dir = work / "tree", work / "index"
     stdlib = Path(os.__file__).parent
     sources = [("stdlib", stdlib)] + [(Path(e).name, Path(e)) for e in args.extra]
+    for e in args.extra:
+        if not Path(e).is_dir():
+            sys.exit(f"--extra {e} is not a folder; pass a source tree (e.g. a `git archive` of a repository)")
+    if args.resume and not (work / "tree.json").is_file():
+        sys.exit(f"nothing to resume in {work}; run without --resume first")
     if not args.resume:
         shutil.rmtree(work, ignore_errors=True)
         counts = make_tree(tree, sources, args.lines)
