@@ -12,7 +12,8 @@ class Pair:
     """One (query, document) pair; ``task`` is one of the five tasks of codesift.tasks.
 
     ``language``, ``source``, ``path`` and ``symbol`` say where a mined pair came from (empty when
-    unknown). ``dataset`` is the trainer's group: ``file:task`` or ``source:task``, set by
+    unknown). ``negatives`` are hard negatives for the query: documents of the same repository that
+    look relevant but are not (a JSONL row carries them as a list only when there are some). ``dataset`` is the trainer's group: ``file:task`` or ``source:task``, set by
     ``codesift.train.data.load_pairs``; it is not part of the JSONL row.
     """
 
@@ -24,7 +25,11 @@ class Pair:
     path: str = ""
     symbol: str = ""
     dataset: str = ""
+    negatives: tuple[str, ...] = ()
 
-    def to_json(self) -> dict[str, str]:
+    def to_json(self) -> dict[str, str | list[str]]:
         """The JSONL row."""
-        return {name: getattr(self, name) for name in JSON_FIELDS}
+        row: dict[str, str | list[str]] = {name: getattr(self, name) for name in JSON_FIELDS}
+        if self.negatives:
+            row["negatives"] = list(self.negatives)
+        return row
