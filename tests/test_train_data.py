@@ -106,3 +106,24 @@ def test_sampler_and_shard_errors():
     assert shard(list(range(8)), 1, 2) == [4, 5, 6, 7]
     with pytest.raises(ValueError, match="divide"):
         shard(list(range(6)), 0, 4)
+
+
+def test_negatives_load_and_never_repeat_a_batch_text(tmp_path):
+    from codesift.train.data import batch_negatives
+
+    f = tmp_path / "p.jsonl"
+    rows = [
+        {"task": "nl2code", "query": "q1", "document": "d1", "negatives": ["n1", "d2", "n2"]},
+        {"task": "nl2code", "query": "q2", "document": "d2", "negatives": ["n1", "n3"]},
+        {"task": "nl2code", "query": "q3", "document": "d3"},
+    ]
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    pairs = load_pairs([f])
+    assert pairs[0].negatives == ("n1", "d2", "n2") and pairs[2].negatives == ()
+    # d2 is row 2's positive and n1 is taken by row 1: neither may appear again
+    assert batch_negatives(pairs, 2) == ["n1", "n2", "n3"]
+    assert batch_negatives(pairs, 1) == ["n1", "n3"]
+    assert batch_negatives(pairs, 0) == []
+    f.write_text(json.dumps({"task": "nl2code", "query": "q", "document": "d", "negatives": "n"}) + "\n")
+    with pytest.raises(ValueError, match="p.jsonl:1: 'negatives' must be a list"):
+        load_pairs([f])

@@ -109,6 +109,24 @@ def test_gradient_cache_on_the_model_matches_one_big_batch(tiny_qwen_dir, pair_f
             torch.testing.assert_close(g2[n], g1[n], rtol=1e-4, atol=1e-5 * float(g1[n].abs().max()), msg=f"{name} {n}")
 
 
+def test_hard_negatives_join_the_documents_and_raise_the_loss(tiny_qwen_dir, pair_file, tmp_path):
+    import dataclasses
+
+    from codesift.train.data import load_pairs
+    from codesift.train.loop import build_embedder, step_gradients
+
+    pairs = load_pairs([pair_file])[:6]
+    with_neg = [dataclasses.replace(p, negatives=(f"# other {i}\n{CODE[(i + 1) % 8]}",)) for i, p in enumerate(pairs)]
+    losses = {}
+    for k, batch in (("none", pairs), ("ignored", with_neg), ("hard", with_neg)):
+        cfg = _cfg(tiny_qwen_dir, pair_file, tmp_path, mini_batch_size=4, hard_negatives=0 if k == "ignored" else 1)
+        out, tokens = step_gradients(build_embedder(cfg), batch, cfg, [64])
+        losses[k] = (out.loss.item(), tokens)
+    assert losses["ignored"] == losses["none"]  # hard_negatives: 0 reads none of them
+    assert losses["hard"][1] > losses["none"][1]  # six more documents were embedded
+    assert losses["hard"][0] > losses["none"][0]  # more candidates per query: a larger cross-entropy
+
+
 def test_train_run_logs_checkpoints_and_saves_a_loadable_model(tiny_qwen_dir, pair_file, beir_dir, tmp_path):
     from codesift.model.embedder import Embedder
     from codesift.train.loop import train

@@ -30,6 +30,22 @@ def test_infonce_matches_hand_computed_matrix():
     assert infonce(q3, d3, temperature=1.0).item() == pytest.approx(want3, rel=1e-6)
 
 
+def test_hard_negatives_are_candidates_for_every_query_and_positive_for_none():
+    q = torch.eye(2)
+    d = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    hard = torch.tensor([[0.6, 0.8], [0.8, 0.6]])  # rows 2, 3: negatives of both queries
+    sims = [[1.0, 0.0, 0.6, 0.8], [0.0, 1.0, 0.8, 0.6]]
+    want = (_lse_loss(sims[0], 0) + _lse_loss(sims[1], 1)) / 2
+    got = infonce(q, torch.cat([d, hard]), temperature=1.0).item()
+    assert got == pytest.approx(want, rel=1e-6)
+    assert got > infonce(q, d, temperature=1.0).item()  # harder than in-batch negatives alone
+    # symmetric: the document -> query direction has rows only for the positives
+    d2q = (_lse_loss([1.0, 0.0], 0) + _lse_loss([0.0, 1.0], 1)) / 2
+    assert infonce(q, torch.cat([d, hard]), temperature=1.0, symmetric=True).item() == pytest.approx((want + d2q) / 2)
+    out = matryoshka_infonce(q, torch.cat([d, hard]), dims=[2], temperature=1.0)
+    assert out.loss.item() == pytest.approx(want, rel=1e-6)
+
+
 def test_symmetric_adds_document_to_query_direction():
     q = torch.eye(3)
     d = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.6, 0.8], [0.0, 0.8, 0.6]])
@@ -73,8 +89,10 @@ def test_loss_rejects_bad_input():
     q = torch.randn(4, 8)
     with pytest.raises(ValueError, match="outside"):
         matryoshka_infonce(q, q, dims=[4, 16])
-    with pytest.raises(ValueError, match="must both be"):
-        infonce(q, torch.randn(3, 8))
+    with pytest.raises(ValueError, match="hard negatives"):
+        infonce(q, torch.randn(3, 8))  # fewer documents than queries
+    with pytest.raises(ValueError, match="hard negatives"):
+        infonce(q, torch.randn(4, 6))
     with pytest.raises(ValueError, match="temperature"):
         infonce(q, q, temperature=0.0)
 

@@ -39,6 +39,7 @@ class TrainConfig:
     matryoshka_dims: list[int] | None = None        # None: the model's own dims
     matryoshka_weights: list[float] | None = None   # None: all 1 (the paper does not publish them)
     symmetric: bool = False                         # paper: query->document only
+    hard_negatives: int = 0                         # per pair, from its "negatives" list (0: in-batch negatives only)
     # optimisation
     steps: int = 1500                               # paper: 1500
     batch_size: int = 512                           # paper: 512 (0.5B), 256 (1.5B); global, over all processes
@@ -102,6 +103,7 @@ class TrainConfig:
             (0 <= self.warmup_ratio < 1, f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}"),
             (self.schedule in ("cosine", "linear", "constant"), f"schedule must be cosine, linear or constant, got {self.schedule!r}"),
             (self.mixing in ("proportional", "round_robin"), f"mixing must be proportional or round_robin, got {self.mixing!r}"),
+            (self.hard_negatives >= 0, f"hard_negatives must be >= 0, got {self.hard_negatives}"),
             (self.group_by in ("file", "source"), f"group_by must be file or source, got {self.group_by!r}"),
             (self.max_length >= 8, f"max_length must be >= 8, got {self.max_length}"),
             (self.save_max_length is None or self.save_max_length >= 8,

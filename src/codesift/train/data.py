@@ -1,7 +1,7 @@
 """Training pairs and task-homogeneous batches.
 
 A pair file is JSONL with at least ``task``, ``query``, ``document``, ``language``, ``source`` per
-row (what ``codesift data mine`` writes). Pairs are grouped into datasets, by (file, task) by
+row (what ``codesift data mine`` writes), and optionally ``negatives``: hard negatives of the query. Pairs are grouped into datasets, by (file, task) by
 default or by (``source``, task); every batch comes from ONE dataset, as in the paper, and holds no
 text twice (a repeated document would be its own false negative).
 
@@ -43,7 +43,11 @@ def load_pairs(paths: Sequence[str | Path], group_by: str = "file") -> list[Pair
                 raise ValueError(f"{path}:{n}: missing or empty field(s) {', '.join(missing)}")
             task = TASKS.get(row["task"]).name  # raises with the list of valid tasks
             origin = path.stem if group_by == "file" else str(row.get("source") or path.stem)
-            pairs.append(Pair(task, row["query"], row["document"], dataset=f"{origin}:{task}"))
+            negatives = row.get("negatives") or []
+            if not isinstance(negatives, list) or not all(isinstance(x, str) and x for x in negatives):
+                raise ValueError(f"{path}:{n}: 'negatives' must be a list of non-empty strings")
+            pairs.append(Pair(task, row["query"], row["document"], dataset=f"{origin}:{task}",
+                              negatives=tuple(negatives)))
     if not pairs:
         raise ValueError(f"the pair files {', '.join(map(str, paths))} hold no pairs")
     return pairs
@@ -140,3 +144,17 @@ def shard(batch: Sequence[int], rank: int, world: int) -> list[int]:
         raise ValueError(f"global batch size {len(batch)} does not divide by {world} processes")
     per = len(batch) // world
     return list(batch[rank * per : (rank + 1) * per])
+
+
+def batch_negatives(pairs: Sequence[Pair], per_pair: int) -> list[str]:
+    """Up to ``per_pair`` hard negatives of each pair, leaving out any text that is a query or document
+    of the batch (it would be some row's positive) and repeats."""
+    if per_pair <= 0:
+        return []
+    taken = {p.query for p in pairs} | {p.document for p in pairs}
+    out: list[str] = []
+    for p in pairs:
+        fresh = [n for n in p.negatives if n not in taken][:per_pair]
+        taken.update(fresh)
+        out.extend(fresh)
+    return out

@@ -34,7 +34,7 @@ import torch
 
 from codesift.train.checkpoint import load_latest, save_checkpoint
 from codesift.train.config import TrainConfig
-from codesift.train.data import Pair, TaskBatchSampler, load_pairs, shard
+from codesift.train.data import Pair, TaskBatchSampler, batch_negatives, load_pairs, shard
 from codesift.train.gradcache import grad_cached_backward, plain_backward
 from codesift.train.loss import LossOutput, dist_info, matryoshka_infonce
 
@@ -144,8 +144,11 @@ def step_gradients(emb, pairs: list[Pair], cfg: TrainConfig, dims: list[int], au
     mb = cfg.mini_batch_size
     q_chunks = [emb.tokenize([p.query for p in pairs[i : i + mb]], task, "query", truncate=True)
                 for i in range(0, len(pairs), mb)]
-    d_chunks = [emb.tokenize([p.document for p in pairs[i : i + mb]], task, "document", truncate=True)
-                for i in range(0, len(pairs), mb)]
+    # hard negatives follow the positives: rows B.. of the documents are candidates for every query
+    negatives = sorted(batch_negatives(pairs, cfg.hard_negatives), key=len, reverse=True)
+    documents = [p.document for p in pairs] + negatives
+    d_chunks = [emb.tokenize(documents[i : i + mb], task, "document", truncate=True)
+                for i in range(0, len(documents), mb)]
     tokens = int(sum(c["attention_mask"].sum() for c in q_chunks + d_chunks))
     loss_fn = partial(matryoshka_infonce, dims=dims, weights=cfg.matryoshka_weights, temperature=cfg.temperature,
                       symmetric=cfg.symmetric, gather=True)

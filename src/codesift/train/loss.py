@@ -54,6 +54,9 @@ class _GatherWithGrad(torch.autograd.Function):
 def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     """Concatenate ``x`` (same shape on every rank) from all ranks along dim 0, keeping the gradient.
 
+    Hard negatives make the row count depend on the data: every rank must then pass the same number
+    (the trainer gives each pair exactly ``hard_negatives`` of them, see ``codesift.train.data``).
+
     In the backward pass every rank's gradient for a slice is summed and handed to that slice's
     owner, so averaging parameter gradients over ranks afterwards gives exactly the gradient of the
     mean loss over the global batch.
@@ -61,6 +64,13 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     _, world = dist_info()
     if world == 1:
         return x
+    import torch.distributed as dist
+
+    rows = [torch.zeros(1, dtype=torch.long, device=x.device) for _ in range(world)]
+    dist.all_gather(rows, torch.tensor([x.shape[0]], device=x.device))
+    if len({int(r) for r in rows}) > 1:
+        raise ValueError(f"ranks hold {[int(r) for r in rows]} rows to gather: with hard_negatives in a multi-process "
+                         "run every pair needs that many negatives (filter the pair file, or lower hard_negatives)")
     return _GatherWithGrad.apply(x)
 
 
@@ -79,24 +89,30 @@ def infonce(
     symmetric: bool = False,
     gather: bool = True,
 ) -> torch.Tensor:
-    """InfoNCE of L2-normalised ``queries`` against ``documents``; positives on the diagonal.
+    """InfoNCE of L2-normalised ``queries`` (B, D) against ``documents`` (B + H, D); positives on the diagonal.
 
+    Rows B.. of ``documents`` are hard negatives (candidates for every query, positive for none).
     With ``gather`` in a multi-process run, the documents (and for ``symmetric`` the queries) of
     all ranks are the candidates; the loss is the mean over this rank's rows.
     """
-    if queries.shape != documents.shape or queries.dim() != 2:
-        raise ValueError(f"queries {tuple(queries.shape)} and documents {tuple(documents.shape)} must both be (B, D)")
+    if queries.dim() != 2 or documents.dim() != 2 or queries.shape[1] != documents.shape[1] \
+            or documents.shape[0] < queries.shape[0]:
+        raise ValueError(f"queries {tuple(queries.shape)} must be (B, D) and documents {tuple(documents.shape)} "
+                         "(B + hard negatives, D)")
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
+    n = queries.shape[0]
     q = F.normalize(queries.float(), dim=-1)
     d = F.normalize(documents.float(), dim=-1)
     rank, world = dist_info() if gather else (0, 1)
     all_d = gather_with_grad(d) if world > 1 else d
-    labels = torch.arange(q.shape[0], device=q.device) + rank * q.shape[0]
+    labels = torch.arange(n, device=q.device) + rank * d.shape[0]
     loss = F.cross_entropy(q @ all_d.T / temperature, labels)
     if symmetric:
+        # document -> query direction: only the positives have a query to find
         all_q = gather_with_grad(q) if world > 1 else q
-        loss = (loss + F.cross_entropy(d @ all_q.T / temperature, labels)) / 2
+        q_labels = torch.arange(n, device=q.device) + rank * n
+        loss = (loss + F.cross_entropy(d[:n] @ all_q.T / temperature, q_labels)) / 2
     return loss
 
 
