@@ -197,11 +197,13 @@ def clip_gradients(params: list[torch.nn.Parameter], max_norm: float) -> float:
 
 
 # ------------------------------------------------------------------------------------------ measuring
-def measure_bf16_matmul_flops(size: int = 2048, seconds: float = 1.0) -> float:
-    """Achieved FLOP/s of a square bf16 matmul on this machine now (the MFU denominator)."""
+def measure_bf16_matmul_flops(size: int = 2048, seconds: float = 1.0, dtype: torch.dtype = torch.bfloat16) -> float:
+    """Achieved FLOP/s of a square matmul in ``dtype`` (default bf16) on this machine now (the MFU denominator).
+
+    A run in fp32 passes fp32: a CPU without native bf16 emulates it hundreds of times slower."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    a = torch.randn(size, size, device=device, dtype=torch.bfloat16)
-    b = torch.randn(size, size, device=device, dtype=torch.bfloat16)
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
     a @ b  # warm up
     n, start = 0, time.perf_counter()
     while True:
@@ -338,7 +340,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
 
     use_bf16 = cfg.bf16 and device.type in ("cpu", "cuda")
     autocast = partial(torch.autocast, device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext
-    peak = measure_bf16_matmul_flops(seconds=cfg.peak_probe_s) if is_main and cfg.peak_probe_s > 0 else 0.0
+    probe_dtype, probe_size = (torch.bfloat16, 2048) if use_bf16 else (torch.float32, 512)
+    peak = measure_bf16_matmul_flops(probe_size, cfg.peak_probe_s, probe_dtype) if is_main and cfg.peak_probe_s > 0 \
+        else 0.0
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
