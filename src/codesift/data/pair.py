@@ -12,8 +12,9 @@ class Pair:
     """One (query, document) pair; ``task`` is one of the five tasks of codesift.tasks.
 
     ``language``, ``source``, ``path`` and ``symbol`` say where a mined pair came from (empty when
-    unknown). ``negatives`` are hard negatives for the query: documents of the same repository that
-    look relevant but are not (a JSONL row carries them as a list only when there are some). ``dataset`` is the trainer's group: ``file:task`` or ``source:task``, set by
+    unknown). ``negatives`` are hard negatives of the query: documents of the same repository that
+    look relevant but are not (a JSONL row carries them as a list only when there are some).
+    ``dataset`` is the trainer's group: ``file:task`` or ``source:task``, set by
     ``codesift.train.data.load_pairs``; it is not part of the JSONL row.
     """
 

@@ -1,9 +1,10 @@
 """Training pairs and task-homogeneous batches.
 
 A pair file is JSONL with at least ``task``, ``query``, ``document``, ``language``, ``source`` per
-row (what ``codesift data mine`` writes), and optionally ``negatives``: hard negatives of the query. Pairs are grouped into datasets, by (file, task) by
-default or by (``source``, task); every batch comes from ONE dataset, as in the paper, and holds no
-text twice (a repeated document would be its own false negative).
+row (what ``codesift data mine`` writes), and optionally ``negatives``, hard negatives of the query.
+Pairs are grouped into datasets, by (file, task) by default or by (``source``, task); every batch
+comes from ONE dataset, as in the paper, and holds no text twice (a repeated document would be its
+own false negative).
 
 Why our own sampler and not sentence-transformers' ``NoDuplicatesBatchSampler`` +
 ``Proportional/RoundRobinBatchSampler``: in a multi-process run the paper's rule must hold for

@@ -197,8 +197,8 @@ def clip_gradients(params: list[torch.nn.Parameter], max_norm: float) -> float:
 
 
 # ------------------------------------------------------------------------------------------ measuring
-def measure_bf16_matmul_flops(size: int = 2048, seconds: float = 1.0, dtype: torch.dtype = torch.bfloat16) -> float:
-    """Achieved FLOP/s of a square matmul in ``dtype`` (default bf16) on this machine now (the MFU denominator).
+def measure_matmul_flops(size: int = 2048, seconds: float = 1.0, dtype: torch.dtype = torch.bfloat16) -> float:
+    """Achieved FLOP/s of a square matmul in ``dtype`` on this machine now (the MFU denominator).
 
     A run in fp32 passes fp32: a CPU without native bf16 emulates it hundreds of times slower."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -341,12 +341,12 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     use_bf16 = cfg.bf16 and device.type in ("cpu", "cuda")
     autocast = partial(torch.autocast, device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext
     probe_dtype, probe_size = (torch.bfloat16, 2048) if use_bf16 else (torch.float32, 512)
-    peak = measure_bf16_matmul_flops(probe_size, cfg.peak_probe_s, probe_dtype) if is_main and cfg.peak_probe_s > 0 \
+    peak = measure_matmul_flops(probe_size, cfg.peak_probe_s, probe_dtype) if is_main and cfg.peak_probe_s > 0 \
         else 0.0
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-        log.info("%d pairs in %d datasets; %d trainable parameters; bf16 matmul peak %.1f GFLOP/s",
+        log.info("%d pairs in %d datasets; %d trainable parameters; matmul peak %.1f GFLOP/s",
                  len(pairs), len(sampler.groups), sum(p.numel() for p in params), peak / 1e9)
     if is_main and resume:  # drop rows logged after the checkpoint: those steps run again
         _truncate_metrics(out / "metrics.jsonl", start_step)

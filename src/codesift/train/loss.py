@@ -54,9 +54,6 @@ class _GatherWithGrad(torch.autograd.Function):
 def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     """Concatenate ``x`` (same shape on every rank) from all ranks along dim 0, keeping the gradient.
 
-    Hard negatives make the row count depend on the data: every rank must then pass the same number
-    (the trainer gives each pair exactly ``hard_negatives`` of them, see ``codesift.train.data``).
-
     In the backward pass every rank's gradient for a slice is summed and handed to that slice's
     owner, so averaging parameter gradients over ranks afterwards gives exactly the gradient of the
     mean loss over the global batch.
@@ -64,14 +61,18 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     _, world = dist_info()
     if world == 1:
         return x
+    return _GatherWithGrad.apply(x)
+
+
+def _check_equal_rows(x: torch.Tensor) -> None:
+    """Hard negatives make the document count depend on the data; the gather needs it equal on every rank."""
     import torch.distributed as dist
 
-    rows = [torch.zeros(1, dtype=torch.long, device=x.device) for _ in range(world)]
+    rows = [torch.zeros(1, dtype=torch.long, device=x.device) for _ in range(dist.get_world_size())]
     dist.all_gather(rows, torch.tensor([x.shape[0]], device=x.device))
     if len({int(r) for r in rows}) > 1:
-        raise ValueError(f"ranks hold {[int(r) for r in rows]} rows to gather: with hard_negatives in a multi-process "
-                         "run every pair needs that many negatives (filter the pair file, or lower hard_negatives)")
-    return _GatherWithGrad.apply(x)
+        raise ValueError(f"ranks hold {[int(r) for r in rows]} documents with their hard negatives: in a multi-process "
+                         "run every pair needs at least hard_negatives of them (filter the pair file, or lower it)")
 
 
 @dataclass
@@ -105,6 +106,8 @@ def infonce(
     q = F.normalize(queries.float(), dim=-1)
     d = F.normalize(documents.float(), dim=-1)
     rank, world = dist_info() if gather else (0, 1)
+    if world > 1 and d.shape[0] != n:  # only hard negatives can make the ranks' counts differ
+        _check_equal_rows(d)
     all_d = gather_with_grad(d) if world > 1 else d
     labels = torch.arange(n, device=q.device) + rank * d.shape[0]
     loss = F.cross_entropy(q @ all_d.T / temperature, labels)
