@@ -27,11 +27,14 @@ is loaded on the first dense query).
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
 import os
 import socket
+import stat
+import struct
 import subprocess
 import sys
 import tempfile
@@ -69,9 +72,41 @@ def socket_path(index_dir: str | Path) -> Path:
     inside = index_dir / SOCKET_NAME
     if len(str(inside).encode()) <= _MAX_SOCKET_PATH and os.access(index_dir, os.W_OK):
         return inside
-    base = Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()) / f"codesift-{os.getuid()}"
-    base.mkdir(mode=0o700, exist_ok=True)
+    base = private_dir(Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()) / f"codesift-{os.getuid()}")
     return base / (hashlib.sha256(str(index_dir).encode()).hexdigest()[:24] + ".sock")
+
+
+def private_dir(path: Path) -> Path:
+    """``path`` as a folder only this user can enter: made here with mode 0700, or checked to be one (owner, mode,
+    not a symbolic link); else QueryServerUnavailable. A folder in /tmp may have been made by another user first,
+    who could then read the queries, answer them, or plant links for the lock and log files."""
+    try:
+        path.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise QueryServerUnavailable(f"cannot create the socket folder {path}: {exc.strerror}") from None
+    st = os.lstat(path)
+    fix = "; remove it, or set XDG_RUNTIME_DIR to a folder of your own"
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        what = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a folder"
+        raise QueryServerUnavailable(f"the socket folder {path} is {what}{fix}")
+    if st.st_uid != os.getuid():
+        raise QueryServerUnavailable(f"the socket folder {path} is owned by uid {st.st_uid}, not by you{fix}")
+    if st.st_mode & 0o077:
+        raise QueryServerUnavailable(f"the socket folder {path} has mode {stat.S_IMODE(st.st_mode):04o}, "
+                                     f"not 0700 (others can use it){fix}")
+    return path
+
+
+def _open_nofollow(path: Path, flags: int) -> int:
+    """A file descriptor of ``path`` (created 0600), never through a symbolic link planted at that name."""
+    try:
+        return os.open(path, flags | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise QueryServerUnavailable(f"{path} is a symbolic link; remove it") from None
+        raise QueryServerUnavailable(f"cannot open {path}: {exc.strerror}") from None
 
 
 def identity() -> dict:
@@ -117,12 +152,10 @@ def request(index_dir: str | Path, op: str, args: dict | None = None, start: boo
 
 def stop(index_dir: str | Path, timeout: float = 10.0) -> bool:
     """Ask the server of ``index_dir`` to exit (it releases the store); True if one was running."""
-    path = socket_path(index_dir)
-    if not path.exists():
-        return False
     try:
+        path = socket_path(index_dir)
         sock = _dial(path, timeout=2.0)
-    except OSError:
+    except (OSError, QueryServerUnavailable):
         return False
     sock.settimeout(timeout)  # a server busy with a long request answers after it
     try:
@@ -136,10 +169,19 @@ def stop(index_dir: str | Path, timeout: float = 10.0) -> bool:
 
 
 def _dial(path: Path, timeout: float | None) -> socket.socket:
+    """A connection to this user's server at ``path``: a socket file of ours (not a link someone planted) whose
+    listening process runs as this user; else OSError."""
+    st = os.lstat(path)
+    if not stat.S_ISSOCK(st.st_mode) or st.st_uid != os.getuid():
+        raise ConnectionRefusedError(f"{path} is not a socket of this user")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
         sock.connect(str(path))
+        if hasattr(socket, "SO_PEERCRED"):  # Linux: the uid of the process that listens
+            _, uid, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+            if uid != os.getuid():
+                raise ConnectionRefusedError(f"the server at {path} runs as uid {uid}")
     except OSError:
         sock.close()
         raise
@@ -156,33 +198,47 @@ def _connect(index_dir: Path, start: bool) -> socket.socket:
         raise FileNotFoundError(f"no codesift index at {index_dir}; build one with `codesift index PATH`")
     import fcntl
 
-    lock_path = path.with_suffix(".lock")
-    with open(lock_path, "a+") as lock:
+    lock = _open_nofollow(path.with_suffix(".lock"), os.O_RDWR)
+    try:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one client starts the server, the others wait and connect
         with contextlib.suppress(OSError):
             return _dial(path, 2.0)
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()  # a stale socket from a server that died
+        try:
+            path.unlink()  # a stale socket from a server that died (or a link planted there)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise QueryServerUnavailable(f"cannot remove {path} to start a query server: {exc.strerror}") from None
         log_path = index_dir / LOG_NAME if os.access(index_dir, os.W_OK) else path.with_suffix(".log")
         import codesift
 
         # the server must run this very code (its identity is checked on every request)
         code_root = str(Path(codesift.__file__).resolve().parent.parent)
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (code_root, os.environ.get("PYTHONPATH")) if p))
-        with open(log_path, "ab") as log_fh:
+        log_fd = _open_nofollow(log_path, os.O_WRONLY | os.O_APPEND)
+        try:
             proc = subprocess.Popen([sys.executable, "-m", "codesift.index.query_server", str(index_dir)],
-                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log_fh,
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log_fd,
                                     start_new_session=True, close_fds=True, env=env)
+        finally:
+            os.close(log_fd)
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             with contextlib.suppress(OSError):
                 return _dial(path, 2.0)
             if proc.poll() is not None:
-                tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
                 raise QueryServerUnavailable(f"the query server exited with status {proc.returncode}: "
-                                             + " | ".join(tail))
+                                             + " | ".join(_tail(log_path)))
             time.sleep(0.01)
         raise QueryServerUnavailable(f"the query server did not start within {START_TIMEOUT_S:.0f} s (log: {log_path})")
+    finally:
+        os.close(lock)
+
+
+def _tail(log_path: Path, lines: int = 3) -> list[str]:
+    fd = _open_nofollow(log_path, os.O_RDONLY)
+    with open(fd, "rb") as fh:
+        return fh.read().decode(errors="replace").strip().splitlines()[-lines:]
 
 
 def _exchange(sock: socket.socket, msg: dict) -> dict:
@@ -378,7 +434,7 @@ def main() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     try:
         server = QueryServer(sys.argv[1])
-    except OSError as exc:  # another server bound the socket first
+    except (OSError, QueryServerUnavailable) as exc:  # another server bound the socket first
         log.info("not starting: %s", exc)
         sys.exit(1)
     log.info("serving %s on %s (pid %d, idle exit after %.0f s)", server.index_dir, server.path, os.getpid(),

@@ -1,0 +1,153 @@
+"""What codesift takes from a repository or a shared folder and must not trust (issue 23): the query server's
+socket folder, planted symlinks for its socket, lock and log, and a committed ``.codesift/serving.json``."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import socket
+import stat
+import threading
+
+import pytest
+
+from codesift.index import IndexConfig, build_index, query_server
+
+from test_index_query_server import wait_dead
+from test_index_ranking import REPO, BagOfWords, make_repo
+from test_model_hardening import run_main
+
+
+@pytest.fixture
+def bm25_index(tmp_path, monkeypatch):
+    """An index built with a stand-in model (the query server answers BM25 without a model)."""
+    monkeypatch.setenv(query_server.ENABLE_ENV, "1")
+    root = tmp_path / "repo"
+    make_repo(root, REPO)
+    build_index(root, config=IndexConfig(model="bag-of-words"), embedder=BagOfWords())
+    yield root, root / ".codesift"
+    query_server.stop(root / ".codesift")
+
+
+def _long_index_dir(tmp_path):
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    return deep
+
+
+# -- the per-user socket folder (finding 2) -----------------------------------------------------------------
+def test_a_socket_folder_open_to_others_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    (tmp_path / "run").mkdir()
+    planted = tmp_path / "run" / f"codesift-{os.getuid()}"
+    planted.mkdir()
+    planted.chmod(0o777)  # what another user leaves for us to use
+    with pytest.raises(query_server.QueryServerUnavailable, match="mode 0777"):
+        query_server.socket_path(_long_index_dir(tmp_path))
+
+
+def test_a_socket_folder_of_another_owner_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    deep = _long_index_dir(tmp_path)
+    query_server.socket_path(deep)  # made by this process, 0700 ...
+    monkeypatch.setattr(os, "getuid", lambda: os.geteuid() + 4242)
+    (tmp_path / f"codesift-{os.getuid()}").mkdir(mode=0o700)  # ... but this one is not the "user"'s
+    with pytest.raises(query_server.QueryServerUnavailable, match="owned by"):
+        query_server.socket_path(deep)
+
+
+def test_a_socket_folder_that_is_a_symlink_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    elsewhere = tmp_path / "attacker"
+    elsewhere.mkdir(mode=0o700)
+    (tmp_path / f"codesift-{os.getuid()}").symlink_to(elsewhere)
+    with pytest.raises(query_server.QueryServerUnavailable, match="symbolic link"):
+        query_server.socket_path(_long_index_dir(tmp_path))
+
+
+def test_search_falls_back_in_process_when_the_socket_folder_is_not_private(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv(query_server.ENABLE_ENV, "1")
+    root = _long_index_dir(tmp_path) / "repo"  # too long a path for a socket in the index: the per-user folder
+    make_repo(root, REPO)
+    build_index(root, config=IndexConfig(model="bag-of-words"), embedder=BagOfWords())
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    planted = tmp_path / f"codesift-{os.getuid()}"
+    planted.mkdir()
+    planted.chmod(0o777)
+    code, out, err = run_main(["search", "parse_config", str(root), "--json", "--mode", "bm25"], monkeypatch, capsys)
+    assert code == 0, err
+    assert json.loads(out)[0]["path"] == "src/parse.py"
+    assert "searching in this process" in err and "mode 0777" in err
+    assert list(planted.iterdir()) == []  # nothing was created in it
+
+
+def test_planted_lock_and_log_symlinks_are_not_followed(bm25_index, tmp_path, monkeypatch):
+    root, index_dir = bm25_index
+    victim = tmp_path / "bashrc"
+    victim.write_text("# mine\n")
+    (index_dir / query_server.LOG_NAME).symlink_to(victim)
+    lock = query_server.socket_path(index_dir).with_suffix(".lock")
+    created = tmp_path / "created-by-victim"
+    lock.symlink_to(created)
+    with pytest.raises(query_server.QueryServerUnavailable, match="symbolic link"):
+        query_server.request(index_dir, "ping")
+    assert victim.read_text() == "# mine\n" and not created.exists()
+
+
+def test_a_planted_socket_symlink_is_never_dialled(bm25_index, tmp_path, monkeypatch):
+    root, index_dir = bm25_index
+    monkeypatch.setattr(query_server, "REQUEST_TIMEOUT_S", 5.0)  # the fake never answers
+    fake = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # someone else's server, answering anything
+    fake.bind(str(tmp_path / "fake.sock"))
+    fake.listen(8)
+    fake.setblocking(False)
+    (index_dir / query_server.SOCKET_NAME).symlink_to(tmp_path / "fake.sock")
+    try:
+        pid = query_server.request(index_dir, "ping")["pid"]
+        with pytest.raises(BlockingIOError):
+            fake.accept()  # no client ever connected to it
+        path = query_server.socket_path(index_dir)
+        assert stat.S_ISSOCK(os.lstat(path).st_mode)  # our own server replaced the link
+        assert query_server.stop(index_dir) and wait_dead(pid)
+    finally:
+        fake.close()
+
+
+# -- a committed .codesift/serving.json (finding 3) ---------------------------------------------------------
+class _Recorder(http.server.BaseHTTPRequestHandler):
+    seen: list = []
+
+    def do_POST(self):  # noqa: N802 (the stdlib's name)
+        self.seen.append((self.path, self.headers.get("Authorization"),
+                          self.rfile.read(int(self.headers.get("Content-Length") or 0))))
+        body = json.dumps({"results": [], "report": {}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_committed_serving_json_never_gets_the_key_or_the_query(tmp_path, tiny_qwen_dir, monkeypatch, capsys):
+    root = tmp_path / "repo"
+    make_repo(root, REPO)
+    (root / ".codesift").mkdir()
+    server = http.server.HTTPServer(("127.0.0.1", 0), _Recorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _Recorder.seen = []
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        (root / ".codesift" / "serving.json").write_text(json.dumps({"url": url, "pid": os.getpid()}))
+        monkeypatch.setenv("CODESIFT_API_KEY", "secret-key")
+        code, out, err = run_main(["index", str(root), "--model", str(tiny_qwen_dir), "--json"], monkeypatch, capsys)
+        assert code == 0, err
+        assert json.loads(out)["files_changed"] == len(REPO)  # indexed here, not "through the server"
+        code, out, err = run_main(["search", "secret query words", str(root), "--json"], monkeypatch, capsys)
+        assert code == 0, err
+        assert _Recorder.seen == []
+    finally:
+        server.shutdown()
+        server.server_close()
