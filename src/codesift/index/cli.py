@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -28,43 +27,6 @@ def find_index_dir(path: str | None, index: str | None) -> Path:
         if (d / INDEX_DIRNAME / "manifest.sqlite").is_file():
             return d / INDEX_DIRNAME
     raise FileNotFoundError(f"no {INDEX_DIRNAME} index here or above {here}; run `codesift index PATH` first")
-
-
-def serving_url(index_dir: Path) -> str | None:
-    """The URL of a live `codesift serve` that serves this index (its ``serving.json``), or None."""
-    from codesift.index.config import SERVING_FILE
-
-    try:
-        info = json.loads((Path(index_dir) / SERVING_FILE).read_text())
-        os.kill(int(info["pid"]), 0)  # raises if that process is gone
-        return str(info["url"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def call_server(url: str, route: str, body: dict) -> dict:
-    """POST ``body`` to a codesift server (bearer key: the first of $CODESIFT_API_KEY); its answer, or ValueError."""
-    import urllib.error
-    import urllib.request
-
-    headers = {"Content-Type": "application/json"}
-    key = next((k.strip() for k in os.environ.get("CODESIFT_API_KEY", "").split(",") if k.strip()), None)
-    if key:
-        headers["Authorization"] = f"Bearer {key}"
-    request = urllib.request.Request(url + route, data=json.dumps(body).encode(), headers=headers, method="POST")
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # the server is local: no proxy
-    try:
-        with opener.open(request, timeout=3600) as answer:
-            return json.loads(answer.read())
-    except urllib.error.HTTPError as exc:
-        try:
-            message = json.loads(exc.read())["error"]["message"]
-        except (ValueError, KeyError, TypeError):
-            message = exc.reason
-        hint = "; set CODESIFT_API_KEY to one of its keys" if exc.code == 401 else ""
-        raise ValueError(f"the server at {url} answered {exc.code}: {message}{hint}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        raise ValueError(f"could not reach the server at {url} that serves this index ({exc})") from None
 
 
 def _progress_printer(bar: bool, lines_every_s: float = 15.0):
@@ -182,13 +144,6 @@ def register(app: typer.Typer) -> None:
         if not root.is_dir():
             raise FileNotFoundError(f"{path} is not a directory; pass the root of the source tree to index")
         index_dir = Path(index) if index else default_index_dir(root)
-        url = serving_url(index_dir)
-        if url is not None:  # the server holds the store: it refreshes the index itself
-            if rebuild or model or store_uri or max_tokens:
-                raise ValueError(f"{index_dir} is served by {url}; stop that server to --rebuild or change settings")
-            typer.secho(f"note: {index_dir} is served by {url}; refreshing it through the server", err=True)
-            _print_report(call_server(url, "/v1/index/refresh", {})["report"], as_json)
-            return
         if rebuild and index_dir.exists():
             if not (index_dir / "manifest.sqlite").is_file():
                 raise ValueError(f"{index_dir} does not look like a codesift index; refusing to delete it")
@@ -264,21 +219,6 @@ def register(app: typer.Typer) -> None:
         index_dir = find_index_dir(path, index)
         if not (index_dir / "manifest.sqlite").is_file():
             raise FileNotFoundError(f"no codesift index at {index_dir}; build one with `codesift index PATH`")
-        url = serving_url(index_dir)
-        if url is not None:  # `codesift serve` holds the store: search through it
-            from codesift.model.inputs import check_text
-
-            if like or config:
-                raise ValueError(f"{index_dir} is served by {url}, whose search has no --like or fusion options; "
-                                 "stop that server to use them")
-            check_text(query, "the query")
-            if refresh:
-                call_server(url, "/v1/index/refresh", {})
-            body = {"query": query, "limit": limit, "language": lang, "path_globs": list(path_glob or []),
-                    "mode": mode, "exclude_tests": exclude_tests, "two_stage": two_stage, "files": files,
-                    "rerank": not no_rerank, "budget": budget}
-            _render_results(call_server(url, "/v1/search", body)["results"], as_json, files=files)
-            return
         answer = _search(index_dir, request, use_server=not no_server)
         st = answer.get("staleness")
         if st and st["stale"]:

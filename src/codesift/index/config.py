@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from codesift.model.loading import DEFAULT_MODEL  # one default model for the library, the index and the server
 INDEX_DIRNAME = ".codesift"
 DB_NAME = "manifest.sqlite"  # the index's SQLite file: manifest tables and, with the default store, the chunks
-SERVING_FILE = "serving.json"  # in an index dir while `codesift serve` serves it: {"url", "pid"}
 
 
 @dataclass

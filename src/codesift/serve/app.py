@@ -14,7 +14,6 @@ import asyncio
 import hmac
 import json
 import logging
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -138,7 +137,6 @@ async def _load(state: ServerState, embedder: Any | None) -> None:
             embedder = await state.batcher.run_in_engine(_load_engine, state.config)
         if state.config.index_dir is not None:
             state.index = await state.batcher.run_in_engine(_open_index, state.config.index_dir, embedder)
-            _announce(state)
         counter = getattr(embedder, "token_counter", None)
         state.count_tokens = counter() if callable(counter) else embedder.count_tokens
         state.count_tokens_big = counter() if callable(counter) else embedder.count_tokens
@@ -153,35 +151,6 @@ async def _load(state: ServerState, embedder: Any | None) -> None:
         state.metrics.ready.set(0)
         if state.on_load_failure is not None:
             state.on_load_failure()
-
-
-def _announce(state: ServerState) -> None:
-    """Leave the server's URL in the index dir, so that `codesift index` and `search` go through it: its model is
-    loaded already (and a Milvus Lite store admits one process per file)."""
-    from codesift.index.config import SERVING_FILE
-
-    if not state.config.port:
-        return
-    host = state.config.host.strip("[]")
-    host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else f"[{host}]" if ":" in host else host
-    path = Path(state.index.index_dir) / SERVING_FILE
-    try:
-        path.write_text(json.dumps({"url": f"http://{host}:{state.config.port}", "pid": os.getpid()}))
-    except OSError as exc:
-        log.warning("could not write %s: %s", path, exc)
-
-
-def _retract(state: ServerState) -> None:
-    from codesift.index.config import SERVING_FILE
-
-    if state.index is None:
-        return
-    path = Path(state.index.index_dir) / SERVING_FILE
-    try:
-        if json.loads(path.read_text()).get("pid") == os.getpid():
-            path.unlink()
-    except (OSError, ValueError):
-        pass
 
 
 class BodyLimitMiddleware:
@@ -300,7 +269,6 @@ def create_app(config: ServeConfig, embedder: Any | None = None, on_load_failure
         finally:
             # uvicorn has already let in-flight requests finish (SIGTERM drain); stop the engine.
             loading.cancel()
-            _retract(state)
             await batcher.close(timeout=config.drain_timeout_s)
             state.tokenize_executor.shutdown(wait=False, cancel_futures=True)
             state.big_tokenize_executor.shutdown(wait=False, cancel_futures=True)
