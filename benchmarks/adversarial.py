@@ -37,7 +37,7 @@ ENV.pop("CODESIFT_MODEL", None)
 def record(finding: str, name: str, expected: str, ok: bool, outcome: str, seconds: float | None = None) -> None:
     CASES.append({"finding": finding, "case": name, "expected": expected, "ok": bool(ok), "outcome": outcome[:160],
                   "seconds": None if seconds is None else round(seconds, 2)})
-    print(f"{'ok  ' if ok else 'FAIL'} [{finding:>2}] {name}: {outcome[:100]}", flush=True)
+    print(f"{'ok  ' if ok else 'FAIL'} [{finding:>5}] {name}: {outcome[:100]}", flush=True)
 
 
 def guarded(finding: str, name: str, expected: str) -> Callable:
@@ -236,6 +236,75 @@ def index_damage_cases(work: Path, repo: Path, model: str) -> None:
                f"exit {code}: {error_line(err)}", s)
 
 
+# ------------------------------------------------------------------------------------ trust (issue 23)
+def trust_cases(work: Path, repo: Path) -> None:
+    """What a repository or another local user can plant: a shared socket folder, links, serving.json."""
+    index_dir = repo / ".codesift"
+
+    @guarded("23/2", "a socket folder another user made (0777)", "search in-process, nothing created in it")
+    def _() -> None:
+        deep = work / ("d" * 60) / ("e" * 60)
+        shutil.copytree(index_dir, deep / ".codesift", ignore=shutil.ignore_patterns("query.*"))
+        run = work / "run"
+        planted = run / f"codesift-{os.getuid()}"
+        planted.mkdir(parents=True)
+        planted.chmod(0o777)
+        env = dict(ENV, XDG_RUNTIME_DIR=str(run), CODESIFT_QUERY_SERVER="1")
+        code, out, err, s = cli(["search", "parse config", "--index", str(deep / ".codesift"), "--mode", "bm25"],
+                                env=env)
+        ok = code == 0 and "mode 0777" in err and not any(planted.iterdir())
+        record("23/2", "a socket folder another user made (0777)", "search in-process, nothing created in it", ok,
+               f"exit {code}: {err.strip().splitlines()[:1]}, planted holds {len(list(planted.iterdir()))}", s)
+
+    @guarded("23/2", "a planted log symlink to ~/.bashrc", "not followed; search in-process")
+    def _() -> None:
+        from codesift.index import query_server
+
+        query_server.stop(index_dir)
+        victim = work / "bashrc"
+        victim.write_text("# mine\n")
+        (index_dir / "query-server.log").unlink(missing_ok=True)
+        (index_dir / "query-server.log").symlink_to(victim)
+        try:
+            code, out, err, s = cli(["search", "parse config", str(repo), "--mode", "bm25"],
+                                    env=dict(ENV, CODESIFT_QUERY_SERVER="1"))
+        finally:
+            (index_dir / "query-server.log").unlink()
+        record("23/2", "a planted log symlink to ~/.bashrc", "not followed; search in-process",
+               code == 0 and victim.read_text() == "# mine\n", f"exit {code}, victim {victim.read_text()!r}", s)
+
+    @guarded("23/3", "a committed .codesift/serving.json", "no request, key or query sent to its URL")
+    def _() -> None:
+        import http.server
+
+        seen = []
+
+        class Recorder(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                seen.append((self.path, self.headers.get("Authorization")))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        server = http.server.HTTPServer(("127.0.0.1", 0), Recorder)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        planted = index_dir / "serving.json"
+        planted.write_text(json.dumps({"url": f"http://127.0.0.1:{server.server_address[1]}", "pid": 1}))
+        env = dict(ENV, CODESIFT_API_KEY="secret-key")
+        try:
+            code_i, _, err_i, s = cli(["index", str(repo)], env=env)
+            code_s, _, err_s, _ = cli(["search", "secret query", str(repo)], env=env)
+        finally:
+            server.shutdown()
+            server.server_close()
+            planted.unlink()
+        record("23/3", "a committed .codesift/serving.json", "no request, key or query sent to its URL",
+               code_i == 0 and code_s == 0 and not seen,
+               f"index exit {code_i}, search exit {code_s}, requests seen {seen}", s)
+
+
 # --------------------------------------------------------------------------------------------- HTTP
 def start_server(args: list, timeout: float = 300) -> tuple[subprocess.Popen, str]:
     port = free_port()
@@ -335,15 +404,15 @@ def http_cases(work: Path, repo: Path, model: str) -> None:
             record("8", "/health shows no path or exception", "{'status': 'ok'} only", str(work) not in body
                    and "Error" not in body, body)
 
-        @guarded("9", "a served index is refreshed", "HTTP route 200; index and search go through the server")
+        @guarded("9", "a served index is refreshed", "HTTP route 200; index and search work beside the server")
         def _() -> None:
             httpx.post(f"{url}/v1/search", json={"query": "parse"}, timeout=120, trust_env=False)  # opens the store
             (repo / "src/served_later.py").write_text("def served_later_words(text):\n    return text.split()\n")
             code, out, err, s = cli(["index", str(repo), "--json"])
-            record("9", "codesift index while served", "exit 0 through the server",
+            record("9", "codesift index while served", "exit 0 beside the server (SQLite WAL)",
                    code == 0 and json.loads(out).get("files_changed") == 1, f"exit {code}: {error_line(err)}", s)
             code, out, err, s = cli(["search", "served later words", str(repo), "--mode", "bm25"])
-            record("9", "codesift search while served", "exit 0 through the server, the new file first",
+            record("9", "codesift search while served", "exit 0, the new file first",
                    code == 0 and out.startswith("src/served_later.py"), f"exit {code}: {out.splitlines()[:1]}", s)
             r = httpx.post(f"{url}/v1/index/refresh", timeout=120, trust_env=False)
             record("9", "POST /v1/index/refresh", "200", r.status_code == 200, f"{r.status_code}")
@@ -416,13 +485,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="codesift-adversarial-") as tmp:
         work = Path(tmp)
         repo = cli_cases(work, args.model)
+        trust_cases(work, repo)
         mcp_cases(repo)
         http_cases(work, repo, args.model)
         index_damage_cases(work, repo, args.model)
     passed = sum(c["ok"] for c in CASES)
-    print(f"\n{'':4} {'#':>2}  {'case':<52} {'expected':<44} outcome")
+    print(f"\n{'':4} {'#':>5}  {'case':<52} {'expected':<44} outcome")
     for c in CASES:
-        print(f"{'ok' if c['ok'] else 'FAIL':<4} {c['finding']:>2}  {c['case'][:52]:<52} {c['expected'][:44]:<44} "
+        print(f"{'ok' if c['ok'] else 'FAIL':<4} {c['finding']:>5}  {c['case'][:52]:<52} {c['expected'][:44]:<44} "
               f"{c['outcome'][:70]}")
     print(f"\n{passed}/{len(CASES)} cases as expected in {time.perf_counter() - started:.0f} s")
     result = {"benchmark": "adversarial", "model": args.model, "codesift": str(Path(codesift.__file__).parent),
