@@ -13,6 +13,7 @@ import hashlib
 import logging
 import shutil
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -352,7 +353,12 @@ class Indexer:
         all_chunks = [c for cs in chunks_by_file for c in cs]
         vectors = self._vectors(all_chunks, report)
         small = self.store.small_dim
-        rows = [make_row(c, vectors[c.content_hash], small, is_test_path(c.path)) for c in all_chunks]
+        seen: Counter = Counter()  # identical pieces of one line (a table of repeated values) get distinct ids
+        rows = []
+        for c in all_chunks:
+            key = (c.path, c.start_line, c.content_hash)
+            rows.append(make_row(c, vectors[c.content_hash], small, is_test_path(c.path), repeat=seen[key]))
+            seen[key] += 1
         ts = time.perf_counter()
         self._commit([f.path for f, *_ in batch], rows,
                      [FileRecord(f.path, f.mtime_ns, f.size, sha, language, len(cs), "done")
@@ -380,8 +386,9 @@ class Indexer:
         hashes = list(dict.fromkeys(c.content_hash for c in chunks))
         found = self.manifest.cached_vectors(hashes, fingerprint)
         missing = [h for h in hashes if h not in found]
-        missing_set = set(missing)
-        report.chunks_cached += sum(1 for c in chunks if c.content_hash not in missing_set)
+        # a chunk whose text another chunk of this batch also has is embedded once: the others count as cached,
+        # so that embedded + cached = chunks written
+        report.chunks_cached += len(chunks) - len(missing)
         if missing:
             text_of = {c.content_hash: c.text for c in chunks}
             step = self.config.embed_batch_chunks

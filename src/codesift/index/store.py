@@ -40,9 +40,13 @@ def clip_utf8(text: str, max_bytes: int = MAX_VARCHAR - 16) -> str:
     return text if len(raw) <= max_bytes else raw[:max_bytes].decode("utf-8", errors="ignore")
 
 
-def chunk_id(path: str, start_line: int, content_hash: str) -> str:
-    """Deterministic primary key of a chunk (so re-inserting after an interruption is an upsert)."""
-    return hashlib.sha256(f"{path}\0{start_line}\0{content_hash}".encode()).hexdigest()[:32]
+def chunk_id(path: str, start_line: int, content_hash: str, repeat: int = 0) -> str:
+    """Deterministic primary key of a chunk (so re-inserting after an interruption is an upsert).
+
+    ``repeat``: how many chunks of the same path, start line and text came before this one in its file (a long
+    line of repeated values is cut into identical pieces, which must still be distinct rows)."""
+    key = f"{path}\0{start_line}\0{content_hash}" + (f"\0{repeat}" if repeat else "")
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
 def quote(value: str) -> str:
@@ -160,11 +164,11 @@ class Store(Protocol):
         """The paths that have chunks."""
 
 
-def make_row(chunk, vector: np.ndarray, small_dim: int, is_test: bool) -> dict:
-    """A store row for one chunk and its full-dim normalised vector."""
+def make_row(chunk, vector: np.ndarray, small_dim: int, is_test: bool, repeat: int = 0) -> dict:
+    """A store row for one chunk and its full-dim normalised vector (``repeat``: see ``chunk_id``)."""
     vector = np.asarray(vector, dtype=np.float32)
     return {
-        "id": chunk_id(chunk.path, chunk.start_line, chunk.content_hash),
+        "id": chunk_id(chunk.path, chunk.start_line, chunk.content_hash, repeat),
         "path": chunk.path,
         "language": (chunk.language or "")[:64],
         "symbol": clip_utf8(chunk.symbol or "", 1000),
