@@ -151,3 +151,24 @@ def test_a_committed_serving_json_never_gets_the_key_or_the_query(tmp_path, tiny
     finally:
         server.shutdown()
         server.server_close()
+
+
+# -- severe 4: the index file restored from a backup while the query server runs ---------------------------
+def test_the_query_server_notices_a_manifest_restored_from_a_backup(bm25_index, tmp_path):
+    import shutil
+    import sqlite3
+
+    root, index_dir = bm25_index
+    backup = tmp_path / "backup.sqlite"
+    src, dst = sqlite3.connect(index_dir / "manifest.sqlite"), sqlite3.connect(backup)
+    src.backup(dst)
+    src.close(), dst.close()
+    pid = query_server.request(index_dir, "ping")["pid"]  # the server holds the file open
+    for p in index_dir.glob("manifest.sqlite*"):
+        p.unlink()
+    shutil.copy2(backup, index_dir / "manifest.sqlite")  # the documented restore: a new file at the same name
+    (root / "src/fresh.py").write_text("def brand_new_helper():\n    return 1\n")
+    build_index(root, embedder=BagOfWords())
+    hits = query_server.request(index_dir, "search", {"query": "brand_new_helper", "mode": "bm25", "limit": 3})
+    assert hits["results"] and hits["results"][0]["path"] == "src/fresh.py"
+    assert wait_dead(pid)  # the server that read the deleted file made way for a fresh one

@@ -94,3 +94,28 @@ def test_index_and_search_work_beside_a_running_server(indexed, tiny_qwen_dir, m
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_a_served_index_deleted_or_restored_under_the_server(indexed, tiny_qwen_dir):
+    import shutil
+
+    from codesift.index import IndexConfig, build_index
+    from codesift.model.embedder import Embedder
+    from codesift.serve.app import create_app
+    from codesift.serve.config import ServeConfig
+    from codesift.serve.local import background_server
+
+    embedder = Embedder(str(tiny_qwen_dir))
+    app = create_app(ServeConfig(model=str(tiny_qwen_dir), index_dir=indexed / ".codesift"), embedder=embedder)
+    with background_server(app) as (url, _):
+        assert httpx.post(f"{url}/v1/search", json={"query": "parse config"}, trust_env=False,
+                          timeout=60).status_code == 200
+        shutil.rmtree(indexed / ".codesift")  # git clean -fdx
+        r = httpx.post(f"{url}/v1/index/refresh", timeout=60, trust_env=False)
+        assert r.status_code == 409 and r.json()["error"]["code"] == "index_gone", r.text
+        assert not (indexed / ".codesift").exists()  # nothing written into a deleted file or a new folder
+        (indexed / "later.py").write_text("def tokenize_later_words(text):\n    return text.split()\n")
+        build_index(indexed, config=IndexConfig(model=str(tiny_qwen_dir)), embedder=embedder)
+        r = httpx.post(f"{url}/v1/search", json={"query": "tokenize_later_words", "mode": "bm25"}, timeout=60,
+                       trust_env=False)
+        assert r.status_code == 200 and r.json()["results"][0]["path"] == "later.py", r.text

@@ -352,6 +352,8 @@ class QueryServer:
         why = None
         if msg.get("identity") != self.identity:
             why = "the client runs other codesift code or model settings"
+        elif self.index.replaced():
+            why = "the index file was deleted or replaced (restored from a backup?)"
         else:
             try:
                 now = self._index_identity()

@@ -83,6 +83,15 @@ def rrf_fuse(lists: list[list[dict]], weights: list[float], k: float) -> list[tu
     return sorted(((s, rows[i]) for i, s in scores.items()), key=lambda t: -t[0])
 
 
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of ``path``, None if it is gone."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 def split_globs(path_globs) -> tuple[list[str], list[str]]:
     """(include globs, exclude globs) from a list where ``!glob`` excludes."""
     if isinstance(path_globs, str):
@@ -108,6 +117,7 @@ class CodeIndex:
         if not manifest_path.is_file():
             raise FileNotFoundError(f"no codesift index at {self.index_dir}; build one with `codesift index PATH`")
         self.manifest = Manifest(manifest_path)
+        self._file_identity = _file_identity(manifest_path)
         meta = self.manifest.get_meta()
         if "root" not in meta:
             raise FileNotFoundError(f"index at {self.index_dir} was never built; run `codesift index PATH`")
@@ -119,6 +129,11 @@ class CodeIndex:
         self._store: Store | None = None
         self._files_view: tuple | None = None       # (generation, paths with chunks, languages)
         self._glob_cache: dict[tuple, tuple | None] = {}
+
+    def replaced(self) -> bool:
+        """Whether the index file at this path is no longer the one opened (deleted, or restored from a backup):
+        reading on would answer from a file that no later `codesift index` writes to."""
+        return _file_identity(self.index_dir / DB_NAME) != self._file_identity
 
     # ---- lazily opened parts
     @property

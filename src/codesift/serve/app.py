@@ -131,6 +131,22 @@ def _open_index(index_dir: Path, embedder: Any) -> Any:
     return open_index(index_dir, embedder)
 
 
+async def _served_index(state: ServerState) -> Any:
+    """The served index, opened again when its file was replaced (restored from a backup, rebuilt); a 409 when it
+    is gone (`git clean -fdx`): answering from, or refreshing into, a deleted file would be silently wrong."""
+    index = state.index
+    if not index.replaced():
+        return index
+    if not (Path(index.index_dir) / "manifest.sqlite").is_file():
+        raise APIError(409, "the served index was deleted; rebuild it with `codesift index ROOT` (the server opens "
+                       "it again on the next request)", code="index_gone")
+    log.info("the index file at %s was replaced; opening it again", index.index_dir)
+    fresh = await state.batcher.run_in_engine(_open_index, index.index_dir, state.embedder)
+    state.index = fresh
+    await state.batcher.run_in_engine(index.close)
+    return fresh
+
+
 async def _load(state: ServerState, embedder: Any | None) -> None:
     try:
         if embedder is None:
@@ -472,8 +488,9 @@ def create_app(config: ServeConfig, embedder: Any | None = None, on_load_failure
                            code="no_index")
         if body.limit > config.max_search_limit:
             raise APIError(400, f"limit={body.limit} is over the maximum of {config.max_search_limit}", param="limit")
+        index = await _served_index(state)
         try:
-            run = state.index.search_files if body.files else state.index.search
+            run = index.search_files if body.files else index.search
             results = await batcher.run_in_engine(run, body.query, limit=body.limit,
                                                   language=body.language, path_globs=list(body.path_globs),
                                                   mode=body.mode, exclude_tests=body.exclude_tests,
@@ -490,8 +507,9 @@ def create_app(config: ServeConfig, embedder: Any | None = None, on_load_failure
         if state.index is None:
             raise APIError(404, "no index is configured on this server; start it with `codesift serve --index DIR`",
                            code="no_index")
+        index = await _served_index(state)
         try:
-            report = await batcher.run_in_engine(state.index.refresh)
+            report = await batcher.run_in_engine(index.refresh)
         except ValueError as exc:
             raise APIError(409, printable(str(exc)), code="refresh_failed") from None
         return json_response({"object": "index.refresh", "report": report.to_dict()})

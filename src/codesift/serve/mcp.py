@@ -45,6 +45,8 @@ class IndexedRoots:
         from codesift.index.indexer import default_index_dir
         from codesift.index.search import CodeIndex
 
+        if root in self._indexes and self._indexes[root].replaced():  # deleted, or restored from a backup
+            self._indexes.pop(root).close()
         if root not in self._indexes:
             ix = CodeIndex(default_index_dir(root), embedder=self._embedder)
             self._indexes[root] = ix
