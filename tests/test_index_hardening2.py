@@ -24,3 +24,65 @@ def test_a_long_line_of_repeated_values_keeps_the_index_searchable(repo, tiny_qw
     assert st["chunks"] == first["chunks_total"] and not st.get("problem")
     again = index(repo, tiny_qwen_dir, monkeypatch, capsys)
     assert again["files_changed"] == 0  # nothing rewritten on the next run
+
+
+# -- severe 5: damage a crash cannot leave, which checks must find and `index` must repair ----------------
+def _db(repo):
+    import sqlite3
+
+    return sqlite3.connect(repo / ".codesift" / "manifest.sqlite", isolation_level=None)
+
+
+def _searches(repo, monkeypatch, capsys) -> bool:
+    code, out, err = run_main(["search", "parse config", str(repo), "--json"], monkeypatch, capsys)
+    return code == 0 and json.loads(out)[0]["path"] == "src/conf.py"
+
+
+def _problem(repo, monkeypatch, capsys) -> str | None:
+    code, out, err = run_main(["status", str(repo), "--json"], monkeypatch, capsys)
+    assert code == 0, err
+    st = json.loads(out)
+    assert st["staleness"]["stale"] == (st["problem"] is not None)
+    return st["problem"]
+
+
+@pytest.mark.parametrize("damage", ["orphan vector", "chunks gone, vectors left", "short vector blob"])
+def test_damaged_rows_are_found_by_status_and_repaired_by_index(damage, repo, tiny_qwen_dir, monkeypatch, capsys):
+    index(repo, tiny_qwen_dir, monkeypatch, capsys)
+    db = _db(repo)
+    if damage == "orphan vector":
+        blob = db.execute("SELECT vector FROM chunk_vectors LIMIT 1").fetchone()[0]
+        db.execute("INSERT INTO chunk_vectors VALUES (99999, ?)", (blob,))
+    elif damage == "chunks gone, vectors left":
+        db.execute("DELETE FROM chunks WHERE path = 'src/stack.py'")
+    else:
+        db.execute("UPDATE chunk_vectors SET vector = x'00000000' WHERE seq = (SELECT MIN(seq) FROM chunk_vectors)")
+    db.close()
+    code, _, err = run_main(["search", "parse config", str(repo)], monkeypatch, capsys)
+    assert_one_error_line(code, err, "codesift index")
+    assert "damaged" in (_problem(repo, monkeypatch, capsys) or "")
+    index(repo, tiny_qwen_dir, monkeypatch, capsys)
+    assert _problem(repo, monkeypatch, capsys) is None
+    assert _searches(repo, monkeypatch, capsys)
+    db = _db(repo)
+    assert db.execute("SELECT COUNT(*) FROM chunk_vectors WHERE seq NOT IN (SELECT seq FROM chunks)").fetchone() == (0,)
+    db.close()
+
+
+def test_a_malformed_page_is_found_and_named_with_rebuild(repo, tiny_qwen_dir, monkeypatch, capsys):
+    index(repo, tiny_qwen_dir, monkeypatch, capsys)
+    db = _db(repo)
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    page_size = db.execute("PRAGMA page_size").fetchone()[0]
+    root_page = db.execute("SELECT rootpage FROM sqlite_master WHERE name = 'chunk_vectors'").fetchone()[0]
+    db.close()
+    with open(repo / ".codesift" / "manifest.sqlite", "r+b") as fh:
+        fh.seek((root_page - 1) * page_size)
+        fh.write(b"\xde\xad" * (page_size // 2))
+    code, _, err = run_main(["search", "parse config", str(repo)], monkeypatch, capsys)
+    assert_one_error_line(code, err, "--rebuild")
+    assert "--rebuild" in (_problem(repo, monkeypatch, capsys) or "")
+    code, _, err = run_main(["index", str(repo)], monkeypatch, capsys)
+    assert_one_error_line(code, err, "--rebuild")
+    index(repo, tiny_qwen_dir, monkeypatch, capsys, "--rebuild")
+    assert _searches(repo, monkeypatch, capsys)

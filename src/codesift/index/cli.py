@@ -29,6 +29,13 @@ def find_index_dir(path: str | None, index: str | None) -> Path:
     raise FileNotFoundError(f"no {INDEX_DIRNAME} index here or above {here}; run `codesift index PATH` first")
 
 
+def _sqlite_errors(index_dir: Path):
+    """SQLite failures on the index in ``index_dir`` as named errors (a full disk, read-only, damaged: rebuild)."""
+    from codesift.index.manifest import sqlite_errors
+
+    return sqlite_errors(Path(index_dir) / "manifest.sqlite")
+
+
 def _progress_printer(bar: bool, lines_every_s: float = 15.0):
     """A (phase, done, total) callback on stderr: a rich progress bar (``bar``), else a line every ``lines_every_s``
     seconds (logs, CI, an agent's captured stderr); returns (the bar or None, the callback)."""
@@ -113,7 +120,7 @@ def _search(index_dir: Path, request: dict, use_server: bool) -> dict:
             typer.secho(f"warning: searching in this process ({exc})", fg="yellow", err=True)
     from codesift.index.search import CodeIndex
 
-    with CodeIndex(index_dir) as ix:
+    with _sqlite_errors(index_dir), CodeIndex(index_dir) as ix:
         return query_server.run_search(ix, **request)
 
 
@@ -151,7 +158,8 @@ def register(app: typer.Typer) -> None:
         config = None
         if (index_dir / "manifest.sqlite").is_file():
             m = Manifest(index_dir / "manifest.sqlite")
-            stored = m.get_meta().get("config")
+            with _sqlite_errors(index_dir):
+                stored = m.get_meta().get("config")
             m.close()
             if stored:
                 config = IndexConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in stored.items()
@@ -164,15 +172,16 @@ def register(app: typer.Typer) -> None:
                                                   ("max_tokens", max_tokens)) if v}
         config = replace(config, **overrides)
         bar, progress = _progress_printer(sys.stderr.isatty() and not as_json)
-        ix = Indexer(root, index_dir, config)
-        try:
-            if bar:
-                with bar:
+        with _sqlite_errors(index_dir):
+            ix = Indexer(root, index_dir, config)
+            try:
+                if bar:
+                    with bar:
+                        report = ix.update(progress)
+                else:
                     report = ix.update(progress)
-            else:
-                report = ix.update(progress)
-        finally:
-            ix.close()
+            finally:
+                ix.close()
         _print_report(report.to_dict(), as_json)
 
     @app.command("search")
@@ -236,7 +245,8 @@ def register(app: typer.Typer) -> None:
         """Files, chunks, model and staleness of an index."""
         from codesift.index.search import CodeIndex
 
-        with CodeIndex(find_index_dir(path, index)) as ix:
+        index_dir = find_index_dir(path, index)
+        with _sqlite_errors(index_dir), CodeIndex(index_dir) as ix:
             st = ix.status()
         if as_json:
             typer.echo(json.dumps(st, indent=2))

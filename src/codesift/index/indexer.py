@@ -23,7 +23,7 @@ import numpy as np
 from codesift.data.files import is_test_path
 from codesift.data.walk import FileStat, walk_files
 from codesift.index.config import DB_NAME, INDEX_DIRNAME, IndexConfig
-from codesift.index.manifest import FileRecord, Manifest
+from codesift.index.manifest import FileRecord, Manifest, damaged_message
 from codesift.index.store import Store, is_milvus_lite, is_milvus_uri, make_row, open_store
 from codesift.model.loading import canonical_model_name
 
@@ -219,6 +219,11 @@ class Indexer:
         A store that lost rows the manifest lists (rolled back to an earlier save, or damaged) is
         repaired: every file is written again, its vectors from the embedding cache.
         """
+        if self.manifest.get_meta().get("dim"):
+            damage = self.store.damage()
+            if damage:  # rows a killed run cannot leave: remove them, write their files again (vectors from the cache)
+                log.warning("%s; repairing it", damaged_message(self.manifest.path, damage))
+                self.manifest.mark_pending(self.store.repair())
         report = self._update(progress)
         mismatch = self.store_mismatch()
         if mismatch:

@@ -366,9 +366,12 @@ class QueryServer:
             self._reply(conn, {"restart": True, "reason": why, "pid": os.getpid()})
             return False
         try:
-            result = self._dispatch(op, msg.get("args") or {})
+            from codesift.index.manifest import sqlite_errors
+
+            with sqlite_errors(self.index.manifest.path):  # a damaged, full or read-only index: named, not internal
+                result = self._dispatch(op, msg.get("args") or {})
             reply = {"ok": True, "result": result}
-        except (ValueError, FileNotFoundError, PermissionError) as exc:
+        except (ValueError, OSError) as exc:
             reply = {"ok": False, "type": "user", "error": str(exc)}
         except Exception as exc:
             from codesift.model.loading import ModelNotAvailableError

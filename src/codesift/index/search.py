@@ -17,7 +17,7 @@ import pathspec
 from codesift.data.files import is_test_path
 from codesift.index.config import DB_NAME, IndexConfig, SearchConfig
 from codesift.index.indexer import Indexer, IndexReport, default_index_dir, store_mismatch
-from codesift.index.manifest import Manifest
+from codesift.index.manifest import Manifest, damaged_message
 from codesift.index.ranking import Candidate, fit_budget, fuse_windows, query_identifiers, query_windows, rank_files
 from codesift.index.ranking import rerank as code_rerank
 from codesift.index.store import (META_FIELDS, OUTPUT_FIELDS, ChunkFilter, Store, StoreLockedError, is_milvus_lite,
@@ -227,10 +227,12 @@ class CodeIndex:
                "engine": "milvus" if is_milvus_uri(self.config.store_uri) else "sqlite",
                **self.manifest.totals(), "languages": dict(sorted(langs.items(), key=lambda t: -t[1])),
                "indexed_at": meta.get("indexed_at")}
-        out["problem"] = None
-        if meta.get("dim"):
+        out["problem"] = self.manifest.check()
+        if meta.get("dim") and out["problem"] is None:
             try:
-                self.store  # opening it checks it against the manifest
+                damage = self.store.damage()  # opening it checks it against the manifest
+                if damage:
+                    out["problem"] = damaged_message(self.manifest.path, damage)
             except StoreLockedError:
                 pass  # another process (a server) has it open: nothing to say about it from here
             except ValueError as exc:

@@ -73,6 +73,11 @@ class StoreLockedError(ValueError):
     """The store is a Milvus Lite file another process has open."""
 
 
+class StoreDamagedError(ValueError):
+    """The store holds rows a killed run cannot leave (a vector without its chunk, a blob of the wrong length):
+    `codesift index` repairs them."""
+
+
 @dataclass(frozen=True)
 class ChunkFilter:
     """Search constraints, applied by the store before its top-k cut."""
@@ -162,6 +167,12 @@ class Store(Protocol):
 
     def paths(self) -> set[str]:
         """The paths that have chunks."""
+
+    def damage(self) -> str | None:
+        """What is damaged in the store (rows a killed run cannot leave), None when nothing is."""
+
+    def repair(self) -> list[str]:
+        """Remove damaged rows; the paths whose chunks went with them (to be written again)."""
 
 
 def make_row(chunk, vector: np.ndarray, small_dim: int, is_test: bool, repeat: int = 0) -> dict:
