@@ -4,6 +4,7 @@ cause, and what `status` and `index` say about it."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -86,3 +87,84 @@ def test_a_malformed_page_is_found_and_named_with_rebuild(repo, tiny_qwen_dir, m
     assert_one_error_line(code, err, "--rebuild")
     index(repo, tiny_qwen_dir, monkeypatch, capsys, "--rebuild")
     assert _searches(repo, monkeypatch, capsys)
+
+
+# -- crashes and tracebacks: every failure a user can cause is one `error:` line ----------------------------
+def test_sqlite_failures_are_named(repo, tiny_qwen_dir, tmp_path, monkeypatch, capsys):
+    import sqlite3
+
+    from codesift.index.manifest import sqlite_error
+
+    full = sqlite_error(tmp_path / "manifest.sqlite", sqlite3.OperationalError("database or disk is full"))
+    assert isinstance(full, OSError) and "free disk space" in str(full)
+    code, _, err = run_main(["index", str(repo), "--index", "/proc/self", "--model", str(tiny_qwen_dir)],
+                            monkeypatch, capsys)
+    assert_one_error_line(code, err, "cannot open the index")
+    other = tmp_path / "other"
+    other.mkdir()
+    db = sqlite3.connect(other / "manifest.sqlite")
+    db.execute("CREATE TABLE meta (k, v)")  # an index file of another schema
+    db.commit(), db.close()
+    code, _, err = run_main(["status", "--index", str(other)], monkeypatch, capsys)
+    assert_one_error_line(code, err, "--rebuild")
+    index(repo, tiny_qwen_dir, monkeypatch, capsys)
+    db = _db(repo)
+    db.execute("ALTER TABLE chunks DROP COLUMN kind")  # a column gone after a version change
+    db.close()
+    code, _, err = run_main(["search", "parse config", str(repo)], monkeypatch, capsys)
+    assert_one_error_line(code, err, "--rebuild")
+
+
+def test_a_failing_query_server_falls_back_in_process(repo, tiny_qwen_dir, monkeypatch, capsys):
+    from codesift.index import query_server
+
+    index(repo, tiny_qwen_dir, monkeypatch, capsys)
+
+    def broken(*args, **kwargs):
+        raise query_server.QueryServerError("RuntimeError: boom (log: x.log)")
+
+    monkeypatch.setattr(query_server, "request", broken)
+    monkeypatch.setattr(query_server, "enabled", lambda: True)
+    code, out, err = run_main(["search", "parse config", str(repo), "--json"], monkeypatch, capsys)
+    assert code == 0 and "Traceback" not in err, err
+    assert "boom" in err and json.loads(out)[0]["path"] == "src/conf.py"
+
+
+def test_a_bad_path_glob_is_one_error_line(repo, tiny_qwen_dir, monkeypatch, capsys):
+    index(repo, tiny_qwen_dir, monkeypatch, capsys)
+    code, _, err = run_main(["search", "parse", str(repo), "-p", "[z-a]"], monkeypatch, capsys)
+    assert_one_error_line(code, err, "[z-a]")
+
+
+def test_like_on_an_index_without_chunks(tmp_path, tiny_qwen_dir, monkeypatch, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "README").write_text("nothing to index\n")
+    index(empty, tiny_qwen_dir, monkeypatch, capsys)
+    code, _, err = run_main(["search", "--like", "a.py:1", str(empty)], monkeypatch, capsys)
+    assert_one_error_line(code, err, "no chunks")
+
+
+@pytest.mark.parametrize("name", ["x[/]y.py", "[link=file:/etc/passwd]click[/link].py"])
+def test_file_names_are_printed_as_text_not_markup(name, monkeypatch, capsys):
+    import sys
+
+    from codesift.index.cli import _render_results
+
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    hit = {"path": name, "start_line": 1, "end_line": 1, "symbol": "[bold]f[/bold]", "score": 1.0,
+           "snippet": "x = 1\n", "language": "python"}
+    _render_results([hit], as_json=False)
+    raw = capsys.readouterr().out
+    out = re.sub(r"\x1b\[[0-9;]*m", "", raw)  # colours only
+    assert "\x1b]8;" not in raw  # no terminal hyperlink
+    assert name in out and "[bold]f[/bold]" in out
+
+
+def test_deeply_nested_source_is_indexed_without_tracebacks(repo, tiny_qwen_dir, monkeypatch, capsys):
+    body = "".join(f"def helper_{i}(x):\n    return x + {i}\n\n\n" for i in range(60))  # not "minified"
+    (repo / "src/deep.py").write_text("x = " + "(" * 2000 + "1" + ")" * 2000 + "\n\n\n" + body)
+    code, out, err = run_main(["index", str(repo), "--model", str(tiny_qwen_dir), "--json"], monkeypatch, capsys)
+    assert code == 0 and "Traceback" not in err and "RecursionError" not in err, err[-2000:]
+    report = json.loads(out)
+    assert report["files_changed"] == 3 and "src/deep.py" not in report["skipped"]

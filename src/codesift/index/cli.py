@@ -96,15 +96,17 @@ def _render_results(results: list[dict], as_json: bool, files: bool = False) -> 
                        f"{escape_field(r['symbol'] or '')}")
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.syntax import Syntax
 
     console = Console()
-    for r in results:
-        console.print(f"[bold cyan]{r['path']}[/]:[yellow]{r['start_line']}-{r['end_line']}[/]  "
-                      f"[magenta]{r['symbol'] or ''}[/]  [dim]score {r['score']:.4f}[/]")
+    for r in results:  # paths and symbols come from the repository: text, never markup (a link, a style)
+        console.print(f"[bold cyan]{escape(escape_field(r['path']))}[/]:[yellow]{r['start_line']}-{r['end_line']}[/]  "
+                      f"[magenta]{escape(escape_field(r['symbol'] or ''))}[/]  [dim]score {r['score']:.4f}[/]")
         if files and len(r.get("chunks", ())) > 1:
-            console.print("[dim]  also: " + ", ".join(f"{c.get('start_line', '?')}-{c.get('end_line', '?')} "
-                                                      f"{c.get('symbol') or ''}".strip() for c in r["chunks"][1:]) + "[/]")
+            also = ", ".join(f"{c.get('start_line', '?')}-{c.get('end_line', '?')} {c.get('symbol') or ''}".strip()
+                             for c in r["chunks"][1:])
+            console.print("[dim]  also: " + escape(escape_field(also)) + "[/]")
         console.print(Syntax(r["snippet"], r["language"] or "text", line_numbers=True, start_line=r["start_line"],
                              word_wrap=False, theme="ansi_dark"))
 
@@ -116,7 +118,8 @@ def _search(index_dir: Path, request: dict, use_server: bool) -> dict:
     if use_server and query_server.enabled():
         try:
             return query_server.request(index_dir, "search", request)
-        except query_server.QueryServerUnavailable as exc:
+        except (query_server.QueryServerUnavailable, query_server.QueryServerError) as exc:
+            # an internal failure of the server: said in one line (its log has the details), then searched here
             typer.secho(f"warning: searching in this process ({exc})", fg="yellow", err=True)
     from codesift.index.search import CodeIndex
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -83,6 +84,16 @@ def rrf_fuse(lists: list[list[dict]], weights: list[float], k: float) -> list[tu
     return sorted(((s, rows[i]) for i, s in scores.items()), key=lambda t: -t[0])
 
 
+def _glob_spec(globs: list[str]) -> pathspec.GitIgnoreSpec | None:
+    """The gitignore-style matcher of ``globs`` (None for none); a glob that is not one is a ValueError naming it."""
+    if not globs:
+        return None
+    try:
+        return pathspec.GitIgnoreSpec.from_lines(globs)
+    except (re.error, ValueError, TypeError) as exc:
+        raise ValueError(f"bad path glob in {globs!r} ({exc}); use gitignore syntax, e.g. --path 'src/**/*.py'") from None
+
+
 def _file_identity(path: Path) -> tuple[int, int] | None:
     """(device, inode) of ``path``, None if it is gone."""
     try:
@@ -154,6 +165,9 @@ class CodeIndex:
         """The chunk store."""
         if self._store is None:
             meta = self.manifest.get_meta()
+            if not meta.get("dim"):
+                raise ValueError(f"the index {self.index_dir} holds no chunks yet (no source files were indexed); "
+                                 f"run `codesift index {self.root}` on a tree with source files")
             if self._stop_query_server and is_milvus_lite(self.config.store_uri):
                 from codesift.index import query_server
 
@@ -272,8 +286,7 @@ class CodeIndex:
             if key not in self._glob_cache:  # agents repeat the same globs: match the file list once
                 if len(self._glob_cache) >= 64:
                     self._glob_cache.clear()
-                inc_spec = pathspec.GitIgnoreSpec.from_lines(inc) if inc else None
-                exc_spec = pathspec.GitIgnoreSpec.from_lines(exc) if exc else None
+                inc_spec, exc_spec = _glob_spec(inc), _glob_spec(exc)
                 keep = [p for p in paths if (inc_spec is None or inc_spec.match_file(p))
                         and not (exc_spec is not None and exc_spec.match_file(p))]
                 if not keep:
