@@ -172,3 +172,57 @@ def test_the_query_server_notices_a_manifest_restored_from_a_backup(bm25_index, 
     hits = query_server.request(index_dir, "search", {"query": "brand_new_helper", "mode": "bm25", "limit": 3})
     assert hits["results"] and hits["results"][0]["path"] == "src/fresh.py"
     assert wait_dead(pid)  # the server that read the deleted file made way for a fresh one
+
+
+# -- the query-server socket (same user): bad messages, floods and stalls ---------------------------------
+def _raw(path, payload: bytes, timeout: float = 10.0) -> bytes:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(str(path))
+        try:
+            sock.sendall(payload)
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:  # the server stopped reading (a flood): what it answered is below
+            pass
+        try:
+            return sock.recv(1 << 16)
+        except OSError:
+            return b""
+
+
+def test_the_query_server_survives_bad_messages(bm25_index):
+    root, index_dir = bm25_index
+    pid = query_server.request(index_dir, "ping")["pid"]
+    path = query_server.socket_path(index_dir)
+    for payload in (b"", b"[1,2,3]\n", b"null\n", b'"op"\n', b"[" * 100_000 + b"\n", b'{"op": 5, "args": []}\n'):
+        answer = _raw(path, payload)
+        if payload:
+            assert json.loads(answer)["ok"] is False, (payload[:20], answer)
+        assert query_server.request(index_dir, "ping")["pid"] == pid, payload[:20]
+    answer = _raw(path, b"x" * (query_server.MAX_REQUEST_BYTES + (1 << 20)))  # no newline, ever
+    assert answer == b"" or "too long" in json.loads(answer)["error"]
+    assert query_server.request(index_dir, "ping")["pid"] == pid
+
+
+def test_a_stalled_client_does_not_hold_up_others(bm25_index):
+    import time
+
+    root, index_dir = bm25_index
+    pid = query_server.request(index_dir, "ping")["pid"]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as stalled:
+        stalled.connect(str(query_server.socket_path(index_dir)))
+        stalled.sendall(b'{"op": "pi')  # and then nothing
+        t0 = time.monotonic()
+        assert query_server.request(index_dir, "ping")["pid"] == pid
+        assert time.monotonic() - t0 < 5.0
+
+
+@pytest.mark.parametrize("idle", ["-5", "nan", "abc"])
+def test_a_bad_idle_setting_falls_back_to_the_default(bm25_index, monkeypatch, idle):
+    root, index_dir = bm25_index
+    monkeypatch.setenv(query_server.IDLE_ENV, idle)
+    assert bm25_query(index_dir)[0]["path"] == "src/parse.py"
+
+
+def bm25_query(index_dir):
+    return query_server.request(index_dir, "search", {"query": "parse_config", "mode": "bm25", "limit": 3})["results"]

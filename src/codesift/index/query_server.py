@@ -38,6 +38,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -51,6 +52,8 @@ DEFAULT_IDLE_S = 600.0
 START_TIMEOUT_S = 120.0
 REQUEST_TIMEOUT_S = 600.0   # a first dense query loads the model; a --refresh may embed many files
 _MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes on Linux, 104 on macOS
+MAX_REQUEST_BYTES = 64 << 20  # a request is one JSON line: a query of a whole issue text fits many times over
+READ_TIMEOUT_S = 30.0         # a client sends its whole request at once; each is read in its own thread
 
 
 class QueryServerUnavailable(RuntimeError):
@@ -249,16 +252,35 @@ def _exchange(sock: socket.socket, msg: dict) -> dict:
     return json.loads(data)
 
 
-def _read_line(sock: socket.socket) -> bytes:
-    chunks = []
+def _read_line(sock: socket.socket, limit: int | None = None) -> bytes:
+    """One message: bytes up to a newline or the end of the stream; ValueError past ``limit`` bytes."""
+    chunks, size = [], 0
     while True:
         chunk = sock.recv(1 << 16)
         if not chunk:
             break
         chunks.append(chunk)
+        size += len(chunk)
         if chunk.endswith(b"\n"):
             break
+        if limit is not None and size > limit:
+            raise ValueError(f"the request is too long (over {limit >> 20} MiB without a newline)")
     return b"".join(chunks)
+
+
+def idle_seconds() -> float:
+    """``CODESIFT_QUERY_SERVER_IDLE_S`` as a positive number of seconds, else the default (with a warning)."""
+    raw = os.environ.get(IDLE_ENV)
+    if raw is None:
+        return DEFAULT_IDLE_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if value > 0 and value != float("inf"):
+        return value
+    log.warning("%s=%r is not a positive number of seconds; using %.0f", IDLE_ENV, raw, DEFAULT_IDLE_S)
+    return DEFAULT_IDLE_S
 
 
 def _wait_gone(path: Path, pid: int | None, timeout: float) -> None:
@@ -285,7 +307,7 @@ class QueryServer:
         from codesift.index.search import CodeIndex
 
         self.index_dir = Path(index_dir).resolve()
-        self.idle_s = float(idle_s if idle_s is not None else os.environ.get(IDLE_ENV, DEFAULT_IDLE_S))
+        self.idle_s = idle_s if idle_s is not None else idle_seconds()
         self.index = CodeIndex(self.index_dir, stop_query_server=False)
         self.loaded = self._index_identity()
         self.identity = identity()
@@ -295,7 +317,10 @@ class QueryServer:
         os.chmod(self.path, 0o600)
         self.inode = os.stat(self.path).st_ino
         self.sock.listen(64)
-        self.sock.settimeout(min(self.idle_s, 5.0))
+        self.sock.settimeout(0.25)  # how soon a shutdown, an idle exit or a replaced socket is noticed
+        self.lock = threading.Lock()  # one request at a time on the index; reading requests is done in parallel
+        self.stopping = threading.Event()
+        self.busy, self.last = 0, time.monotonic()
 
     def _index_identity(self) -> dict:
         meta = self.index.manifest.get_meta()
@@ -311,22 +336,46 @@ class QueryServer:
 
     def serve_forever(self) -> None:
         """Answer requests until idle, shut down, or no longer the index's server."""
-        last = time.monotonic()
         try:
-            while True:
+            while not self.stopping.is_set():
                 try:
                     conn, _ = self.sock.accept()
                 except TimeoutError:
-                    if time.monotonic() - last > self.idle_s or not self._still_ours():
+                    idle = not self.busy and time.monotonic() - self.last > self.idle_s
+                    if idle or not self._still_ours():
                         return
                     continue
-                last = time.monotonic()
-                with conn:
-                    if not self._handle(conn):
-                        return
-                last = time.monotonic()
+                self.last = time.monotonic()
+                threading.Thread(target=self._serve_connection, args=(conn,), daemon=True).start()
         finally:
-            self.close()
+            self.stopping.set()
+            with self.lock:  # a request in flight finishes first
+                self.close()
+
+    def _serve_connection(self, conn: socket.socket) -> None:
+        """Read one request (a stalled or flooding client holds up only itself), then answer it under the lock."""
+        with conn:
+            conn.settimeout(READ_TIMEOUT_S)
+            try:
+                data = _read_line(conn, MAX_REQUEST_BYTES)
+            except OSError:
+                return
+            except ValueError as exc:  # over the size limit
+                self._reply(conn, {"ok": False, "type": "user", "error": str(exc)})
+                return
+            if not data.strip():
+                return  # a connection that only checked the socket (or gave up)
+            conn.settimeout(None)
+            with self.lock:
+                if self.stopping.is_set():
+                    return
+                self.busy += 1
+                try:
+                    if not self._handle(conn, data):
+                        self.stopping.set()
+                finally:
+                    self.busy -= 1
+                    self.last = time.monotonic()
 
     def close(self) -> None:
         """Release the socket (if it is still ours) and the index (store lock included)."""
@@ -337,14 +386,16 @@ class QueryServer:
                 self.path.unlink()
         self.index.close()
 
-    def _handle(self, conn: socket.socket) -> bool:
+    def _handle(self, conn: socket.socket, data: bytes) -> bool:
         """Answer one request; False when the server should exit."""
-        conn.settimeout(30.0)
         try:
-            msg = json.loads(_read_line(conn) or b"{}")
-        except (OSError, ValueError):
+            msg = json.loads(data)
+        except (ValueError, RecursionError) as exc:  # RecursionError: a line nested 100,000 deep
+            self._reply(conn, {"ok": False, "type": "user", "error": f"the request is not JSON ({type(exc).__name__})"})
             return True
-        conn.settimeout(None)
+        if not isinstance(msg, dict) or not isinstance(msg.get("op"), str) or not isinstance(msg.get("args", {}), dict):
+            self._reply(conn, {"ok": False, "type": "user", "error": 'a request is {"op": str, "args": {...}}'})
+            return True
         op = msg.get("op")
         if op == "shutdown":
             self._reply(conn, {"ok": True, "result": None, "pid": os.getpid()})
