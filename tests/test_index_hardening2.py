@@ -168,3 +168,25 @@ def test_deeply_nested_source_is_indexed_without_tracebacks(repo, tiny_qwen_dir,
     assert code == 0 and "Traceback" not in err and "RecursionError" not in err, err[-2000:]
     report = json.loads(out)
     assert report["files_changed"] == 3 and "src/deep.py" not in report["skipped"]
+
+
+# -- the index folder: what it holds, and that git leaves it out ------------------------------------------
+def test_the_index_folder_keeps_no_credentials_and_ignores_itself(repo, tiny_qwen_dir, monkeypatch, capsys):
+    import shutil
+    import subprocess
+
+    monkeypatch.setenv("CODESIFT_STORE_TOKEN", "user:hunter2-secret")
+    index(repo, tiny_qwen_dir, monkeypatch, capsys)
+    db = _db(repo)
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    for f in (repo / ".codesift").iterdir():
+        if f.is_file():
+            assert b"hunter2-secret" not in f.read_bytes(), f
+    assert (repo / ".codesift" / ".gitignore").read_text() == "*\n"
+    if shutil.which("git"):
+        subprocess.run(["git", "init", "-q", str(repo)], check=True)
+        subprocess.run(["git", "-C", str(repo), "add", "-A"], check=True)
+        staged = subprocess.run(["git", "-C", str(repo), "diff", "--cached", "--name-only"], capture_output=True,
+                                text=True, check=True).stdout.split()
+        assert staged and not [p for p in staged if p.startswith(".codesift")], staged

@@ -10,6 +10,7 @@ join that transaction, the files are marked ``pending`` (committed) before their
 from __future__ import annotations
 
 import hashlib
+import os
 import logging
 import shutil
 import time
@@ -101,6 +102,20 @@ class DocumentTokens:
         return self.embedder.count_tokens(list(texts), task="nl2code", role="document")
 
 
+def ignore_itself(index_dir: Path) -> None:
+    """Leave a ``.gitignore`` of ``*`` in the index folder, so that `git add -A` never stages the index (if there is
+    none yet; never through a link planted at that name)."""
+    try:
+        fd = os.open(index_dir / ".gitignore", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    except FileExistsError:
+        return
+    except OSError as exc:  # a read-only folder: indexing may still fail later with its own message
+        log.debug("no .gitignore in %s: %s", index_dir, exc)
+        return
+    with os.fdopen(fd, "w") as fh:
+        fh.write("*\n")
+
+
 def store_mismatch(manifest: Manifest, store: Store, index_dir: Path) -> str | None:
     """Why ``store`` disagrees with ``manifest`` (a different chunk count), or None when they agree."""
     totals = manifest.totals()
@@ -123,6 +138,7 @@ class Indexer:
             raise FileNotFoundError(f"{root} is not a directory; pass the root of the source tree to index")
         self.index_dir = Path(index_dir).resolve() if index_dir else default_index_dir(self.root)
         self.index_dir.mkdir(parents=True, exist_ok=True)
+        ignore_itself(self.index_dir)
         self.manifest = manifest or Manifest(self.index_dir / DB_NAME)
         meta = self.manifest.get_meta()
         config = config or IndexConfig(**{k: v for k, v in meta.get("config", {}).items()
@@ -164,7 +180,7 @@ class Indexer:
         if loaded != self.config.model:
             log.info("recording the loaded model %s (configured: %s)", loaded, self.config.model)
             self.config = replace(self.config, model=loaded)
-            self.manifest.set_meta(config=asdict(self.config))
+            self.manifest.set_meta(config=self.config.to_meta())
 
     @property
     def loaded_embedder(self):
@@ -249,7 +265,7 @@ class Indexer:
     def _update(self, progress: Progress | None = None) -> IndexReport:
         t0 = time.perf_counter()
         report = IndexReport(root=str(self.root), index_dir=str(self.index_dir))
-        self.manifest.set_meta(root=str(self.root), config=asdict(self.config), started_at=time.time())
+        self.manifest.set_meta(root=str(self.root), config=self.config.to_meta(), started_at=time.time())
         files, records, todo, gone = self.scan()
         report.files_seen = len(files) + len(self.bad_names)
         report.files_skipped += len(self.bad_names)

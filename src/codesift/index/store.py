@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -209,8 +210,8 @@ def open_store(index_dir: Path, config: IndexConfig, manifest: Manifest, dim: in
 
         # Milvus Lite is the server-free trial of this engine: FLAT (exact) skips its slow HNSW build
         kind = "FLAT" if is_milvus_lite(config.store_uri) else "HNSW"
-        return MilvusStore(config.store_uri, config.collection, dim, small_dim, token=config.store_token,
-                           vector_index=kind)
+        token = config.store_token or os.environ.get("CODESIFT_STORE_TOKEN")  # never stored in the index
+        return MilvusStore(config.store_uri, config.collection, dim, small_dim, token=token, vector_index=kind)
     from codesift.index.sqlite_store import SQLiteStore
 
     return SQLiteStore(manifest, dim, small_dim)
