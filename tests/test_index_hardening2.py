@@ -97,6 +97,8 @@ def test_sqlite_failures_are_named(repo, tiny_qwen_dir, tmp_path, monkeypatch, c
 
     full = sqlite_error(tmp_path / "manifest.sqlite", sqlite3.OperationalError("database or disk is full"))
     assert isinstance(full, OSError) and "free disk space" in str(full)
+    readonly = sqlite_error(tmp_path / "manifest.sqlite", sqlite3.OperationalError("attempt to write a readonly database"))
+    assert isinstance(readonly, PermissionError) and "--rebuild" not in str(readonly)  # a good index: never delete it
     code, _, err = run_main(["index", str(repo), "--index", "/proc/self", "--model", str(tiny_qwen_dir)],
                             monkeypatch, capsys)
     assert_one_error_line(code, err, "cannot open the index")
