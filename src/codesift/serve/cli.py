@@ -60,6 +60,7 @@ def register(app: typer.Typer) -> None:
 
         from codesift.serve.app import create_app
         from codesift.serve.config import ServeConfig
+        from codesift.serve.http import uvicorn_config
 
         config = ServeConfig(
             model=model, served_model_name=served_model_name, index_dir=index, host=host, port=port,
@@ -76,7 +77,7 @@ def register(app: typer.Typer) -> None:
                 server.should_exit = True
 
         app_ = create_app(config, on_load_failure=stop)
-        server = uvicorn.Server(uvicorn.Config(app_, host=host, port=port, log_level=log_level,
+        server = uvicorn.Server(uvicorn_config(app_, host=host, port=port, log_level=log_level,
                                                timeout_graceful_shutdown=int(config.drain_timeout_s)))
         server.run()
         state = app_.state.codesift
