@@ -192,3 +192,26 @@ def test_the_index_folder_keeps_no_credentials_and_ignores_itself(repo, tiny_qwe
         staged = subprocess.run(["git", "-C", str(repo), "diff", "--cached", "--name-only"], capture_output=True,
                                 text=True, check=True).stdout.split()
         assert staged and not [p for p in staged if p.startswith(".codesift")], staged
+
+
+# -- smaller -----------------------------------------------------------------------------------------------
+def test_max_tokens_must_be_positive(repo, tiny_qwen_dir, monkeypatch, capsys):
+    for bad in ("-5", "0"):
+        code, _, err = run_main(["index", str(repo), "--model", str(tiny_qwen_dir), "--max-tokens", bad],
+                                monkeypatch, capsys)
+        assert_one_error_line(code, err, "--max-tokens")
+    assert not (repo / ".codesift" / "manifest.sqlite").exists()  # nothing stored
+
+
+def test_globs_with_dot_slash_or_absolute_paths_inside_the_root(repo, tiny_qwen_dir, monkeypatch, capsys):
+    index(repo, tiny_qwen_dir, monkeypatch, capsys)
+    for glob in ("./src/**", str(repo.resolve() / "src") + "/**", "!./src/stack.py"):
+        code, out, err = run_main(["search", "parse config", str(repo), "--json", "-p", glob], monkeypatch, capsys)
+        assert code == 0, err
+        assert "src/conf.py" in [h["path"] for h in json.loads(out)], glob
+
+
+def test_a_query_of_zero_width_spaces_is_empty(repo, tiny_qwen_dir, monkeypatch, capsys):
+    index(repo, tiny_qwen_dir, monkeypatch, capsys)
+    code, _, err = run_main(["search", "\u200b\u200b\ufeff", str(repo)], monkeypatch, capsys)
+    assert_one_error_line(code, err, "empty")

@@ -226,3 +226,11 @@ def test_a_bad_idle_setting_falls_back_to_the_default(bm25_index, monkeypatch, i
 
 def bm25_query(index_dir):
     return query_server.request(index_dir, "search", {"query": "parse_config", "mode": "bm25", "limit": 3})["results"]
+
+
+def test_a_directory_at_the_socket_path_falls_back_in_process(bm25_index, monkeypatch, capsys):
+    root, index_dir = bm25_index
+    (index_dir / query_server.SOCKET_NAME).mkdir()
+    code, out, err = run_main(["search", "parse_config", str(root), "--json", "--mode", "bm25"], monkeypatch, capsys)
+    assert code == 0, err
+    assert "searching in this process" in err and json.loads(out)[0]["path"] == "src/parse.py"

@@ -153,6 +153,8 @@ def register(app: typer.Typer) -> None:
         root = Path(path)
         if not root.is_dir():
             raise FileNotFoundError(f"{path} is not a directory; pass the root of the source tree to index")
+        if max_tokens is not None and max_tokens < 1:  # checked before anything is stored
+            raise ValueError(f"--max-tokens must be a positive number of tokens (e.g. 512), got {max_tokens}")
         index_dir = Path(index) if index else default_index_dir(root)
         if rebuild and index_dir.exists():
             if not (index_dir / "manifest.sqlite").is_file():
@@ -172,7 +174,7 @@ def register(app: typer.Typer) -> None:
 
             config = IndexConfig(model=default_model())
         overrides = {k: v for k, v in (("model", model), ("store_uri", store_uri), ("store_token", store_token),
-                                                  ("max_tokens", max_tokens)) if v}
+                                                  ("max_tokens", max_tokens)) if v is not None}
         config = replace(config, **overrides)
         bar, progress = _progress_printer(sys.stderr.isatty() and not as_json)
         with _sqlite_errors(index_dir):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+import unicodedata
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -82,6 +83,11 @@ def rrf_fuse(lists: list[list[dict]], weights: list[float], k: float) -> list[tu
             prev = rows.get(row["id"])  # keep the first list's distance, fill in fields a later list has
             rows[row["id"]] = row if prev is None else {**row, **prev}
     return sorted(((s, rows[i]) for i, s in scores.items()), key=lambda t: -t[0])
+
+
+def visible(text: str) -> str:
+    """``text`` without format characters (zero-width spaces, BOMs, direction marks), stripped."""
+    return "".join(c for c in text if unicodedata.category(c) != "Cf").strip()
 
 
 def _glob_spec(globs: list[str]) -> pathspec.GitIgnoreSpec | None:
@@ -280,7 +286,7 @@ class CodeIndex:
             flt = dataclasses.replace(flt, language=language)
         if exclude_tests:
             flt = dataclasses.replace(flt, exclude_tests=True)
-        inc, exc = split_globs(path_globs)
+        inc, exc = (self._root_relative_globs(g) for g in split_globs(path_globs))
         if inc or exc:
             key = (tuple(inc), tuple(exc))
             if key not in self._glob_cache:  # agents repeat the same globs: match the file list once
@@ -304,6 +310,22 @@ class CodeIndex:
             if cached:
                 flt = dataclasses.replace(flt, paths=cached[0], negate_paths=cached[1])
         return flt
+
+    def _root_relative_globs(self, globs: list[str]) -> list[str]:
+        """Globs as the indexed paths are written: ``./src/**`` is ``src/**``, and an absolute glob inside the root
+        is made relative to it (else it could never match)."""
+        out = []
+        for g in globs:
+            anchored = g.startswith("/")
+            if anchored:
+                for root in (str(self.root), str(self.root.resolve())):
+                    if g == root or g.startswith(root.rstrip("/") + "/"):
+                        g, anchored = "/" + g[len(root.rstrip("/")):].lstrip("/"), False
+                        break
+            while g.startswith("./"):
+                g = "/" + g[2:].lstrip("/")  # gitignore's anchor: relative to the root, as ./ means
+            out.append(g)
+        return out
 
     # ---- search
     def search(self, query: str, limit: int = 10, language: str | None = None, path_globs=(), mode: str = "hybrid",
@@ -344,7 +366,7 @@ class CodeIndex:
     def _candidates(self, query: str, limit: int, language, path_globs, mode: str, exclude_tests: bool,
                     two_stage: bool, rerank: bool, task: str, exclude_ids: tuple[str, ...] = ()) -> list[Candidate]:
         """Fused (and, with ``rerank``, code-aware re-ranked) candidates, best first, at least ``limit`` deep."""
-        if not isinstance(query, str) or not query.strip():
+        if not isinstance(query, str) or not visible(query):
             raise ValueError("the query is empty; describe the code you are looking for, e.g. 'parse a config file'")
         check_text(query, "the query")
         self._check_limit(limit)
