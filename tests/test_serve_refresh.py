@@ -119,3 +119,18 @@ def test_a_served_index_deleted_or_restored_under_the_server(indexed, tiny_qwen_
         r = httpx.post(f"{url}/v1/search", json={"query": "tokenize_later_words", "mode": "bm25"}, timeout=60,
                        trust_env=False)
         assert r.status_code == 200 and r.json()["results"][0]["path"] == "later.py", r.text
+
+
+def test_serve_takes_the_model_recorded_in_the_index(indexed, tiny_qwen_dir, monkeypatch, capsys):
+    import codesift.serve.app
+
+    seen = {}
+
+    def record(config, **kwargs):
+        seen["model"] = config.model
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(codesift.serve.app, "create_app", record)
+    monkeypatch.delenv("CODESIFT_MODEL", raising=False)
+    code, _, err = run_main(["serve", "--index", str(indexed / ".codesift")], monkeypatch, capsys)
+    assert code == 2 and seen["model"] == str(tiny_qwen_dir), err
