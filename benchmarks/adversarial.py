@@ -305,6 +305,164 @@ def trust_cases(work: Path, repo: Path) -> None:
                f"index exit {code_i}, search exit {code_s}, requests seen {seen}", s)
 
 
+# --------------------------------------------------------------------------- index damage (issue 23)
+def hardening2_cases(work: Path, model: str) -> None:
+    """Issue 23's index, input and protocol cases, on a fresh small tree."""
+    import sqlite3
+
+    repo = work / "repo23"
+    make_tree(repo)
+    helpers = "".join(f"def helper_{i}(x):\n    return x + {i}\n\n\n" for i in range(60))  # not "minified"
+    (repo / "src/table.py").write_text("ZEROS = [" + "0, " * 1600 + "]\n\n\n" + helpers)
+    (repo / "src/deep.py").write_text("x = " + "(" * 2000 + "1" + ")" * 2000 + "\n\n\n" + helpers)
+    index_dir = repo / ".codesift"
+
+    @guarded("23/1", "a long line of repeated values", "index exit 0; search exit 0; next run rewrites nothing")
+    def _() -> None:
+        code, out, err, s = cli(["index", str(repo), "--model", model, "--max-tokens", "64", "--json"])
+        report = json.loads(out) if code == 0 else {}
+        counts = report.get("chunks_embedded", 0) + report.get("chunks_cached", 0) == report.get("chunks_total")
+        code2, _, err2, _ = cli(["search", "parse config", str(repo)])
+        code3, out3, _, _ = cli(["index", str(repo), "--json"])
+        again = json.loads(out3).get("files_changed") if code3 == 0 else None
+        record("23/1", "a long line of repeated values", "index exit 0; search exit 0; next run rewrites nothing",
+               code == 0 and code2 == 0 and again == 0 and counts,
+               f"index exit {code}, search exit {code2}: {error_line(err2) if code2 else 'ok'}, rerun changed {again}"
+               f", embedded+cached=written {counts}", s)
+        record("23", "deeply nested source", "indexed (line windows), no traceback",
+               code == 0 and "Traceback" not in err and "src/deep.py" not in report.get("skipped", {}),
+               f"exit {code}, traceback {'Traceback' in err}")
+
+    expect_error("23", "search -p '[z-a]'", ["search", "parse", str(repo), "-p", "[z-a]"], "[z-a]")
+    expect_error("23", "a query of zero-width spaces", ["search", "\u200b\u200b", str(repo)], "empty")
+    expect_error("23", "index --max-tokens -5", ["index", str(repo), "--max-tokens", "-5"], "--max-tokens")
+    expect_error("23", "index --index /proc/self", ["index", str(repo), "--index", "/proc/self", "--model", model],
+                 "cannot open")
+
+    @guarded("23", "search -p './src/**'", "the files under src/ match")
+    def _() -> None:
+        code, out, err, s = cli(["search", "parse config", str(repo), "-p", "./src/**", "--json"])
+        paths = [h["path"] for h in json.loads(out)] if code == 0 else []
+        record("23", "search -p './src/**'", "the files under src/ match", "src/conf.py" in paths,
+               f"exit {code}: {paths[:2]}", s)
+
+    empty = work / "empty23"
+    empty.mkdir()
+    (empty / "README").write_text("nothing to index\n")
+    cli(["index", str(empty), "--model", model])
+    expect_error("23", "--like on an index without chunks", ["search", "--like", "a.py:1", str(empty)], "no chunks")
+
+    def damage_case(name: str, sql: str) -> None:
+        @guarded("23/5", name, "search names `codesift index`; status problem; index repairs")
+        def _() -> None:
+            db = sqlite3.connect(index_dir / "manifest.sqlite", isolation_level=None)
+            db.execute(sql)
+            db.close()
+            code, _, err, s = cli(["search", "parse config", str(repo)])
+            named = one_error(code, err, "codesift index")
+            code, out, _, _ = cli(["status", str(repo), "--json"])
+            problem = json.loads(out).get("problem") if code == 0 else None
+            cli(["index", str(repo)])
+            code2, out2, _, _ = cli(["status", str(repo), "--json"])
+            healed = code2 == 0 and json.loads(out2).get("problem") is None
+            code3, _, err3, _ = cli(["search", "parse config", str(repo)])
+            record("23/5", name, "search names `codesift index`; status problem; index repairs",
+                   named and bool(problem) and healed and code3 == 0,
+                   f"named {named}, status problem {bool(problem)}, repaired {healed}, search after exit {code3}", s)
+
+    damage_case("an orphan vector row", "INSERT INTO chunk_vectors SELECT 99999, vector FROM chunk_vectors LIMIT 1")
+    damage_case("chunk rows gone, vectors left", "DELETE FROM chunks WHERE path = 'src/stack.py'")
+    damage_case("a vector blob of the wrong length",
+                "UPDATE chunk_vectors SET vector = x'00000000' WHERE seq = (SELECT MIN(seq) FROM chunk_vectors)")
+
+    @guarded("23/5", "a malformed page", "search, status and index name --rebuild")
+    def _() -> None:
+        broken = work / "malformed23"
+        shutil.copytree(repo, broken, ignore=shutil.ignore_patterns("query.*"))
+        db = sqlite3.connect(broken / ".codesift" / "manifest.sqlite", isolation_level=None)
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        page = db.execute("PRAGMA page_size").fetchone()[0]
+        root_page = db.execute("SELECT rootpage FROM sqlite_master WHERE name = 'chunk_vectors'").fetchone()[0]
+        db.close()
+        with open(broken / ".codesift" / "manifest.sqlite", "r+b") as fh:
+            fh.seek((root_page - 1) * page)
+            fh.write(b"\xde\xad" * (page // 2))
+        code, _, err, s = cli(["search", "parse config", str(broken)])
+        searched = one_error(code, err, "--rebuild")
+        code, out, _, _ = cli(["status", str(broken), "--json"])
+        status = code == 0 and "--rebuild" in (json.loads(out).get("problem") or "")
+        code, _, err2, _ = cli(["index", str(broken)])
+        record("23/5", "a malformed page", "search, status and index name --rebuild",
+               searched and status and one_error(code, err2, "--rebuild"),
+               f"search {searched}, status {status}, index {error_line(err2)}", s)
+
+    @guarded("23/4", "manifest restored from a backup under the query server", "the new file is searched")
+    def _() -> None:
+        from codesift.index import query_server
+
+        env = dict(ENV, CODESIFT_QUERY_SERVER="1")
+        saved = work / "backup23.sqlite"
+        src, dst = sqlite3.connect(index_dir / "manifest.sqlite"), sqlite3.connect(saved)
+        src.backup(dst)
+        src.close(), dst.close()
+        cli(["search", "parse config", str(repo), "--mode", "bm25"], env=env)  # starts the server
+        for p in index_dir.glob("manifest.sqlite*"):
+            p.unlink()
+        shutil.copy2(saved, index_dir / "manifest.sqlite")
+        (repo / "src/restored_later.py").write_text("def restored_later_words():\n    return 1\n")
+        cli(["index", str(repo)])
+        code, out, err, s = cli(["search", "restored later words", str(repo), "--mode", "bm25"], env=env)
+        query_server.stop(index_dir)
+        record("23/4", "manifest restored from a backup under the query server", "the new file is searched",
+               code == 0 and out.startswith("src/restored_later.py"), f"exit {code}: {out.splitlines()[:1]}", s)
+
+    @guarded("23", "query-server socket: empty, [1,2,3], null, deep, flood", "the same server answers after each")
+    def _() -> None:
+        from codesift.index import query_server
+
+        env = dict(ENV, CODESIFT_QUERY_SERVER="1")
+        cli(["search", "parse config", str(repo), "--mode", "bm25"], env=env)
+        path = query_server.socket_path(index_dir)
+        saved = {k: os.environ.get(k) for k in ("CODESIFT_MODEL", "CODESIFT_ALLOW_FALLBACK")}
+        os.environ.pop("CODESIFT_MODEL", None)  # this process's identity must be the CLI's (ENV's)
+        os.environ["CODESIFT_ALLOW_FALLBACK"] = ENV["CODESIFT_ALLOW_FALLBACK"]
+        pids = []
+        for payload in (b"", b"[1,2,3]\n", b"null\n", b"[" * 100_000 + b"\n", b"x" * (65 << 20)):
+            with socket.socket(socket.AF_UNIX) as sock:
+                sock.settimeout(30)
+                sock.connect(str(path))
+                try:
+                    sock.sendall(payload)
+                    sock.shutdown(socket.SHUT_WR)
+                    sock.recv(4096)
+                except OSError:
+                    pass
+            try:
+                pids.append(query_server.request(index_dir, "ping", start=False)["pid"])
+            except Exception as exc:  # noqa: BLE001 - the server is gone: that is the outcome
+                pids.append(f"{type(exc).__name__}")
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        query_server.stop(index_dir)
+        record("23", "query-server socket: empty, [1,2,3], null, deep, flood", "the same server answers after each",
+               len(set(pids)) == 1 and pids[0] is not None, f"pids {pids}")
+
+    @guarded("23", "index folder: .gitignore, no stored token", ".gitignore '*'; token not in any file")
+    def _() -> None:
+        (repo / "src/token_run.py").write_text("def token_run():\n    return 1\n")
+        cli(["index", str(repo)], env=dict(ENV, CODESIFT_STORE_TOKEN="user:hunter2-secret"))
+        db = sqlite3.connect(index_dir / "manifest.sqlite", isolation_level=None)
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        db.close()
+        leaked = [f.name for f in index_dir.iterdir() if f.is_file() and b"hunter2-secret" in f.read_bytes()]
+        ignore = (index_dir / ".gitignore").read_text() if (index_dir / ".gitignore").exists() else None
+        record("23", "index folder: .gitignore, no stored token", ".gitignore '*'; token not in any file",
+               ignore == "*\n" and not leaked, f".gitignore {ignore!r}, token in {leaked}")
+
+
 # --------------------------------------------------------------------------------------------- HTTP
 def start_server(args: list, timeout: float = 300) -> tuple[subprocess.Popen, str]:
     port = free_port()
@@ -486,6 +644,7 @@ def main() -> None:
         work = Path(tmp)
         repo = cli_cases(work, args.model)
         trust_cases(work, repo)
+        hardening2_cases(work, args.model)
         mcp_cases(repo)
         http_cases(work, repo, args.model)
         index_damage_cases(work, repo, args.model)
