@@ -562,6 +562,47 @@ def http_cases(work: Path, repo: Path, model: str) -> None:
             record("8", "/health shows no path or exception", "{'status': 'ok'} only", str(work) not in body
                    and "Error" not in body, body)
 
+        @guarded("23", "HTTP: slow and huge request heads", "closed within 10 s; a 8 MB header refused")
+        def _() -> None:
+            port = int(url.rsplit(":", 1)[1])
+            t0 = time.perf_counter()
+            slow = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(20)]
+            for sock in slow:
+                sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+            closed = 0
+            for _ in range(30):  # a header line every half second, never the end of the head
+                time.sleep(0.5)
+                for sock in slow:
+                    try:
+                        sock.sendall(b"X-Slow: 1\r\n")
+                    except OSError:
+                        pass
+                if time.perf_counter() - t0 > 12:
+                    break
+            for sock in slow:
+                sock.settimeout(5)
+                try:
+                    closed += sock.recv(100) == b""
+                except OSError:
+                    closed += 1
+                sock.close()
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+                try:
+                    sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (8 << 20) + b"\r\n\r\n")
+                    answer = sock.recv(100)
+                except OSError:
+                    answer = b""
+            record("23", "HTTP: slow and huge request heads", "closed within 10 s; a 8 MB header refused",
+                   closed == len(slow) and not answer.startswith(b"HTTP/1.1 2"),
+                   f"{closed}/{len(slow)} slow heads closed; big header: {answer[:20]!r}", time.perf_counter() - t0)
+
+        @guarded("23", "HTTP: /v1/search with a bad glob", "400 naming the glob")
+        def _() -> None:
+            r = httpx.post(f"{url}/v1/search", json={"query": "parse", "path_globs": ["[z-a]"]}, timeout=120,
+                           trust_env=False)
+            record("23", "HTTP: /v1/search with a bad glob", "400 naming the glob",
+                   r.status_code == 400 and "[z-a]" in r.text, f"{r.status_code} {r.text[:80]}")
+
         @guarded("9", "a served index is refreshed", "HTTP route 200; index and search work beside the server")
         def _() -> None:
             httpx.post(f"{url}/v1/search", json={"query": "parse"}, timeout=120, trust_env=False)  # opens the store
@@ -622,6 +663,15 @@ def mcp_cases(repo: Path) -> None:
         record("11", "MCP: tools/call with \\ud800 in an argument", "an answer to id 2 (an error)",
                bool(r and r.get("id") == 2 and ("error" in r or r.get("result", {}).get("isError"))),
                json.dumps(r)[:120] if r else "no reply in 30 s")
+        send('{"jsonrpc":"2.0","id":4,"method":"tools/list","params":{"x":' + "[" * 100_000 + "]" * 100_000 + "}}")
+        r = reply(30)
+        record("23", "MCP: a 100,000-deep line", "-32700, the server lives",
+               bool(r and r.get("error", {}).get("code") == -32700), json.dumps(r)[:120] if r else "no reply in 30 s")
+        for bad_id in ("1.5", '{"a": 1}'):
+            send('{"jsonrpc":"2.0","id":' + bad_id + ',"method":"tools/list"}')
+            r = reply(30)
+            record("23", f"MCP: a request with id {bad_id}", "-32600",
+                   bool(r and r.get("error", {}).get("code") == -32600), json.dumps(r)[:120] if r else "no reply in 30 s")
         send(json.dumps({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
                          "params": {"name": "search_code", "arguments": {"query": "parse config"}}}))
         r = reply(300)  # the first call loads the model and opens the store: slow on a busy machine
