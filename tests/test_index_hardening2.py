@@ -215,3 +215,27 @@ def test_a_query_of_zero_width_spaces_is_empty(repo, tiny_qwen_dir, monkeypatch,
     index(repo, tiny_qwen_dir, monkeypatch, capsys)
     code, _, err = run_main(["search", "\u200b\u200b\ufeff", str(repo)], monkeypatch, capsys)
     assert_one_error_line(code, err, "empty")
+
+
+def test_the_walk_keeps_a_file_git_keeps_and_names_what_it_cannot_enter(tmp_path):
+    import os
+
+    from codesift.data.walk import walk_files
+
+    root = tmp_path / "tree"
+    (root / "logs").mkdir(parents=True)
+    (root / ".gitignore").write_text("logs/**\n!logs/l.py\n")  # git keeps logs/l.py
+    (root / "logs/l.py").write_text("x = 1\n")
+    (root / "logs/x.py").write_text("x = 2\n")
+    fd = os.open(root, os.O_RDONLY)
+    for _ in range(25):  # a path past PATH_MAX (4096 on Linux)
+        os.mkdir("d" * 200, dir_fd=fd)
+        fd_next = os.open("d" * 200, os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd = fd_next
+    os.close(os.open("deep.py", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd))
+    os.close(fd)
+    skipped: list = []
+    paths = [f.path for f in walk_files(root, skipped=skipped)]
+    assert "logs/l.py" in paths and "logs/x.py" not in paths
+    assert any("too long" in reason for _, reason in skipped), skipped
