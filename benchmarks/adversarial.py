@@ -355,6 +355,9 @@ def hardening2_cases(work: Path, model: str) -> None:
     def damage_case(name: str, sql: str) -> None:
         @guarded("23/5", name, "search names `codesift index`; status problem; index repairs")
         def _() -> None:
+            from codesift.index import query_server
+
+            query_server.stop(index_dir)  # damaged on disk while no process holds it (a warm server answers from memory)
             db = sqlite3.connect(index_dir / "manifest.sqlite", isolation_level=None)
             db.execute(sql)
             db.close()
