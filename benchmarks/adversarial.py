@@ -37,7 +37,7 @@ ENV.pop("CODESIFT_MODEL", None)
 def record(finding: str, name: str, expected: str, ok: bool, outcome: str, seconds: float | None = None) -> None:
     CASES.append({"finding": finding, "case": name, "expected": expected, "ok": bool(ok), "outcome": outcome[:160],
                   "seconds": None if seconds is None else round(seconds, 2)})
-    print(f"{'ok  ' if ok else 'FAIL'} [{finding:>2}] {name}: {outcome[:100]}", flush=True)
+    print(f"{'ok  ' if ok else 'FAIL'} [{finding:>5}] {name}: {outcome[:100]}", flush=True)
 
 
 def guarded(finding: str, name: str, expected: str) -> Callable:
@@ -236,6 +236,236 @@ def index_damage_cases(work: Path, repo: Path, model: str) -> None:
                f"exit {code}: {error_line(err)}", s)
 
 
+# ------------------------------------------------------------------------------------ trust (issue 23)
+def trust_cases(work: Path, repo: Path) -> None:
+    """What a repository or another local user can plant: a shared socket folder, links, serving.json."""
+    index_dir = repo / ".codesift"
+
+    @guarded("23/2", "a socket folder another user made (0777)", "search in-process, nothing created in it")
+    def _() -> None:
+        deep = work / ("d" * 60) / ("e" * 60)
+        shutil.copytree(index_dir, deep / ".codesift", ignore=shutil.ignore_patterns("query.*"))
+        run = work / "run"
+        planted = run / f"codesift-{os.getuid()}"
+        planted.mkdir(parents=True)
+        planted.chmod(0o777)
+        env = dict(ENV, XDG_RUNTIME_DIR=str(run), CODESIFT_QUERY_SERVER="1")
+        code, out, err, s = cli(["search", "parse config", "--index", str(deep / ".codesift"), "--mode", "bm25"],
+                                env=env)
+        ok = code == 0 and "mode 0777" in err and not any(planted.iterdir())
+        record("23/2", "a socket folder another user made (0777)", "search in-process, nothing created in it", ok,
+               f"exit {code}: {err.strip().splitlines()[:1]}, planted holds {len(list(planted.iterdir()))}", s)
+
+    @guarded("23/2", "a planted log symlink to ~/.bashrc", "not followed; search in-process")
+    def _() -> None:
+        from codesift.index import query_server
+
+        query_server.stop(index_dir)
+        victim = work / "bashrc"
+        victim.write_text("# mine\n")
+        (index_dir / "query-server.log").unlink(missing_ok=True)
+        (index_dir / "query-server.log").symlink_to(victim)
+        try:
+            code, out, err, s = cli(["search", "parse config", str(repo), "--mode", "bm25"],
+                                    env=dict(ENV, CODESIFT_QUERY_SERVER="1"))
+        finally:
+            (index_dir / "query-server.log").unlink()
+        record("23/2", "a planted log symlink to ~/.bashrc", "not followed; search in-process",
+               code == 0 and victim.read_text() == "# mine\n", f"exit {code}, victim {victim.read_text()!r}", s)
+
+    @guarded("23/3", "a committed .codesift/serving.json", "no request, key or query sent to its URL")
+    def _() -> None:
+        import http.server
+
+        seen = []
+
+        class Recorder(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                seen.append((self.path, self.headers.get("Authorization")))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        server = http.server.HTTPServer(("127.0.0.1", 0), Recorder)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        planted = index_dir / "serving.json"
+        planted.write_text(json.dumps({"url": f"http://127.0.0.1:{server.server_address[1]}", "pid": 1}))
+        env = dict(ENV, CODESIFT_API_KEY="secret-key")
+        try:
+            code_i, _, err_i, s = cli(["index", str(repo)], env=env)
+            code_s, _, err_s, _ = cli(["search", "secret query", str(repo)], env=env)
+        finally:
+            server.shutdown()
+            server.server_close()
+            planted.unlink()
+        record("23/3", "a committed .codesift/serving.json", "no request, key or query sent to its URL",
+               code_i == 0 and code_s == 0 and not seen,
+               f"index exit {code_i}, search exit {code_s}, requests seen {seen}", s)
+
+
+# --------------------------------------------------------------------------- index damage (issue 23)
+def hardening2_cases(work: Path, model: str) -> None:
+    """Issue 23's index, input and protocol cases, on a fresh small tree."""
+    import sqlite3
+
+    repo = work / "repo23"
+    make_tree(repo)
+    helpers = "".join(f"def helper_{i}(x):\n    return x + {i}\n\n\n" for i in range(60))  # not "minified"
+    (repo / "src/table.py").write_text("ZEROS = [" + "0, " * 1600 + "]\n\n\n" + helpers)
+    (repo / "src/deep.py").write_text("x = " + "(" * 2000 + "1" + ")" * 2000 + "\n\n\n" + helpers)
+    index_dir = repo / ".codesift"
+
+    @guarded("23/1", "a long line of repeated values", "index exit 0; search exit 0; next run rewrites nothing")
+    def _() -> None:
+        code, out, err, s = cli(["index", str(repo), "--model", model, "--max-tokens", "64", "--json"])
+        report = json.loads(out) if code == 0 else {}
+        counts = report.get("chunks_embedded", 0) + report.get("chunks_cached", 0) == report.get("chunks_total")
+        code2, _, err2, _ = cli(["search", "parse config", str(repo)])
+        code3, out3, _, _ = cli(["index", str(repo), "--json"])
+        again = json.loads(out3).get("files_changed") if code3 == 0 else None
+        record("23/1", "a long line of repeated values", "index exit 0; search exit 0; next run rewrites nothing",
+               code == 0 and code2 == 0 and again == 0 and counts,
+               f"index exit {code}, search exit {code2}: {error_line(err2) if code2 else 'ok'}, rerun changed {again}"
+               f", embedded+cached=written {counts}", s)
+        record("23", "deeply nested source", "indexed (line windows), no traceback",
+               code == 0 and "Traceback" not in err and "src/deep.py" not in report.get("skipped", {}),
+               f"exit {code}, traceback {'Traceback' in err}")
+
+    expect_error("23", "search -p '[z-a]'", ["search", "parse", str(repo), "-p", "[z-a]"], "[z-a]")
+    expect_error("23", "a query of zero-width spaces", ["search", "\u200b\u200b", str(repo)], "empty")
+    expect_error("23", "index --max-tokens -5", ["index", str(repo), "--max-tokens", "-5"], "--max-tokens")
+    expect_error("23", "index --index /proc/self", ["index", str(repo), "--index", "/proc/self", "--model", model],
+                 "cannot open")
+
+    @guarded("23", "search -p './src/**'", "the files under src/ match")
+    def _() -> None:
+        code, out, err, s = cli(["search", "parse config", str(repo), "-p", "./src/**", "--json"])
+        paths = [h["path"] for h in json.loads(out)] if code == 0 else []
+        record("23", "search -p './src/**'", "the files under src/ match", "src/conf.py" in paths,
+               f"exit {code}: {paths[:2]}", s)
+
+    empty = work / "empty23"
+    empty.mkdir()
+    (empty / "README").write_text("nothing to index\n")
+    cli(["index", str(empty), "--model", model])
+    expect_error("23", "--like on an index without chunks", ["search", "--like", "a.py:1", str(empty)], "no chunks")
+
+    def damage_case(name: str, sql: str) -> None:
+        @guarded("23/5", name, "search names `codesift index`; status problem; index repairs")
+        def _() -> None:
+            from codesift.index import query_server
+
+            query_server.stop(index_dir)  # damaged on disk while no process holds it (a warm server answers from memory)
+            db = sqlite3.connect(index_dir / "manifest.sqlite", isolation_level=None)
+            db.execute(sql)
+            db.close()
+            code, _, err, s = cli(["search", "parse config", str(repo)])
+            named = one_error(code, err, "codesift index")
+            code, out, _, _ = cli(["status", str(repo), "--json"])
+            problem = json.loads(out).get("problem") if code == 0 else None
+            cli(["index", str(repo)])
+            code2, out2, _, _ = cli(["status", str(repo), "--json"])
+            healed = code2 == 0 and json.loads(out2).get("problem") is None
+            code3, _, err3, _ = cli(["search", "parse config", str(repo)])
+            record("23/5", name, "search names `codesift index`; status problem; index repairs",
+                   named and bool(problem) and healed and code3 == 0,
+                   f"named {named}, status problem {bool(problem)}, repaired {healed}, search after exit {code3}", s)
+
+    damage_case("an orphan vector row", "INSERT INTO chunk_vectors SELECT 99999, vector FROM chunk_vectors LIMIT 1")
+    damage_case("chunk rows gone, vectors left", "DELETE FROM chunks WHERE path = 'src/stack.py'")
+    damage_case("a vector blob of the wrong length",
+                "UPDATE chunk_vectors SET vector = x'00000000' WHERE seq = (SELECT MIN(seq) FROM chunk_vectors)")
+
+    @guarded("23/5", "a malformed page", "search, status and index name --rebuild")
+    def _() -> None:
+        broken = work / "malformed23"
+        shutil.copytree(repo, broken, ignore=shutil.ignore_patterns("query.*"))
+        db = sqlite3.connect(broken / ".codesift" / "manifest.sqlite", isolation_level=None)
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        page = db.execute("PRAGMA page_size").fetchone()[0]
+        root_page = db.execute("SELECT rootpage FROM sqlite_master WHERE name = 'chunk_vectors'").fetchone()[0]
+        db.close()
+        with open(broken / ".codesift" / "manifest.sqlite", "r+b") as fh:
+            fh.seek((root_page - 1) * page)
+            fh.write(b"\xde\xad" * (page // 2))
+        code, _, err, s = cli(["search", "parse config", str(broken)])
+        searched = one_error(code, err, "--rebuild")
+        code, out, _, _ = cli(["status", str(broken), "--json"])
+        status = code == 0 and "--rebuild" in (json.loads(out).get("problem") or "")
+        code, _, err2, _ = cli(["index", str(broken)])
+        record("23/5", "a malformed page", "search, status and index name --rebuild",
+               searched and status and one_error(code, err2, "--rebuild"),
+               f"search {searched}, status {status}, index {error_line(err2)}", s)
+
+    @guarded("23/4", "manifest restored from a backup under the query server", "the new file is searched")
+    def _() -> None:
+        from codesift.index import query_server
+
+        env = dict(ENV, CODESIFT_QUERY_SERVER="1")
+        saved = work / "backup23.sqlite"
+        src, dst = sqlite3.connect(index_dir / "manifest.sqlite"), sqlite3.connect(saved)
+        src.backup(dst)
+        src.close(), dst.close()
+        cli(["search", "parse config", str(repo), "--mode", "bm25"], env=env)  # starts the server
+        for p in index_dir.glob("manifest.sqlite*"):
+            p.unlink()
+        shutil.copy2(saved, index_dir / "manifest.sqlite")
+        (repo / "src/restored_later.py").write_text("def restored_later_words():\n    return 1\n")
+        cli(["index", str(repo)])
+        code, out, err, s = cli(["search", "restored later words", str(repo), "--mode", "bm25"], env=env)
+        query_server.stop(index_dir)
+        record("23/4", "manifest restored from a backup under the query server", "the new file is searched",
+               code == 0 and out.startswith("src/restored_later.py"), f"exit {code}: {out.splitlines()[:1]}", s)
+
+    @guarded("23", "query-server socket: empty, [1,2,3], null, deep, flood", "the same server answers after each")
+    def _() -> None:
+        from codesift.index import query_server
+
+        env = dict(ENV, CODESIFT_QUERY_SERVER="1")
+        cli(["search", "parse config", str(repo), "--mode", "bm25"], env=env)
+        path = query_server.socket_path(index_dir)
+        saved = {k: os.environ.get(k) for k in ("CODESIFT_MODEL", "CODESIFT_ALLOW_FALLBACK")}
+        os.environ.pop("CODESIFT_MODEL", None)  # this process's identity must be the CLI's (ENV's)
+        os.environ["CODESIFT_ALLOW_FALLBACK"] = ENV["CODESIFT_ALLOW_FALLBACK"]
+        pids = []
+        for payload in (b"", b"[1,2,3]\n", b"null\n", b"[" * 100_000 + b"\n", b"x" * (65 << 20)):
+            with socket.socket(socket.AF_UNIX) as sock:
+                sock.settimeout(30)
+                sock.connect(str(path))
+                try:
+                    sock.sendall(payload)
+                    sock.shutdown(socket.SHUT_WR)
+                    sock.recv(4096)
+                except OSError:
+                    pass
+            try:
+                pids.append(query_server.request(index_dir, "ping", start=False)["pid"])
+            except Exception as exc:  # noqa: BLE001 - the server is gone: that is the outcome
+                pids.append(f"{type(exc).__name__}")
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        query_server.stop(index_dir)
+        record("23", "query-server socket: empty, [1,2,3], null, deep, flood", "the same server answers after each",
+               len(set(pids)) == 1 and pids[0] is not None, f"pids {pids}")
+
+    @guarded("23", "index folder: .gitignore, no stored token", ".gitignore '*'; token not in any file")
+    def _() -> None:
+        (repo / "src/token_run.py").write_text("def token_run():\n    return 1\n")
+        cli(["index", str(repo)], env=dict(ENV, CODESIFT_STORE_TOKEN="user:hunter2-secret"))
+        db = sqlite3.connect(index_dir / "manifest.sqlite", isolation_level=None)
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        db.close()
+        leaked = [f.name for f in index_dir.iterdir() if f.is_file() and b"hunter2-secret" in f.read_bytes()]
+        ignore = (index_dir / ".gitignore").read_text() if (index_dir / ".gitignore").exists() else None
+        record("23", "index folder: .gitignore, no stored token", ".gitignore '*'; token not in any file",
+               ignore == "*\n" and not leaked, f".gitignore {ignore!r}, token in {leaked}")
+
+
 # --------------------------------------------------------------------------------------------- HTTP
 def start_server(args: list, timeout: float = 300) -> tuple[subprocess.Popen, str]:
     port = free_port()
@@ -335,15 +565,56 @@ def http_cases(work: Path, repo: Path, model: str) -> None:
             record("8", "/health shows no path or exception", "{'status': 'ok'} only", str(work) not in body
                    and "Error" not in body, body)
 
-        @guarded("9", "a served index is refreshed", "HTTP route 200; index and search go through the server")
+        @guarded("23", "HTTP: slow and huge request heads", "closed within 10 s; a 8 MB header refused")
+        def _() -> None:
+            port = int(url.rsplit(":", 1)[1])
+            t0 = time.perf_counter()
+            slow = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(20)]
+            for sock in slow:
+                sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+            closed = 0
+            for _ in range(30):  # a header line every half second, never the end of the head
+                time.sleep(0.5)
+                for sock in slow:
+                    try:
+                        sock.sendall(b"X-Slow: 1\r\n")
+                    except OSError:
+                        pass
+                if time.perf_counter() - t0 > 12:
+                    break
+            for sock in slow:
+                sock.settimeout(5)
+                try:
+                    closed += sock.recv(100) == b""
+                except OSError:
+                    closed += 1
+                sock.close()
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+                try:
+                    sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (8 << 20) + b"\r\n\r\n")
+                    answer = sock.recv(100)
+                except OSError:
+                    answer = b""
+            record("23", "HTTP: slow and huge request heads", "closed within 10 s; a 8 MB header refused",
+                   closed == len(slow) and not answer.startswith(b"HTTP/1.1 2"),
+                   f"{closed}/{len(slow)} slow heads closed; big header: {answer[:20]!r}", time.perf_counter() - t0)
+
+        @guarded("23", "HTTP: /v1/search with a bad glob", "400 naming the glob")
+        def _() -> None:
+            r = httpx.post(f"{url}/v1/search", json={"query": "parse", "path_globs": ["[z-a]"]}, timeout=120,
+                           trust_env=False)
+            record("23", "HTTP: /v1/search with a bad glob", "400 naming the glob",
+                   r.status_code == 400 and "[z-a]" in r.text, f"{r.status_code} {r.text[:80]}")
+
+        @guarded("9", "a served index is refreshed", "HTTP route 200; index and search work beside the server")
         def _() -> None:
             httpx.post(f"{url}/v1/search", json={"query": "parse"}, timeout=120, trust_env=False)  # opens the store
             (repo / "src/served_later.py").write_text("def served_later_words(text):\n    return text.split()\n")
             code, out, err, s = cli(["index", str(repo), "--json"])
-            record("9", "codesift index while served", "exit 0 through the server",
+            record("9", "codesift index while served", "exit 0 beside the server (SQLite WAL)",
                    code == 0 and json.loads(out).get("files_changed") == 1, f"exit {code}: {error_line(err)}", s)
             code, out, err, s = cli(["search", "served later words", str(repo), "--mode", "bm25"])
-            record("9", "codesift search while served", "exit 0 through the server, the new file first",
+            record("9", "codesift search while served", "exit 0, the new file first",
                    code == 0 and out.startswith("src/served_later.py"), f"exit {code}: {out.splitlines()[:1]}", s)
             r = httpx.post(f"{url}/v1/index/refresh", timeout=120, trust_env=False)
             record("9", "POST /v1/index/refresh", "200", r.status_code == 200, f"{r.status_code}")
@@ -395,6 +666,15 @@ def mcp_cases(repo: Path) -> None:
         record("11", "MCP: tools/call with \\ud800 in an argument", "an answer to id 2 (an error)",
                bool(r and r.get("id") == 2 and ("error" in r or r.get("result", {}).get("isError"))),
                json.dumps(r)[:120] if r else "no reply in 30 s")
+        send('{"jsonrpc":"2.0","id":4,"method":"tools/list","params":{"x":' + "[" * 100_000 + "]" * 100_000 + "}}")
+        r = reply(30)
+        record("23", "MCP: a 100,000-deep line", "-32700, the server lives",
+               bool(r and r.get("error", {}).get("code") == -32700), json.dumps(r)[:120] if r else "no reply in 30 s")
+        for bad_id in ("1.5", '{"a": 1}'):
+            send('{"jsonrpc":"2.0","id":' + bad_id + ',"method":"tools/list"}')
+            r = reply(30)
+            record("23", f"MCP: a request with id {bad_id}", "-32600",
+                   bool(r and r.get("error", {}).get("code") == -32600), json.dumps(r)[:120] if r else "no reply in 30 s")
         send(json.dumps({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
                          "params": {"name": "search_code", "arguments": {"query": "parse config"}}}))
         r = reply(300)  # the first call loads the model and opens the store: slow on a busy machine
@@ -416,13 +696,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="codesift-adversarial-") as tmp:
         work = Path(tmp)
         repo = cli_cases(work, args.model)
+        trust_cases(work, repo)
+        hardening2_cases(work, args.model)
         mcp_cases(repo)
         http_cases(work, repo, args.model)
         index_damage_cases(work, repo, args.model)
     passed = sum(c["ok"] for c in CASES)
-    print(f"\n{'':4} {'#':>2}  {'case':<52} {'expected':<44} outcome")
+    print(f"\n{'':4} {'#':>5}  {'case':<52} {'expected':<44} outcome")
     for c in CASES:
-        print(f"{'ok' if c['ok'] else 'FAIL':<4} {c['finding']:>2}  {c['case'][:52]:<52} {c['expected'][:44]:<44} "
+        print(f"{'ok' if c['ok'] else 'FAIL':<4} {c['finding']:>5}  {c['case'][:52]:<52} {c['expected'][:44]:<44} "
               f"{c['outcome'][:70]}")
     print(f"\n{passed}/{len(CASES)} cases as expected in {time.perf_counter() - started:.0f} s")
     result = {"benchmark": "adversarial", "model": args.model, "codesift": str(Path(codesift.__file__).parent),

@@ -30,6 +30,18 @@ def test_guard_passes_good_messages_and_answers_bad_ones():
     json.dumps(guard_jsonrpc_line('{"id": 3, "params": {"\\ud800": 1}}'), ensure_ascii=False).encode("utf-8")
 
 
+def test_guard_answers_deep_nesting_and_ids_of_the_wrong_type():
+    """Issue 23: a 100,000-deep line killed the server; an id that is an object or a float was never answered."""
+    from codesift.serve.mcp import guard_jsonrpc_line
+
+    line = '{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"x":' + "[" * 100_000 + "]" * 100_000 + "}}"
+    err = guard_jsonrpc_line(line)
+    assert isinstance(err, dict) and err["error"]["code"] == -32700 and "deep" in err["error"]["message"], err
+    for bad_id in ('{"a": 1}', "1.5", "true", "null"):
+        err = guard_jsonrpc_line('{"jsonrpc":"2.0","id":' + bad_id + ',"method":"tools/list"}')
+        assert isinstance(err, dict) and err["id"] is None and err["error"]["code"] == -32600, (bad_id, err)
+
+
 def test_stdio_server_answers_every_request(tmp_path, tiny_qwen_dir):
     from codesift.index import IndexConfig, build_index
     from codesift.model.embedder import Embedder

@@ -204,3 +204,53 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# -- issue 23: headers are read against a deadline and a size limit, before any auth ----------------------
+def _recv_all(sock: socket.socket) -> bytes:
+    out = b""
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except OSError:
+            return out
+        if not chunk:
+            return out
+        out += chunk
+
+
+def test_slow_headers_are_cut_off(emb, tiny_qwen_dir, monkeypatch):
+    from codesift.serve import http
+
+    monkeypatch.setattr(http, "HEADER_TIMEOUT_S", 1.0)
+    app = create_app(ServeConfig(model=str(tiny_qwen_dir)), embedder=emb)
+    with background_server(app) as (url, _):
+        port = int(url.rsplit(":", 1)[1])
+        slow = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(5)]
+        for sock in slow:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # and a header line now and then, never the end
+        t0 = time.monotonic()
+        for _ in range(3):
+            time.sleep(0.5)
+            for sock in slow:
+                try:
+                    sock.sendall(b"X-Slow: 1\r\n")
+                except OSError:
+                    pass
+        for sock in slow:
+            _recv_all(sock)  # returns when the server closed it
+            sock.close()
+        assert time.monotonic() - t0 < 5.0
+        assert httpx.get(f"{url}/health", trust_env=False).status_code == 200
+
+
+def test_huge_headers_are_refused(live):
+    url, _ = live
+    port = int(url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        try:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (8 << 20) + b"\r\n\r\n")
+        except OSError:
+            pass  # the server closed the connection before the whole header arrived
+        answer = _recv_all(sock)
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 4"), answer[:100]

@@ -313,8 +313,13 @@ def chunk_text(
             units = [u for u in extract_units(text, language, tree=tree) if not u.has_error]
             byte_to_line = _line_of_byte(data)
             _record_boundaries(tree.root_node, chunker.boundary)
-        except Exception:  # a grammar crash must not stop indexing: fall back to line windows
-            logger.warning("could not parse %s as %s; using line windows", path, language, exc_info=True)
+        except RecursionError:  # the syntax tree is walked in Python: deep nesting (generated code) overflows it
+            logger.warning("%s nests too deeply to parse as %s; using line windows", path, language)
+            units = []
+        except Exception as exc:  # a grammar crash must not stop indexing: fall back to line windows
+            logger.warning("could not parse %s as %s (%s: %s); using line windows", path, language,
+                           type(exc).__name__, exc)
+            logger.debug("parse failure of %s", path, exc_info=True)
             units = []
     if units:
         pieces = _segment(chunker, 0, len(chunker.lines), units, None, byte_to_line)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from collections.abc import Iterator
@@ -43,9 +44,25 @@ class _Rules:
             if is_dir:
                 sub += "/"
             result = spec.check_file(sub)
+            if is_dir and result.include and _contents_only(spec, result.index):
+                continue  # `logs/**` ignores what is in logs/, not logs/ itself: git enters it (`!logs/l.py`)
             if result.include is not None:  # the deepest file with a matching rule decides, as in git
                 decision = result.include
         return decision
+
+
+def _contents_only(spec: pathspec.PathSpec, index: int | None) -> bool:
+    """Whether the rule at ``index`` of ``spec`` is ``DIR/**``: it matches what a folder holds, not the folder."""
+    if index is None:
+        return False
+    pattern = getattr(spec.patterns[index], "pattern", None)
+    return isinstance(pattern, str) and pattern.rstrip().endswith("/**")
+
+
+def _skip(skipped: list[tuple[str, str]] | None, rel: str, reason: str) -> None:
+    log.warning("skipped %s: %s", printable(rel), reason)
+    if skipped is not None:
+        skipped.append((printable(rel), reason))
 
 
 def _load_spec(directory: Path, names: tuple[str, ...]) -> pathspec.PathSpec | None:
@@ -86,7 +103,11 @@ def walk_files(root: str | Path, extra_excludes: tuple[str, ...] = (),
                     continue
                 seen.add((st.st_dev, st.st_ino))
             entries = sorted(os.scandir(abs_dir), key=lambda e: e.name)
-        except (PermissionError, FileNotFoundError, NotADirectoryError):
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # gone since it was listed
+        except OSError as exc:  # unreadable, or a path past PATH_MAX: left out, with a word
+            why = "path too long" if exc.errno == errno.ENAMETOOLONG else exc.strerror or type(exc).__name__
+            _skip(skipped, rel_dir or ".", f"directory not read ({why})")
             continue
         subdirs: list[tuple[str, _Rules]] = []
         for entry in entries:
@@ -112,6 +133,9 @@ def walk_files(root: str | Path, extra_excludes: tuple[str, ...] = (),
                         continue
                     st = entry.stat()
                     yield FileStat(rel, st.st_mtime_ns, st.st_size)
-            except OSError:
-                continue
+            except FileNotFoundError:
+                continue  # gone since it was listed
+            except OSError as exc:
+                why = "path too long" if exc.errno == errno.ENAMETOOLONG else exc.strerror or type(exc).__name__
+                _skip(skipped, rel, f"not read ({why})")
         pending.extend(reversed(subdirs))

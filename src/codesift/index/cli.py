@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -30,41 +29,11 @@ def find_index_dir(path: str | None, index: str | None) -> Path:
     raise FileNotFoundError(f"no {INDEX_DIRNAME} index here or above {here}; run `codesift index PATH` first")
 
 
-def serving_url(index_dir: Path) -> str | None:
-    """The URL of a live `codesift serve` that serves this index (its ``serving.json``), or None."""
-    from codesift.index.config import SERVING_FILE
+def _sqlite_errors(index_dir: Path):
+    """SQLite failures on the index in ``index_dir`` as named errors (a full disk, read-only, damaged: rebuild)."""
+    from codesift.index.manifest import sqlite_errors
 
-    try:
-        info = json.loads((Path(index_dir) / SERVING_FILE).read_text())
-        os.kill(int(info["pid"]), 0)  # raises if that process is gone
-        return str(info["url"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def call_server(url: str, route: str, body: dict) -> dict:
-    """POST ``body`` to a codesift server (bearer key: the first of $CODESIFT_API_KEY); its answer, or ValueError."""
-    import urllib.error
-    import urllib.request
-
-    headers = {"Content-Type": "application/json"}
-    key = next((k.strip() for k in os.environ.get("CODESIFT_API_KEY", "").split(",") if k.strip()), None)
-    if key:
-        headers["Authorization"] = f"Bearer {key}"
-    request = urllib.request.Request(url + route, data=json.dumps(body).encode(), headers=headers, method="POST")
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # the server is local: no proxy
-    try:
-        with opener.open(request, timeout=3600) as answer:
-            return json.loads(answer.read())
-    except urllib.error.HTTPError as exc:
-        try:
-            message = json.loads(exc.read())["error"]["message"]
-        except (ValueError, KeyError, TypeError):
-            message = exc.reason
-        hint = "; set CODESIFT_API_KEY to one of its keys" if exc.code == 401 else ""
-        raise ValueError(f"the server at {url} answered {exc.code}: {message}{hint}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        raise ValueError(f"could not reach the server at {url} that serves this index ({exc})") from None
+    return sqlite_errors(Path(index_dir) / "manifest.sqlite")
 
 
 def _progress_printer(bar: bool, lines_every_s: float = 15.0):
@@ -127,15 +96,17 @@ def _render_results(results: list[dict], as_json: bool, files: bool = False) -> 
                        f"{escape_field(r['symbol'] or '')}")
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.syntax import Syntax
 
     console = Console()
-    for r in results:
-        console.print(f"[bold cyan]{r['path']}[/]:[yellow]{r['start_line']}-{r['end_line']}[/]  "
-                      f"[magenta]{r['symbol'] or ''}[/]  [dim]score {r['score']:.4f}[/]")
+    for r in results:  # paths and symbols come from the repository: text, never markup (a link, a style)
+        console.print(f"[bold cyan]{escape(escape_field(r['path']))}[/]:[yellow]{r['start_line']}-{r['end_line']}[/]  "
+                      f"[magenta]{escape(escape_field(r['symbol'] or ''))}[/]  [dim]score {r['score']:.4f}[/]")
         if files and len(r.get("chunks", ())) > 1:
-            console.print("[dim]  also: " + ", ".join(f"{c.get('start_line', '?')}-{c.get('end_line', '?')} "
-                                                      f"{c.get('symbol') or ''}".strip() for c in r["chunks"][1:]) + "[/]")
+            also = ", ".join(f"{c.get('start_line', '?')}-{c.get('end_line', '?')} {c.get('symbol') or ''}".strip()
+                             for c in r["chunks"][1:])
+            console.print("[dim]  also: " + escape(escape_field(also)) + "[/]")
         console.print(Syntax(r["snippet"], r["language"] or "text", line_numbers=True, start_line=r["start_line"],
                              word_wrap=False, theme="ansi_dark"))
 
@@ -147,11 +118,12 @@ def _search(index_dir: Path, request: dict, use_server: bool) -> dict:
     if use_server and query_server.enabled():
         try:
             return query_server.request(index_dir, "search", request)
-        except query_server.QueryServerUnavailable as exc:
+        except (query_server.QueryServerUnavailable, query_server.QueryServerError) as exc:
+            # an internal failure of the server: said in one line (its log has the details), then searched here
             typer.secho(f"warning: searching in this process ({exc})", fg="yellow", err=True)
     from codesift.index.search import CodeIndex
 
-    with CodeIndex(index_dir) as ix:
+    with _sqlite_errors(index_dir), CodeIndex(index_dir) as ix:
         return query_server.run_search(ix, **request)
 
 
@@ -181,14 +153,9 @@ def register(app: typer.Typer) -> None:
         root = Path(path)
         if not root.is_dir():
             raise FileNotFoundError(f"{path} is not a directory; pass the root of the source tree to index")
+        if max_tokens is not None and max_tokens < 1:  # checked before anything is stored
+            raise ValueError(f"--max-tokens must be a positive number of tokens (e.g. 512), got {max_tokens}")
         index_dir = Path(index) if index else default_index_dir(root)
-        url = serving_url(index_dir)
-        if url is not None:  # the server holds the store: it refreshes the index itself
-            if rebuild or model or store_uri or max_tokens:
-                raise ValueError(f"{index_dir} is served by {url}; stop that server to --rebuild or change settings")
-            typer.secho(f"note: {index_dir} is served by {url}; refreshing it through the server", err=True)
-            _print_report(call_server(url, "/v1/index/refresh", {})["report"], as_json)
-            return
         if rebuild and index_dir.exists():
             if not (index_dir / "manifest.sqlite").is_file():
                 raise ValueError(f"{index_dir} does not look like a codesift index; refusing to delete it")
@@ -196,7 +163,8 @@ def register(app: typer.Typer) -> None:
         config = None
         if (index_dir / "manifest.sqlite").is_file():
             m = Manifest(index_dir / "manifest.sqlite")
-            stored = m.get_meta().get("config")
+            with _sqlite_errors(index_dir):
+                stored = m.get_meta().get("config")
             m.close()
             if stored:
                 config = IndexConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in stored.items()
@@ -206,18 +174,19 @@ def register(app: typer.Typer) -> None:
 
             config = IndexConfig(model=default_model())
         overrides = {k: v for k, v in (("model", model), ("store_uri", store_uri), ("store_token", store_token),
-                                                  ("max_tokens", max_tokens)) if v}
+                                                  ("max_tokens", max_tokens)) if v is not None}
         config = replace(config, **overrides)
         bar, progress = _progress_printer(sys.stderr.isatty() and not as_json)
-        ix = Indexer(root, index_dir, config)
-        try:
-            if bar:
-                with bar:
+        with _sqlite_errors(index_dir):
+            ix = Indexer(root, index_dir, config)
+            try:
+                if bar:
+                    with bar:
+                        report = ix.update(progress)
+                else:
                     report = ix.update(progress)
-            else:
-                report = ix.update(progress)
-        finally:
-            ix.close()
+            finally:
+                ix.close()
         _print_report(report.to_dict(), as_json)
 
     @app.command("search")
@@ -264,21 +233,6 @@ def register(app: typer.Typer) -> None:
         index_dir = find_index_dir(path, index)
         if not (index_dir / "manifest.sqlite").is_file():
             raise FileNotFoundError(f"no codesift index at {index_dir}; build one with `codesift index PATH`")
-        url = serving_url(index_dir)
-        if url is not None:  # `codesift serve` holds the store: search through it
-            from codesift.model.inputs import check_text
-
-            if like or config:
-                raise ValueError(f"{index_dir} is served by {url}, whose search has no --like or fusion options; "
-                                 "stop that server to use them")
-            check_text(query, "the query")
-            if refresh:
-                call_server(url, "/v1/index/refresh", {})
-            body = {"query": query, "limit": limit, "language": lang, "path_globs": list(path_glob or []),
-                    "mode": mode, "exclude_tests": exclude_tests, "two_stage": two_stage, "files": files,
-                    "rerank": not no_rerank, "budget": budget}
-            _render_results(call_server(url, "/v1/search", body)["results"], as_json, files=files)
-            return
         answer = _search(index_dir, request, use_server=not no_server)
         st = answer.get("staleness")
         if st and st["stale"]:
@@ -296,7 +250,8 @@ def register(app: typer.Typer) -> None:
         """Files, chunks, model and staleness of an index."""
         from codesift.index.search import CodeIndex
 
-        with CodeIndex(find_index_dir(path, index)) as ix:
+        index_dir = find_index_dir(path, index)
+        with _sqlite_errors(index_dir), CodeIndex(index_dir) as ix:
             st = ix.status()
         if as_json:
             typer.echo(json.dumps(st, indent=2))

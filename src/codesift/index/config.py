@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from codesift.model.loading import DEFAULT_MODEL  # one default model for the library, the index and the server
 INDEX_DIRNAME = ".codesift"
 DB_NAME = "manifest.sqlite"  # the index's SQLite file: manifest tables and, with the default store, the chunks
-SERVING_FILE = "serving.json"  # in an index dir while `codesift serve` serves it: {"url", "pid"}
 
 
 @dataclass
@@ -22,9 +21,15 @@ class IndexConfig:
     small_dim: int | None = None       # Matryoshka first-stage dim; None: the model's smallest dim >= 64
     # None: SQLite, in the index's own file (store.py); a Milvus server (http://host:19530) or Milvus Lite file (*.db)
     store_uri: str | None = None
-    store_token: str | None = None     # Milvus server credentials ("user:password" or an API key)
+    # Milvus server credentials ("user:password" or an API key): never written into the index (a repository's
+    # folder others may read or commit); later runs take them from --store-token or $CODESIFT_STORE_TOKEN
+    store_token: str | None = None
     collection: str = "codesift_chunks"  # the Milvus collection
     extra_excludes: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_meta(self) -> dict:
+        """The settings stored in the index: every field but the credentials."""
+        return {k: v for k, v in asdict(self).items() if k != "store_token"}
 
 
 @dataclass

@@ -10,9 +10,11 @@ join that transaction, the files are marked ``pending`` (committed) before their
 from __future__ import annotations
 
 import hashlib
+import os
 import logging
 import shutil
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -22,7 +24,7 @@ import numpy as np
 from codesift.data.files import is_test_path
 from codesift.data.walk import FileStat, walk_files
 from codesift.index.config import DB_NAME, INDEX_DIRNAME, IndexConfig
-from codesift.index.manifest import FileRecord, Manifest
+from codesift.index.manifest import FileRecord, Manifest, damaged_message
 from codesift.index.store import Store, is_milvus_lite, is_milvus_uri, make_row, open_store
 from codesift.model.loading import canonical_model_name
 
@@ -100,6 +102,20 @@ class DocumentTokens:
         return self.embedder.count_tokens(list(texts), task="nl2code", role="document")
 
 
+def ignore_itself(index_dir: Path) -> None:
+    """Leave a ``.gitignore`` of ``*`` in the index folder, so that `git add -A` never stages the index (if there is
+    none yet; never through a link planted at that name)."""
+    try:
+        fd = os.open(index_dir / ".gitignore", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    except FileExistsError:
+        return
+    except OSError as exc:  # a read-only folder: indexing may still fail later with its own message
+        log.debug("no .gitignore in %s: %s", index_dir, exc)
+        return
+    with os.fdopen(fd, "w") as fh:
+        fh.write("*\n")
+
+
 def store_mismatch(manifest: Manifest, store: Store, index_dir: Path) -> str | None:
     """Why ``store`` disagrees with ``manifest`` (a different chunk count), or None when they agree."""
     totals = manifest.totals()
@@ -122,6 +138,7 @@ class Indexer:
             raise FileNotFoundError(f"{root} is not a directory; pass the root of the source tree to index")
         self.index_dir = Path(index_dir).resolve() if index_dir else default_index_dir(self.root)
         self.index_dir.mkdir(parents=True, exist_ok=True)
+        ignore_itself(self.index_dir)
         self.manifest = manifest or Manifest(self.index_dir / DB_NAME)
         meta = self.manifest.get_meta()
         config = config or IndexConfig(**{k: v for k, v in meta.get("config", {}).items()
@@ -163,7 +180,7 @@ class Indexer:
         if loaded != self.config.model:
             log.info("recording the loaded model %s (configured: %s)", loaded, self.config.model)
             self.config = replace(self.config, model=loaded)
-            self.manifest.set_meta(config=asdict(self.config))
+            self.manifest.set_meta(config=self.config.to_meta())
 
     @property
     def loaded_embedder(self):
@@ -218,6 +235,11 @@ class Indexer:
         A store that lost rows the manifest lists (rolled back to an earlier save, or damaged) is
         repaired: every file is written again, its vectors from the embedding cache.
         """
+        if self.manifest.get_meta().get("dim"):
+            damage = self.store.damage()
+            if damage:  # rows a killed run cannot leave: remove them, write their files again (vectors from the cache)
+                log.warning("%s; repairing it", damaged_message(self.manifest.path, damage))
+                self.manifest.mark_pending(self.store.repair())
         report = self._update(progress)
         mismatch = self.store_mismatch()
         if mismatch:
@@ -243,7 +265,7 @@ class Indexer:
     def _update(self, progress: Progress | None = None) -> IndexReport:
         t0 = time.perf_counter()
         report = IndexReport(root=str(self.root), index_dir=str(self.index_dir))
-        self.manifest.set_meta(root=str(self.root), config=asdict(self.config), started_at=time.time())
+        self.manifest.set_meta(root=str(self.root), config=self.config.to_meta(), started_at=time.time())
         files, records, todo, gone = self.scan()
         report.files_seen = len(files) + len(self.bad_names)
         report.files_skipped += len(self.bad_names)
@@ -352,7 +374,12 @@ class Indexer:
         all_chunks = [c for cs in chunks_by_file for c in cs]
         vectors = self._vectors(all_chunks, report)
         small = self.store.small_dim
-        rows = [make_row(c, vectors[c.content_hash], small, is_test_path(c.path)) for c in all_chunks]
+        seen: Counter = Counter()  # identical pieces of one line (a table of repeated values) get distinct ids
+        rows = []
+        for c in all_chunks:
+            key = (c.path, c.start_line, c.content_hash)
+            rows.append(make_row(c, vectors[c.content_hash], small, is_test_path(c.path), repeat=seen[key]))
+            seen[key] += 1
         ts = time.perf_counter()
         self._commit([f.path for f, *_ in batch], rows,
                      [FileRecord(f.path, f.mtime_ns, f.size, sha, language, len(cs), "done")
@@ -380,8 +407,9 @@ class Indexer:
         hashes = list(dict.fromkeys(c.content_hash for c in chunks))
         found = self.manifest.cached_vectors(hashes, fingerprint)
         missing = [h for h in hashes if h not in found]
-        missing_set = set(missing)
-        report.chunks_cached += sum(1 for c in chunks if c.content_hash not in missing_set)
+        # a chunk whose text another chunk of this batch also has is embedded once: the others count as cached,
+        # so that embedded + cached = chunks written
+        report.chunks_cached += len(chunks) - len(missing)
         if missing:
             text_of = {c.content_hash: c.text for c in chunks}
             step = self.config.embed_batch_chunks

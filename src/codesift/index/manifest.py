@@ -36,12 +36,49 @@ class CorruptIndexError(ValueError):
     """An index file is damaged: the index must be rebuilt."""
 
 
-def corrupt_message(path: Path, exc: BaseException) -> str:
+def corrupt_message(path: Path, exc: BaseException | str) -> str:
     """One line saying which index file is damaged and the command that rebuilds it."""
-    index_dir = path.parent
-    root = index_dir.parent if index_dir.name == ".codesift" else "ROOT"
     return (f"the index file {path} is corrupt ({exc}); rebuild the index with "
-            f"`codesift index {root} --rebuild`" + ("" if index_dir.name == ".codesift" else f" --index {index_dir}"))
+            f"`codesift index {_root_of(path.parent)} --rebuild`")
+
+
+def _root_of(index_dir: Path) -> str:
+    """How a command names the root of the index in ``index_dir`` (ROOT and --index when it is not ROOT/.codesift)."""
+    return str(index_dir.parent) if index_dir.name == ".codesift" else f"ROOT --index {index_dir}"
+
+
+def damaged_message(path: Path, what: str) -> str:
+    """One line saying which rows of an index are damaged and the command that repairs them."""
+    return f"the index {path.parent} is damaged ({what}); run `codesift index {_root_of(path.parent)}` to repair it"
+
+
+def sqlite_error(path: Path, exc: sqlite3.Error) -> Exception:
+    """What an SQLite failure on the index file ``path`` means to the user, as the error to raise: a full disk,
+    a read-only index, a busy one, another codesift's layout, or a damaged file (rebuild)."""
+    text = str(exc)
+    low = text.lower()
+    if "disk is full" in low or "disk i/o error" in low:
+        return OSError(f"writing the index {path} failed ({text}); free disk space (or fix the disk) and run again")
+    if "readonly" in low or "read-only" in low:
+        return PermissionError(f"the index {path.parent} is read-only ({text}); make it writable "
+                               f"(`chmod -R u+w {path.parent}`) or index into another folder with --index")
+    if "unable to open" in low:
+        return OSError(f"cannot open the index {path} ({text}); check that its folder exists and is readable")
+    if "locked" in low or "busy" in low:
+        return OSError(f"the index {path} is busy ({text}): another codesift process is writing it; try again")
+    if "no such column" in low or "no such table" in low or "has no column" in low:
+        return CorruptIndexError(f"the index {path} has another layout ({text}), written by another codesift "
+                                 f"version; rebuild it with `codesift index {_root_of(path.parent)} --rebuild`")
+    return CorruptIndexError(corrupt_message(path, exc))
+
+
+@contextlib.contextmanager
+def sqlite_errors(path: Path) -> Iterator[None]:
+    """Raise SQLite failures on the index file ``path`` as ``sqlite_error`` says (named, actionable)."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise sqlite_error(Path(path), exc) from exc
 
 
 @dataclass
@@ -63,19 +100,31 @@ class Manifest:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        try:
+            self.db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise sqlite_error(self.path, exc) from None
         try:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(SCHEMA)
             self.db.execute("SELECT COUNT(*) FROM meta").fetchone()
-        except sqlite3.DatabaseError as exc:
+        except sqlite3.Error as exc:
             self.db.close()
-            raise CorruptIndexError(corrupt_message(self.path, exc)) from None
+            raise sqlite_error(self.path, exc) from None
 
     def close(self) -> None:
         """Close the database."""
         self.db.close()
+
+    def check(self) -> str | None:
+        """SQLite's own check of every page of the file (``PRAGMA quick_check``): why the file is damaged and how
+        to rebuild it, or None when it is sound."""
+        try:
+            found = [r[0] for r in self.db.execute("PRAGMA quick_check(3)")]
+        except sqlite3.DatabaseError as exc:
+            return corrupt_message(self.path, exc)
+        return None if found == ["ok"] else corrupt_message(self.path, "; ".join(found))
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

@@ -200,6 +200,14 @@ class MilvusStore:
         """The paths that have chunks."""
         return {r["path"] for r in self.rows(["path"])}
 
+    def damage(self) -> str | None:
+        """Nothing to find: Milvus keeps a chunk and its vectors in one entity."""
+        return None
+
+    def repair(self) -> list[str]:
+        """Nothing to repair (see ``damage``)."""
+        return []
+
     def _query(self, expr: str, fields: Sequence[str], limit: int | None = None) -> list[dict]:
         kwargs = {"limit": limit} if limit else {}
         return [dict(r) for r in self.client.query(self.collection, filter=expr, output_fields=["id", *fields], **kwargs)]

@@ -27,14 +27,18 @@ is loaded on the first dense query).
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
 import os
 import socket
+import stat
+import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -48,6 +52,8 @@ DEFAULT_IDLE_S = 600.0
 START_TIMEOUT_S = 120.0
 REQUEST_TIMEOUT_S = 600.0   # a first dense query loads the model; a --refresh may embed many files
 _MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes on Linux, 104 on macOS
+MAX_REQUEST_BYTES = 64 << 20  # a request is one JSON line: a query of a whole issue text fits many times over
+READ_TIMEOUT_S = 30.0         # a client sends its whole request at once; each is read in its own thread
 
 
 class QueryServerUnavailable(RuntimeError):
@@ -69,9 +75,41 @@ def socket_path(index_dir: str | Path) -> Path:
     inside = index_dir / SOCKET_NAME
     if len(str(inside).encode()) <= _MAX_SOCKET_PATH and os.access(index_dir, os.W_OK):
         return inside
-    base = Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()) / f"codesift-{os.getuid()}"
-    base.mkdir(mode=0o700, exist_ok=True)
+    base = private_dir(Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()) / f"codesift-{os.getuid()}")
     return base / (hashlib.sha256(str(index_dir).encode()).hexdigest()[:24] + ".sock")
+
+
+def private_dir(path: Path) -> Path:
+    """``path`` as a folder only this user can enter: made here with mode 0700, or checked to be one (owner, mode,
+    not a symbolic link); else QueryServerUnavailable. A folder in /tmp may have been made by another user first,
+    who could then read the queries, answer them, or plant links for the lock and log files."""
+    try:
+        path.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise QueryServerUnavailable(f"cannot create the socket folder {path}: {exc.strerror}") from None
+    st = os.lstat(path)
+    fix = "; remove it, or set XDG_RUNTIME_DIR to a folder of your own"
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        what = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a folder"
+        raise QueryServerUnavailable(f"the socket folder {path} is {what}{fix}")
+    if st.st_uid != os.getuid():
+        raise QueryServerUnavailable(f"the socket folder {path} is owned by uid {st.st_uid}, not by you{fix}")
+    if st.st_mode & 0o077:
+        raise QueryServerUnavailable(f"the socket folder {path} has mode {stat.S_IMODE(st.st_mode):04o}, "
+                                     f"not 0700 (others can use it){fix}")
+    return path
+
+
+def _open_nofollow(path: Path, flags: int) -> int:
+    """A file descriptor of ``path`` (created 0600), never through a symbolic link planted at that name."""
+    try:
+        return os.open(path, flags | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise QueryServerUnavailable(f"{path} is a symbolic link; remove it") from None
+        raise QueryServerUnavailable(f"cannot open {path}: {exc.strerror}") from None
 
 
 def identity() -> dict:
@@ -117,12 +155,10 @@ def request(index_dir: str | Path, op: str, args: dict | None = None, start: boo
 
 def stop(index_dir: str | Path, timeout: float = 10.0) -> bool:
     """Ask the server of ``index_dir`` to exit (it releases the store); True if one was running."""
-    path = socket_path(index_dir)
-    if not path.exists():
-        return False
     try:
+        path = socket_path(index_dir)
         sock = _dial(path, timeout=2.0)
-    except OSError:
+    except (OSError, QueryServerUnavailable):
         return False
     sock.settimeout(timeout)  # a server busy with a long request answers after it
     try:
@@ -136,10 +172,19 @@ def stop(index_dir: str | Path, timeout: float = 10.0) -> bool:
 
 
 def _dial(path: Path, timeout: float | None) -> socket.socket:
+    """A connection to this user's server at ``path``: a socket file of ours (not a link someone planted) whose
+    listening process runs as this user; else OSError."""
+    st = os.lstat(path)
+    if not stat.S_ISSOCK(st.st_mode) or st.st_uid != os.getuid():
+        raise ConnectionRefusedError(f"{path} is not a socket of this user")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
         sock.connect(str(path))
+        if hasattr(socket, "SO_PEERCRED"):  # Linux: the uid of the process that listens
+            _, uid, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+            if uid != os.getuid():
+                raise ConnectionRefusedError(f"the server at {path} runs as uid {uid}")
     except OSError:
         sock.close()
         raise
@@ -156,33 +201,47 @@ def _connect(index_dir: Path, start: bool) -> socket.socket:
         raise FileNotFoundError(f"no codesift index at {index_dir}; build one with `codesift index PATH`")
     import fcntl
 
-    lock_path = path.with_suffix(".lock")
-    with open(lock_path, "a+") as lock:
+    lock = _open_nofollow(path.with_suffix(".lock"), os.O_RDWR)
+    try:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one client starts the server, the others wait and connect
         with contextlib.suppress(OSError):
             return _dial(path, 2.0)
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()  # a stale socket from a server that died
+        try:
+            path.unlink()  # a stale socket from a server that died (or a link planted there)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise QueryServerUnavailable(f"cannot remove {path} to start a query server: {exc.strerror}") from None
         log_path = index_dir / LOG_NAME if os.access(index_dir, os.W_OK) else path.with_suffix(".log")
         import codesift
 
         # the server must run this very code (its identity is checked on every request)
         code_root = str(Path(codesift.__file__).resolve().parent.parent)
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (code_root, os.environ.get("PYTHONPATH")) if p))
-        with open(log_path, "ab") as log_fh:
+        log_fd = _open_nofollow(log_path, os.O_WRONLY | os.O_APPEND)
+        try:
             proc = subprocess.Popen([sys.executable, "-m", "codesift.index.query_server", str(index_dir)],
-                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log_fh,
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log_fd,
                                     start_new_session=True, close_fds=True, env=env)
+        finally:
+            os.close(log_fd)
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             with contextlib.suppress(OSError):
                 return _dial(path, 2.0)
             if proc.poll() is not None:
-                tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
                 raise QueryServerUnavailable(f"the query server exited with status {proc.returncode}: "
-                                             + " | ".join(tail))
+                                             + " | ".join(_tail(log_path)))
             time.sleep(0.01)
         raise QueryServerUnavailable(f"the query server did not start within {START_TIMEOUT_S:.0f} s (log: {log_path})")
+    finally:
+        os.close(lock)
+
+
+def _tail(log_path: Path, lines: int = 3) -> list[str]:
+    fd = _open_nofollow(log_path, os.O_RDONLY)
+    with open(fd, "rb") as fh:
+        return fh.read().decode(errors="replace").strip().splitlines()[-lines:]
 
 
 def _exchange(sock: socket.socket, msg: dict) -> dict:
@@ -193,16 +252,35 @@ def _exchange(sock: socket.socket, msg: dict) -> dict:
     return json.loads(data)
 
 
-def _read_line(sock: socket.socket) -> bytes:
-    chunks = []
+def _read_line(sock: socket.socket, limit: int | None = None) -> bytes:
+    """One message: bytes up to a newline or the end of the stream; ValueError past ``limit`` bytes."""
+    chunks, size = [], 0
     while True:
         chunk = sock.recv(1 << 16)
         if not chunk:
             break
         chunks.append(chunk)
+        size += len(chunk)
         if chunk.endswith(b"\n"):
             break
+        if limit is not None and size > limit:
+            raise ValueError(f"the request is too long (over {limit >> 20} MiB without a newline)")
     return b"".join(chunks)
+
+
+def idle_seconds() -> float:
+    """``CODESIFT_QUERY_SERVER_IDLE_S`` as a positive number of seconds, else the default (with a warning)."""
+    raw = os.environ.get(IDLE_ENV)
+    if raw is None:
+        return DEFAULT_IDLE_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if value > 0 and value != float("inf"):
+        return value
+    log.warning("%s=%r is not a positive number of seconds; using %.0f", IDLE_ENV, raw, DEFAULT_IDLE_S)
+    return DEFAULT_IDLE_S
 
 
 def _wait_gone(path: Path, pid: int | None, timeout: float) -> None:
@@ -229,7 +307,7 @@ class QueryServer:
         from codesift.index.search import CodeIndex
 
         self.index_dir = Path(index_dir).resolve()
-        self.idle_s = float(idle_s if idle_s is not None else os.environ.get(IDLE_ENV, DEFAULT_IDLE_S))
+        self.idle_s = idle_s if idle_s is not None else idle_seconds()
         self.index = CodeIndex(self.index_dir, stop_query_server=False)
         self.loaded = self._index_identity()
         self.identity = identity()
@@ -239,7 +317,10 @@ class QueryServer:
         os.chmod(self.path, 0o600)
         self.inode = os.stat(self.path).st_ino
         self.sock.listen(64)
-        self.sock.settimeout(min(self.idle_s, 5.0))
+        self.sock.settimeout(0.25)  # how soon a shutdown, an idle exit or a replaced socket is noticed
+        self.lock = threading.Lock()  # one request at a time on the index; reading requests is done in parallel
+        self.stopping = threading.Event()
+        self.busy, self.last = 0, time.monotonic()
 
     def _index_identity(self) -> dict:
         meta = self.index.manifest.get_meta()
@@ -255,22 +336,46 @@ class QueryServer:
 
     def serve_forever(self) -> None:
         """Answer requests until idle, shut down, or no longer the index's server."""
-        last = time.monotonic()
         try:
-            while True:
+            while not self.stopping.is_set():
                 try:
                     conn, _ = self.sock.accept()
                 except TimeoutError:
-                    if time.monotonic() - last > self.idle_s or not self._still_ours():
+                    idle = not self.busy and time.monotonic() - self.last > self.idle_s
+                    if idle or not self._still_ours():
                         return
                     continue
-                last = time.monotonic()
-                with conn:
-                    if not self._handle(conn):
-                        return
-                last = time.monotonic()
+                self.last = time.monotonic()
+                threading.Thread(target=self._serve_connection, args=(conn,), daemon=True).start()
         finally:
-            self.close()
+            self.stopping.set()
+            with self.lock:  # a request in flight finishes first
+                self.close()
+
+    def _serve_connection(self, conn: socket.socket) -> None:
+        """Read one request (a stalled or flooding client holds up only itself), then answer it under the lock."""
+        with conn:
+            conn.settimeout(READ_TIMEOUT_S)
+            try:
+                data = _read_line(conn, MAX_REQUEST_BYTES)
+            except OSError:
+                return
+            except ValueError as exc:  # over the size limit
+                self._reply(conn, {"ok": False, "type": "user", "error": str(exc)})
+                return
+            if not data.strip():
+                return  # a connection that only checked the socket (or gave up)
+            conn.settimeout(None)
+            with self.lock:
+                if self.stopping.is_set():
+                    return
+                self.busy += 1
+                try:
+                    if not self._handle(conn, data):
+                        self.stopping.set()
+                finally:
+                    self.busy -= 1
+                    self.last = time.monotonic()
 
     def close(self) -> None:
         """Release the socket (if it is still ours) and the index (store lock included)."""
@@ -281,14 +386,16 @@ class QueryServer:
                 self.path.unlink()
         self.index.close()
 
-    def _handle(self, conn: socket.socket) -> bool:
+    def _handle(self, conn: socket.socket, data: bytes) -> bool:
         """Answer one request; False when the server should exit."""
-        conn.settimeout(30.0)
         try:
-            msg = json.loads(_read_line(conn) or b"{}")
-        except (OSError, ValueError):
+            msg = json.loads(data)
+        except (ValueError, RecursionError) as exc:  # RecursionError: a line nested 100,000 deep
+            self._reply(conn, {"ok": False, "type": "user", "error": f"the request is not JSON ({type(exc).__name__})"})
             return True
-        conn.settimeout(None)
+        if not isinstance(msg, dict) or not isinstance(msg.get("op"), str) or not isinstance(msg.get("args", {}), dict):
+            self._reply(conn, {"ok": False, "type": "user", "error": 'a request is {"op": str, "args": {...}}'})
+            return True
         op = msg.get("op")
         if op == "shutdown":
             self._reply(conn, {"ok": True, "result": None, "pid": os.getpid()})
@@ -296,6 +403,8 @@ class QueryServer:
         why = None
         if msg.get("identity") != self.identity:
             why = "the client runs other codesift code or model settings"
+        elif self.index.replaced():
+            why = "the index file was deleted or replaced (restored from a backup?)"
         else:
             try:
                 now = self._index_identity()
@@ -308,9 +417,12 @@ class QueryServer:
             self._reply(conn, {"restart": True, "reason": why, "pid": os.getpid()})
             return False
         try:
-            result = self._dispatch(op, msg.get("args") or {})
+            from codesift.index.manifest import sqlite_errors
+
+            with sqlite_errors(self.index.manifest.path):  # a damaged, full or read-only index: named, not internal
+                result = self._dispatch(op, msg.get("args") or {})
             reply = {"ok": True, "result": result}
-        except (ValueError, FileNotFoundError, PermissionError) as exc:
+        except (ValueError, OSError) as exc:
             reply = {"ok": False, "type": "user", "error": str(exc)}
         except Exception as exc:
             from codesift.model.loading import ModelNotAvailableError
@@ -378,7 +490,7 @@ def main() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     try:
         server = QueryServer(sys.argv[1])
-    except OSError as exc:  # another server bound the socket first
+    except (OSError, QueryServerUnavailable) as exc:  # another server bound the socket first
         log.info("not starting: %s", exc)
         sys.exit(1)
     log.info("serving %s on %s (pid %d, idle exit after %.0f s)", server.index_dir, server.path, os.getpid(),

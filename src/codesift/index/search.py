@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
+import unicodedata
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -17,7 +19,7 @@ import pathspec
 from codesift.data.files import is_test_path
 from codesift.index.config import DB_NAME, IndexConfig, SearchConfig
 from codesift.index.indexer import Indexer, IndexReport, default_index_dir, store_mismatch
-from codesift.index.manifest import Manifest
+from codesift.index.manifest import Manifest, damaged_message
 from codesift.index.ranking import Candidate, fit_budget, fuse_windows, query_identifiers, query_windows, rank_files
 from codesift.index.ranking import rerank as code_rerank
 from codesift.index.store import (META_FIELDS, OUTPUT_FIELDS, ChunkFilter, Store, StoreLockedError, is_milvus_lite,
@@ -83,6 +85,30 @@ def rrf_fuse(lists: list[list[dict]], weights: list[float], k: float) -> list[tu
     return sorted(((s, rows[i]) for i, s in scores.items()), key=lambda t: -t[0])
 
 
+def visible(text: str) -> str:
+    """``text`` without format characters (zero-width spaces, BOMs, direction marks), stripped."""
+    return "".join(c for c in text if unicodedata.category(c) != "Cf").strip()
+
+
+def _glob_spec(globs: list[str]) -> pathspec.GitIgnoreSpec | None:
+    """The gitignore-style matcher of ``globs`` (None for none); a glob that is not one is a ValueError naming it."""
+    if not globs:
+        return None
+    try:
+        return pathspec.GitIgnoreSpec.from_lines(globs)
+    except (re.error, ValueError, TypeError) as exc:
+        raise ValueError(f"bad path glob in {globs!r} ({exc}); use gitignore syntax, e.g. --path 'src/**/*.py'") from None
+
+
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of ``path``, None if it is gone."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 def split_globs(path_globs) -> tuple[list[str], list[str]]:
     """(include globs, exclude globs) from a list where ``!glob`` excludes."""
     if isinstance(path_globs, str):
@@ -108,6 +134,7 @@ class CodeIndex:
         if not manifest_path.is_file():
             raise FileNotFoundError(f"no codesift index at {self.index_dir}; build one with `codesift index PATH`")
         self.manifest = Manifest(manifest_path)
+        self._file_identity = _file_identity(manifest_path)
         meta = self.manifest.get_meta()
         if "root" not in meta:
             raise FileNotFoundError(f"index at {self.index_dir} was never built; run `codesift index PATH`")
@@ -119,6 +146,11 @@ class CodeIndex:
         self._store: Store | None = None
         self._files_view: tuple | None = None       # (generation, paths with chunks, languages)
         self._glob_cache: dict[tuple, tuple | None] = {}
+
+    def replaced(self) -> bool:
+        """Whether the index file at this path is no longer the one opened (deleted, or restored from a backup):
+        reading on would answer from a file that no later `codesift index` writes to."""
+        return _file_identity(self.index_dir / DB_NAME) != self._file_identity
 
     # ---- lazily opened parts
     @property
@@ -139,6 +171,9 @@ class CodeIndex:
         """The chunk store."""
         if self._store is None:
             meta = self.manifest.get_meta()
+            if not meta.get("dim"):
+                raise ValueError(f"the index {self.index_dir} holds no chunks yet (no source files were indexed); "
+                                 f"run `codesift index {self.root}` on a tree with source files")
             if self._stop_query_server and is_milvus_lite(self.config.store_uri):
                 from codesift.index import query_server
 
@@ -212,10 +247,12 @@ class CodeIndex:
                "engine": "milvus" if is_milvus_uri(self.config.store_uri) else "sqlite",
                **self.manifest.totals(), "languages": dict(sorted(langs.items(), key=lambda t: -t[1])),
                "indexed_at": meta.get("indexed_at")}
-        out["problem"] = None
-        if meta.get("dim"):
+        out["problem"] = self.manifest.check()
+        if meta.get("dim") and out["problem"] is None:
             try:
-                self.store  # opening it checks it against the manifest
+                damage = self.store.damage()  # opening it checks it against the manifest
+                if damage:
+                    out["problem"] = damaged_message(self.manifest.path, damage)
             except StoreLockedError:
                 pass  # another process (a server) has it open: nothing to say about it from here
             except ValueError as exc:
@@ -249,14 +286,13 @@ class CodeIndex:
             flt = dataclasses.replace(flt, language=language)
         if exclude_tests:
             flt = dataclasses.replace(flt, exclude_tests=True)
-        inc, exc = split_globs(path_globs)
+        inc, exc = (self._root_relative_globs(g) for g in split_globs(path_globs))
         if inc or exc:
             key = (tuple(inc), tuple(exc))
             if key not in self._glob_cache:  # agents repeat the same globs: match the file list once
                 if len(self._glob_cache) >= 64:
                     self._glob_cache.clear()
-                inc_spec = pathspec.GitIgnoreSpec.from_lines(inc) if inc else None
-                exc_spec = pathspec.GitIgnoreSpec.from_lines(exc) if exc else None
+                inc_spec, exc_spec = _glob_spec(inc), _glob_spec(exc)
                 keep = [p for p in paths if (inc_spec is None or inc_spec.match_file(p))
                         and not (exc_spec is not None and exc_spec.match_file(p))]
                 if not keep:
@@ -274,6 +310,22 @@ class CodeIndex:
             if cached:
                 flt = dataclasses.replace(flt, paths=cached[0], negate_paths=cached[1])
         return flt
+
+    def _root_relative_globs(self, globs: list[str]) -> list[str]:
+        """Globs as the indexed paths are written: ``./src/**`` is ``src/**``, and an absolute glob inside the root
+        is made relative to it (else it could never match)."""
+        out = []
+        for g in globs:
+            anchored = g.startswith("/")
+            if anchored:
+                for root in (str(self.root), str(self.root.resolve())):
+                    if g == root or g.startswith(root.rstrip("/") + "/"):
+                        g, anchored = "/" + g[len(root.rstrip("/")):].lstrip("/"), False
+                        break
+            while g.startswith("./"):
+                g = "/" + g[2:].lstrip("/")  # gitignore's anchor: relative to the root, as ./ means
+            out.append(g)
+        return out
 
     # ---- search
     def search(self, query: str, limit: int = 10, language: str | None = None, path_globs=(), mode: str = "hybrid",
@@ -314,7 +366,7 @@ class CodeIndex:
     def _candidates(self, query: str, limit: int, language, path_globs, mode: str, exclude_tests: bool,
                     two_stage: bool, rerank: bool, task: str, exclude_ids: tuple[str, ...] = ()) -> list[Candidate]:
         """Fused (and, with ``rerank``, code-aware re-ranked) candidates, best first, at least ``limit`` deep."""
-        if not isinstance(query, str) or not query.strip():
+        if not isinstance(query, str) or not visible(query):
             raise ValueError("the query is empty; describe the code you are looking for, e.g. 'parse a config file'")
         check_text(query, "the query")
         self._check_limit(limit)

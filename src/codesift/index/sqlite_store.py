@@ -27,8 +27,8 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 from codesift.index import sqlite_terms
-from codesift.index.manifest import Manifest
-from codesift.index.store import META_FIELDS, OUTPUT_FIELDS, SQL_IN, ChunkFilter, keyword_text
+from codesift.index.manifest import Manifest, damaged_message
+from codesift.index.store import META_FIELDS, OUTPUT_FIELDS, SQL_IN, ChunkFilter, StoreDamagedError, keyword_text
 from codesift.model.norm import l2_normalize
 
 log = logging.getLogger(__name__)
@@ -231,7 +231,40 @@ class SQLiteStore:
         finally:
             self.db.execute("COMMIT")
 
-    def _sync(self) -> None:
+    def damage(self) -> str | None:
+        """Rows a killed run cannot leave (each batch commits whole) but a damaged or hand-edited file can: vectors
+        without their chunk, chunks without a vector, vectors of the wrong length; None when there are none."""
+        found = [(self.db.execute(sql, args).fetchone()[0], what) for sql, args, what in self._damage_queries()]
+        return ", ".join(f"{n} {what}" for n, what in found if n) or None
+
+    def _damage_queries(self) -> list[tuple[str, tuple, str]]:
+        return [("SELECT COUNT(*) FROM chunk_vectors WHERE seq NOT IN (SELECT seq FROM chunks)", (),
+                 "vector rows without their chunk"),
+                ("SELECT COUNT(*) FROM chunks WHERE seq NOT IN (SELECT seq FROM chunk_vectors)", (),
+                 "chunks without a vector"),
+                ("SELECT COUNT(*) FROM chunk_vectors WHERE length(vector) != ?", (2 * self.dim,),
+                 f"vectors not of {self.dim} dimensions")]
+
+    def repair(self) -> list[str]:
+        """Remove damaged rows (one transaction): vectors, symbols and terms without their chunk, and every chunk of
+        a file that has a chunk without a good vector; returns those files (to be written again)."""
+        with self.manifest.transaction() as db:
+            paths = [r[0] for r in db.execute(
+                "SELECT DISTINCT path FROM chunks WHERE seq NOT IN (SELECT seq FROM chunk_vectors) "
+                "OR seq IN (SELECT seq FROM chunk_vectors WHERE length(vector) != ?)", (2 * self.dim,))]
+            self._delete(db, paths)
+            orphans = "SELECT seq FROM {} WHERE seq NOT IN (SELECT seq FROM chunks)"
+            sqlite_terms.delete_chunks(db, orphans.format("chunk_bags"), ())
+            db.execute(f"DELETE FROM chunk_vectors WHERE seq IN ({orphans.format('chunk_vectors')})")
+            db.execute(f"DELETE FROM chunk_symbols WHERE seq IN ({orphans.format('chunk_symbols')})")
+            self._bump(db)
+        self.close()
+        return paths
+
+    def _damaged(self) -> StoreDamagedError:
+        return StoreDamagedError(damaged_message(self.manifest.path, self.damage() or "rows that disagree"))
+
+    def _sync(self, again: bool = True) -> None:
         """Bring the rows in memory to the database's generation: new rows read, deleted rows dropped."""
         with self._snapshot():
             gen = self.generation()
@@ -243,16 +276,21 @@ class SQLiteStore:
             new = self.db.execute("SELECT v.seq, v.vector, COALESCE(b.n_terms, 0) FROM chunk_vectors AS v "
                                   "LEFT JOIN chunk_bags AS b ON b.seq = v.seq WHERE v.seq > ? ORDER BY v.seq",
                                   (self._rows.last_seq(),)).fetchall()
+        if any(len(r[1]) != 2 * self.dim for r in new):
+            raise self._damaged()
         seq = np.fromiter((r[0] for r in new), dtype=np.int64, count=len(new))
         lengths = np.fromiter((r[2] for r in new), dtype=np.int32, count=len(new))
         vecs = np.frombuffer(b"".join(r[1] for r in new), dtype=np.float16).reshape(len(new), self.dim)
         rows = self._rows
         rows.update(live, seq, lengths, vecs)
         alive = rows.seq if rows.alive is None else rows.seq[rows.alive]
-        if not np.array_equal(alive, live):  # cannot happen; read all again
+        if not np.array_equal(alive, live):  # a vector without its chunk, or a chunk without a vector
+            if not again:
+                self.close()
+                raise self._damaged()
             log.warning("the rows in memory disagree with %s; reading them again", self.manifest.path)
             self.close()
-            return self._sync()
+            return self._sync(again=False)
         self._generation, self._masks = gen, {}
 
     def _mask(self, flt: ChunkFilter) -> np.ndarray | None:

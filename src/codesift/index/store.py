@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,9 +41,13 @@ def clip_utf8(text: str, max_bytes: int = MAX_VARCHAR - 16) -> str:
     return text if len(raw) <= max_bytes else raw[:max_bytes].decode("utf-8", errors="ignore")
 
 
-def chunk_id(path: str, start_line: int, content_hash: str) -> str:
-    """Deterministic primary key of a chunk (so re-inserting after an interruption is an upsert)."""
-    return hashlib.sha256(f"{path}\0{start_line}\0{content_hash}".encode()).hexdigest()[:32]
+def chunk_id(path: str, start_line: int, content_hash: str, repeat: int = 0) -> str:
+    """Deterministic primary key of a chunk (so re-inserting after an interruption is an upsert).
+
+    ``repeat``: how many chunks of the same path, start line and text came before this one in its file (a long
+    line of repeated values is cut into identical pieces, which must still be distinct rows)."""
+    key = f"{path}\0{start_line}\0{content_hash}" + (f"\0{repeat}" if repeat else "")
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
 def quote(value: str) -> str:
@@ -67,6 +72,11 @@ def is_milvus_lite(uri: str | None) -> bool:
 
 class StoreLockedError(ValueError):
     """The store is a Milvus Lite file another process has open."""
+
+
+class StoreDamagedError(ValueError):
+    """The store holds rows a killed run cannot leave (a vector without its chunk, a blob of the wrong length):
+    `codesift index` repairs them."""
 
 
 @dataclass(frozen=True)
@@ -159,12 +169,18 @@ class Store(Protocol):
     def paths(self) -> set[str]:
         """The paths that have chunks."""
 
+    def damage(self) -> str | None:
+        """What is damaged in the store (rows a killed run cannot leave), None when nothing is."""
 
-def make_row(chunk, vector: np.ndarray, small_dim: int, is_test: bool) -> dict:
-    """A store row for one chunk and its full-dim normalised vector."""
+    def repair(self) -> list[str]:
+        """Remove damaged rows; the paths whose chunks went with them (to be written again)."""
+
+
+def make_row(chunk, vector: np.ndarray, small_dim: int, is_test: bool, repeat: int = 0) -> dict:
+    """A store row for one chunk and its full-dim normalised vector (``repeat``: see ``chunk_id``)."""
     vector = np.asarray(vector, dtype=np.float32)
     return {
-        "id": chunk_id(chunk.path, chunk.start_line, chunk.content_hash),
+        "id": chunk_id(chunk.path, chunk.start_line, chunk.content_hash, repeat),
         "path": chunk.path,
         "language": (chunk.language or "")[:64],
         "symbol": clip_utf8(chunk.symbol or "", 1000),
@@ -194,8 +210,8 @@ def open_store(index_dir: Path, config: IndexConfig, manifest: Manifest, dim: in
 
         # Milvus Lite is the server-free trial of this engine: FLAT (exact) skips its slow HNSW build
         kind = "FLAT" if is_milvus_lite(config.store_uri) else "HNSW"
-        return MilvusStore(config.store_uri, config.collection, dim, small_dim, token=config.store_token,
-                           vector_index=kind)
+        token = config.store_token or os.environ.get("CODESIFT_STORE_TOKEN")  # never stored in the index
+        return MilvusStore(config.store_uri, config.collection, dim, small_dim, token=token, vector_index=kind)
     from codesift.index.sqlite_store import SQLiteStore
 
     return SQLiteStore(manifest, dim, small_dim)

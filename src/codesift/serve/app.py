@@ -14,7 +14,6 @@ import asyncio
 import hmac
 import json
 import logging
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -132,13 +131,28 @@ def _open_index(index_dir: Path, embedder: Any) -> Any:
     return open_index(index_dir, embedder)
 
 
+async def _served_index(state: ServerState) -> Any:
+    """The served index, opened again when its file was replaced (restored from a backup, rebuilt); a 409 when it
+    is gone (`git clean -fdx`): answering from, or refreshing into, a deleted file would be silently wrong."""
+    index = state.index
+    if not index.replaced():
+        return index
+    if not (Path(index.index_dir) / "manifest.sqlite").is_file():
+        raise APIError(409, "the served index was deleted; rebuild it with `codesift index ROOT` (the server opens "
+                       "it again on the next request)", code="index_gone")
+    log.info("the index file at %s was replaced; opening it again", index.index_dir)
+    fresh = await state.batcher.run_in_engine(_open_index, index.index_dir, state.embedder)
+    state.index = fresh
+    await state.batcher.run_in_engine(index.close)
+    return fresh
+
+
 async def _load(state: ServerState, embedder: Any | None) -> None:
     try:
         if embedder is None:
             embedder = await state.batcher.run_in_engine(_load_engine, state.config)
         if state.config.index_dir is not None:
             state.index = await state.batcher.run_in_engine(_open_index, state.config.index_dir, embedder)
-            _announce(state)
         counter = getattr(embedder, "token_counter", None)
         state.count_tokens = counter() if callable(counter) else embedder.count_tokens
         state.count_tokens_big = counter() if callable(counter) else embedder.count_tokens
@@ -153,35 +167,6 @@ async def _load(state: ServerState, embedder: Any | None) -> None:
         state.metrics.ready.set(0)
         if state.on_load_failure is not None:
             state.on_load_failure()
-
-
-def _announce(state: ServerState) -> None:
-    """Leave the server's URL in the index dir, so that `codesift index` and `search` go through it: its model is
-    loaded already (and a Milvus Lite store admits one process per file)."""
-    from codesift.index.config import SERVING_FILE
-
-    if not state.config.port:
-        return
-    host = state.config.host.strip("[]")
-    host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else f"[{host}]" if ":" in host else host
-    path = Path(state.index.index_dir) / SERVING_FILE
-    try:
-        path.write_text(json.dumps({"url": f"http://{host}:{state.config.port}", "pid": os.getpid()}))
-    except OSError as exc:
-        log.warning("could not write %s: %s", path, exc)
-
-
-def _retract(state: ServerState) -> None:
-    from codesift.index.config import SERVING_FILE
-
-    if state.index is None:
-        return
-    path = Path(state.index.index_dir) / SERVING_FILE
-    try:
-        if json.loads(path.read_text()).get("pid") == os.getpid():
-            path.unlink()
-    except (OSError, ValueError):
-        pass
 
 
 class BodyLimitMiddleware:
@@ -300,7 +285,6 @@ def create_app(config: ServeConfig, embedder: Any | None = None, on_load_failure
         finally:
             # uvicorn has already let in-flight requests finish (SIGTERM drain); stop the engine.
             loading.cancel()
-            _retract(state)
             await batcher.close(timeout=config.drain_timeout_s)
             state.tokenize_executor.shutdown(wait=False, cancel_futures=True)
             state.big_tokenize_executor.shutdown(wait=False, cancel_futures=True)
@@ -504,8 +488,9 @@ def create_app(config: ServeConfig, embedder: Any | None = None, on_load_failure
                            code="no_index")
         if body.limit > config.max_search_limit:
             raise APIError(400, f"limit={body.limit} is over the maximum of {config.max_search_limit}", param="limit")
+        index = await _served_index(state)
         try:
-            run = state.index.search_files if body.files else state.index.search
+            run = index.search_files if body.files else index.search
             results = await batcher.run_in_engine(run, body.query, limit=body.limit,
                                                   language=body.language, path_globs=list(body.path_globs),
                                                   mode=body.mode, exclude_tests=body.exclude_tests,
@@ -522,8 +507,9 @@ def create_app(config: ServeConfig, embedder: Any | None = None, on_load_failure
         if state.index is None:
             raise APIError(404, "no index is configured on this server; start it with `codesift serve --index DIR`",
                            code="no_index")
+        index = await _served_index(state)
         try:
-            report = await batcher.run_in_engine(state.index.refresh)
+            report = await batcher.run_in_engine(index.refresh)
         except ValueError as exc:
             raise APIError(409, printable(str(exc)), code="refresh_failed") from None
         return json_response({"object": "index.refresh", "report": report.to_dict()})

@@ -28,13 +28,27 @@ def read_api_keys(key_file: Path | None, env: str = API_KEY_ENV) -> list[str]:
     return keys
 
 
+def _index_model(index_dir: Path | None) -> str | None:
+    """The model an index was built with (its queries must be embedded by it), or None."""
+    if index_dir is None or not (Path(index_dir) / "manifest.sqlite").is_file():
+        return None
+    from codesift.index.manifest import Manifest
+
+    manifest = Manifest(Path(index_dir) / "manifest.sqlite")
+    try:
+        return (manifest.get_meta().get("config") or {}).get("model")
+    finally:
+        manifest.close()
+
+
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the root app (heavy imports go inside the commands)."""
 
     @app.command("serve")
     def serve(
-        model: str = typer.Option(_default("model"), "--model", "-m",
-                                  help="Hub id, model folder or .gguf file."),
+        model: str = typer.Option(None, "--model", "-m",
+                                  help="Hub id, model folder or .gguf file (default: the model of --index, else "
+                                  "$CODESIFT_MODEL, else jina-code-embeddings-0.5b with a GPU, codesift-mini without)."),
         index: Path | None = typer.Option(None, "--index", help="Index folder: enables POST /v1/search."),
         host: str = typer.Option(_default("host"), help="Address to bind; anything but loopback needs an API key."),
         port: int = typer.Option(_default("port"), help="Port to listen on."),
@@ -58,11 +72,13 @@ def register(app: typer.Typer) -> None:
         """Serve embeddings (OpenAI and hosted-API compatible) and search over HTTP."""
         import uvicorn
 
+        from codesift.model.loading import default_model
         from codesift.serve.app import create_app
         from codesift.serve.config import ServeConfig
+        from codesift.serve.http import uvicorn_config
 
         config = ServeConfig(
-            model=model, served_model_name=served_model_name, index_dir=index, host=host, port=port,
+            model=model or _index_model(index) or default_model(), served_model_name=served_model_name, index_dir=index, host=host, port=port,
             default_task=default_task, device=device, dtype=dtype, max_length=max_length,
             batching=not no_batching, max_batch_tokens=max_batch_tokens, max_wait_ms=max_wait_ms,
             max_inputs_per_request=max_inputs, max_body_bytes=int(max_body_mb * 1024 * 1024),
@@ -76,7 +92,7 @@ def register(app: typer.Typer) -> None:
                 server.should_exit = True
 
         app_ = create_app(config, on_load_failure=stop)
-        server = uvicorn.Server(uvicorn.Config(app_, host=host, port=port, log_level=log_level,
+        server = uvicorn.Server(uvicorn_config(app_, host=host, port=port, log_level=log_level,
                                                timeout_graceful_shutdown=int(config.drain_timeout_s)))
         server.run()
         state = app_.state.codesift

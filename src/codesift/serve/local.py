@@ -25,7 +25,9 @@ def background_server(app: Any, drain_timeout_s: float = 5.0, ready_timeout_s: f
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=int(drain_timeout_s)))
+    from codesift.serve.http import uvicorn_config
+
+    server = uvicorn.Server(uvicorn_config(app, log_level="warning", timeout_graceful_shutdown=int(drain_timeout_s)))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="codesift-server")
     thread.start()
     try:

@@ -45,6 +45,8 @@ class IndexedRoots:
         from codesift.index.indexer import default_index_dir
         from codesift.index.search import CodeIndex
 
+        if root in self._indexes and self._indexes[root].replaced():  # deleted, or restored from a backup
+            self._indexes.pop(root).close()
         if root not in self._indexes:
             ix = CodeIndex(default_index_dir(root), embedder=self._embedder)
             self._indexes[root] = ix
@@ -247,16 +249,25 @@ def _invalid_text_at(value: Any, where: str = "params") -> str | None:
 def guard_jsonrpc_line(line: str) -> dict | bool:
     """True: pass ``line`` to the SDK; a dict: the JSON-RPC error to answer instead; False: drop it (blank line,
     or a notification nobody waits for)."""
-    import mcp_types
-
     if not line.strip():
         return False
+    try:
+        return _guard(line)
+    except RecursionError:  # json, the text check and pydantic all recurse: a 100,000-deep line must not kill us
+        return _jsonrpc_error(None, PARSE_ERROR, "Parse error: the line nests too deeply")
+
+
+def _guard(line: str) -> dict | bool:
+    import mcp_types
+
     try:
         message = json.loads(line)
     except ValueError as exc:
         return _jsonrpc_error(None, PARSE_ERROR, f"Parse error: the line is not JSON ({exc})")
     request_id = message.get("id") if isinstance(message, dict) else None
     if not isinstance(request_id, (str, int)) or isinstance(request_id, bool):
+        if isinstance(message, dict) and "id" in message:  # else taken for a notification, and never answered
+            return _jsonrpc_error(None, INVALID_REQUEST, "Invalid Request: the id must be a string or an integer")
         request_id = None
     is_notification = isinstance(message, dict) and "id" not in message and "method" in message
     bad_text = _invalid_text_at(message.get("params"), "params") if isinstance(message, dict) else None
