@@ -100,14 +100,16 @@ def _init_worker(exclude: list[str], reserved: list[str], cfg_kw: dict) -> None:
     from codesift.index.indexer import DocumentTokens
     from codesift.model.embedder import Embedder
 
+    from codesift.index.config import IndexConfig
+
     logging.basicConfig(level=logging.WARNING)
-    embedder = Embedder(None, device="cpu")
+    embedder = Embedder(None, device="cpu")  # the model `codesift index` uses by default on this machine
     texts = [kv for folder in exclude for kv in read_beir_texts(folder)]
     if LOCALIZATION_CASES.is_file():  # the benchmark's queries are evaluation texts too
         texts += [(f"localization/{row['commit']}", row["query"]) for _, row in read_jsonl(LOCALIZATION_CASES)]
     _STATE.update(
         embedder=embedder, counter=DocumentTokens(embedder), reserved=set(reserved),
-        cfg=ChunkPairConfig(**cfg_kw, max_tokens=min(512, embedder.max_length)), decontam=Decontaminator(texts),
+        cfg=ChunkPairConfig(**cfg_kw, max_tokens=min(IndexConfig().max_tokens, embedder.max_length)),  # Indexer.chunk_limit, decontam=Decontaminator(texts),
         eval_texts=len(texts),
     )
 
@@ -135,8 +137,11 @@ def mine_repo(job: tuple[str, str, str]) -> dict:
         cfg = replace(_STATE["cfg"], rev=head)
         pairs = changed_chunk_pairs(repo, name, cfg, report, counter=_STATE["counter"], make_index=BM25Index,
                                     reserved=_STATE["reserved"])
-    except (ValueError, FileNotFoundError) as exc:
-        stats.update(error=str(exc), pairs=0)
+    except Exception as exc:  # one bad repository must not stop the run: it is recorded with its error
+        import traceback
+
+        traceback.print_exc()
+        stats.update(error=f"{type(exc).__name__}: {exc}", pairs=0)
         Path(out).with_suffix(".json").write_text(json.dumps(stats, indent=1) + "\n")
         out.write_text("")
         return stats

@@ -128,7 +128,7 @@ class BlobReader:
 
 
 class FileChunks:
-    """The index's chunks of a file at a commit, remembered by blob id (a file's version is chunked once)."""
+    """The index's chunks of a file at a commit, remembered by blob id and path (a version is chunked once)."""
 
     def __init__(self, blobs: BlobReader, cfg: ChunkPairConfig, counter: PieceCounter | None,
                  report: MineReport, capacity: int = 4096) -> None:
@@ -142,9 +142,10 @@ class FileChunks:
         if found is None:
             return []
         blob, data = found
-        if blob in self._cache:
-            self._cache.move_to_end(blob)
-            return self._cache[blob]
+        key = f"{blob}:{path}"  # a chunk names its path: the same blob elsewhere (a copy, a move) is chunked again
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
         chunks: list[Chunk] = []
         if len(data) <= self.cfg.max_file_bytes:
             text, reason = source_from_bytes(data, path)
@@ -153,7 +154,7 @@ class FileChunks:
                 chunks = chunk_text(text, path, language, max_tokens=self.cfg.max_tokens, counter=self.counter)
             else:
                 self.report.skip(reason or "unreadable", path)
-        self._cache[blob] = chunks
+        self._cache[key] = chunks
         if len(self._cache) > self.capacity:
             self._cache.popitem(last=False)
         return chunks
@@ -357,7 +358,8 @@ def changed_chunk_pairs(
     seen: set[tuple[str, str]] = set()
     with BlobReader(repo) as blobs:
         files = FileChunks(blobs, cfg, counter, report)
-        middle = next((c for c, _ in wanted[len(wanted) // 2:] if c.parent), None)
+        half = len(wanted) // 2  # the middle of the window, else the nearest older (then newer) commit with a parent
+        middle = next((c for c, _ in wanted[half:] + wanted[:half][::-1] if c.parent), None)
         snapshot = None
         if middle is not None and make_index is not None and cfg.lexical_negatives:
             snapshot = snapshot_chunks(middle.parent, files, _tree_files(repo), cfg, make_index)

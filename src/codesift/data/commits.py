@@ -152,8 +152,10 @@ def reserved_repositories(lists: Iterable[str | Path] = (), cases: str | Path | 
                 repo = json.loads(line).get("repo")
                 names.update([repo.lower()] if repo else [])
             else:
-                text = line.split("#", 1)[0]
-                names.update(m.lower().removesuffix(".git") for m in _OWNER_NAME.findall(text))
+                for token in line.split("#", 1)[0].split():  # owner/name, or a URL ending in owner/name(.git)
+                    parts = [p for p in re.split(r"[/:]", token.removesuffix("/").removesuffix(".git")) if p]
+                    if len(parts) >= 2 and _OWNER_NAME.fullmatch(f"{parts[-2]}/{parts[-1]}"):
+                        names.add(f"{parts[-2]}/{parts[-1]}".lower())
     return names
 
 
