@@ -26,7 +26,8 @@ import sys
 import time
 from pathlib import Path
 
-LICENCE_FILES = ("LICENSE", "LICENSE.md", "LICENSE.txt", "LICENSE.rst", "LICENCE", "COPYING", "License.txt", "MIT-LICENSE",
+LICENCE_FILES = ("LICENSE", "LICENSE.md", "LICENSE.txt", "LICENSE.rst", "LICENCE", "COPYING", "License.txt",
+                 "MIT-LICENSE",
                  "LICENSE.MIT", "LICENSE.APACHE2", "MIT-LICENSE.txt", "MIT.txt",
                  "license", "LICENSE-MIT", "LICENSE-APACHE", "license.md", "COPYING.md")
 PERMISSIVE = ("MIT", "Apache-2.0", "BSD-2-Clause", "BSD-3-Clause", "ISC", "curl", "Unlicense", "CC0-1.0", "BSL-1.0")
@@ -66,7 +67,7 @@ def _classify(text: str) -> str:
         return "MIT"
     if "redistribution and use in source and binary forms" in low:
         return "BSD-3-Clause" if "neither the name" in low or "names of its contributors" in low else "BSD-2-Clause"
-    if "permission to use, copy, modify, and/or distribute" in low or "permission to use, copy, modify, and distribute" in low:
+    if "permission to use, copy, modify, and" in low:  # ISC ("and/or distribute"), curl ("and distribute")
         return "curl" if "daniel stenberg" in low else "ISC"
     if "unlicense" in low or "this is free and unencumbered software" in low:
         return "Unlicense"
@@ -109,8 +110,8 @@ def _init_worker(exclude: list[str], reserved: list[str], cfg_kw: dict) -> None:
         texts += [(f"localization/{row['commit']}", row["query"]) for _, row in read_jsonl(LOCALIZATION_CASES)]
     _STATE.update(
         embedder=embedder, counter=DocumentTokens(embedder), reserved=set(reserved),
-        cfg=ChunkPairConfig(**cfg_kw, max_tokens=min(IndexConfig().max_tokens, embedder.max_length)),  # Indexer.chunk_limit, decontam=Decontaminator(texts),
-        eval_texts=len(texts),
+        cfg=ChunkPairConfig(**cfg_kw, max_tokens=min(IndexConfig().max_tokens, embedder.max_length)),  # chunk_limit
+        decontam=Decontaminator(texts), eval_texts=len(texts),
     )
 
 
@@ -244,11 +245,27 @@ def manifest(repos: list[str], held_out: set[str], per_repo: Path, cfg_kw: dict,
         "command": "python scripts/build_loc_pairs.py " + " ".join(argv),
         "config": cfg_kw,
         "held_out": sorted(held_out),
-        "totals": counts | {"repositories": len(used), "training_repositories": sum(1 for r in used if not r["held_out"]),
+        "totals": counts | {"repositories": len(used),
+                            "training_repositories": sum(1 for r in used if not r["held_out"]),
                             "repository_languages": len({r["language"] for r in used}),
                             "pairs_by_language": dict(sorted(languages.items(), key=lambda kv: -kv[1]))},
         "repositories": rows,
     }
+
+
+def markdown_table(man: dict) -> str:
+    """The manifest as DATA.md's table: one row per repository, then the totals."""
+    lines = ["| repository | commit | licence | language | commits read | pairs | with negatives | split |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in sorted(man["repositories"], key=lambda r: (r["held_out"], (r["language"] or "~"), r["repo"].lower())):
+        split = "held out" if r["held_out"] else ("-" if not r["pairs"] else "train")
+        note = f" ({r['error']})" if r.get("error") else ""
+        lines.append(f"| {r['repo']} | {(r['commit'] or '')[:12]} | {r['licence']} | {r['language'] or '-'} | "
+                     f"{r['commits_read'] or 0:,} | {r['pairs']:,} | {r['with_negatives'] or 0:,} | {split}{note} |")
+    t = man["totals"]
+    lines.append(f"| **total** | | | | | **{t['train'] + t['held_out']:,}** | | train {t['train']:,}, "
+                 f"held out {t['held_out']:,} |")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -264,6 +281,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--max-commits", type=int, default=1500)
     ap.add_argument("--snapshot-files", type=int, default=2500, help="source files of the negatives' snapshot, at most")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--combine-only", action="store_true",
+                    help="mine nothing: combine the repositories done so far (files, manifest, table)")
     ap.add_argument("--stage1-pairs", type=int, default=15000)
     ap.add_argument("--stage1-repos", type=int, default=30)
     args = ap.parse_args(argv)
@@ -284,7 +303,8 @@ def main(argv: list[str] | None = None) -> None:
     per_repo.mkdir(parents=True, exist_ok=True)
     cfg_kw = {"max_commits": args.max_commits, "max_snapshot_files": args.snapshot_files}
     todo = [(r, args.mirror, str(per_repo)) for r in order if not (per_repo / f"{r.replace('/', '+')}.jsonl").is_file()]
-    print(f"{len(order)} repositories, {len(order) - len(todo)} done already, {len(exclude)} evaluation sets", file=sys.stderr)
+    print(f"{len(order)} repositories, {len(order) - len(todo)} done already, {len(exclude)} evaluation sets",
+          file=sys.stderr)
 
     def train_totals() -> tuple[int, int]:
         n = done_repos = 0
@@ -308,19 +328,24 @@ def main(argv: list[str] | None = None) -> None:
             print(f"STAGE 1: {counts}", file=sys.stderr, flush=True)
 
     t0 = time.time()
-    ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(args.workers, initializer=_init_worker, initargs=(exclude, sorted(reserved), cfg_kw)) as pool:
-        for i, stats in enumerate(pool.imap_unordered(mine_repo, todo), start=1):
-            print(f"[{i}/{len(todo)} {time.time() - t0:.0f}s] {stats['repo']}: {stats.get('pairs', 0)} pairs"
-                  f" ({stats.get('language', '')}, {stats.get('seconds', 0)} s){' ' + stats['error'] if 'error' in stats else ''}",
-                  file=sys.stderr, flush=True)
-            maybe_stage1()
+    if todo and not args.combine_only:
+        ctx = multiprocessing.get_context("spawn")
+        with ctx.Pool(args.workers, initializer=_init_worker, initargs=(exclude, sorted(reserved), cfg_kw)) as pool:
+            for i, stats in enumerate(pool.imap_unordered(mine_repo, todo), start=1):
+                error = f" {stats['error']}" if "error" in stats else ""
+                print(f"[{i}/{len(todo)} {time.time() - t0:.0f}s] {stats['repo']}: {stats.get('pairs', 0)} pairs"
+                      f" ({stats.get('language', '')}, {stats.get('seconds', 0)} s){error}", file=sys.stderr,
+                      flush=True)
+                maybe_stage1()
     maybe_stage1()
+    complete = all((per_repo / f"{r.replace('/', '+')}.jsonl").is_file() for r in order)
     counts = combine(order, held_out, per_repo, args.out / "loc-pairs.jsonl", args.out / "loc-pairs-heldout.jsonl")
-    (args.out / "loc-pairs-manifest.json").write_text(
-        json.dumps(manifest(order, held_out, per_repo, cfg_kw, counts, raw_argv), indent=1) + "\n")
-    (args.out / "FULL_READY").write_text(json.dumps(counts) + "\n")
-    print(f"FULL: {counts}", file=sys.stderr)
+    man = manifest(order, held_out, per_repo, cfg_kw, counts, raw_argv)
+    (args.out / "loc-pairs-manifest.json").write_text(json.dumps(man, indent=1) + "\n")
+    (args.out / "loc-pairs-table.md").write_text(markdown_table(man))
+    if complete:
+        (args.out / "FULL_READY").write_text(json.dumps(counts) + "\n")
+    print(f"{'FULL' if complete else 'SO FAR'}: {counts}", file=sys.stderr)
 
 
 if __name__ == "__main__":

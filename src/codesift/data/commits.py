@@ -1,9 +1,11 @@
 """Reading a repository's git history: commits, their messages, changed files and diffs.
 
-One reader serves two users: ``codesift data mine --commits`` turns commits into nl2code pairs
-(cleaned message -> unified diff of the source files it changed, the CommitPackFT analogue), and
-``benchmarks/localization.py`` turns them into localization cases (message -> files changed).
-Git runs as a subprocess (``git log --no-merges --numstat``, ``git show``); nothing is checked out.
+One reader serves three users: ``codesift data mine --commits`` turns commits into nl2code pairs
+(cleaned message -> unified diff of the source files it changed, the CommitPackFT analogue),
+``--changed-chunks`` into localization pairs (message -> the chunks it changed, ``data.commit_chunks``),
+and ``benchmarks/localization.py`` turns them into localization cases (message -> files changed).
+Git runs as a subprocess (``git log --raw``, ``git diff``); nothing is checked out. Training data never
+comes from SWE-bench's twelve repositories nor from the localization benchmark's (``reserved_repositories``).
 """
 
 from __future__ import annotations
