@@ -253,3 +253,18 @@ def test_cli_mines_changed_chunks_deduped_and_decontaminated(repo, tmp_path, tin
     assert stats["negatives"]["pairs_with_negatives"] == len(rows)
     res = CliRunner().invoke(app, ["data", "mine", "--changed-chunks", "-o", str(out)])
     assert res.exit_code != 0 and "--commits" in str(res.exception)
+
+
+def test_a_changed_chunk_left_out_of_the_pairs_is_not_a_negative(tmp_path):
+    r = Repo(tmp_path / "demo")
+    imports = "import os\nimport sys\nimport json\nimport math\n\n\n"
+    r.commit("Initial layout of the values package", {"pkg/core.py": imports + core(), "pkg/other.py": OTHER})
+    new = {n: b.replace("values", "items") for n, b in CORE.items()}
+    r.commit("Rename the values argument to items in alpha, beta and gamma, and drop unused imports",
+             {"pkg/core.py": "import os\n\n\n" + core(alpha=new["alpha"], beta=new["beta"], gamma=new["gamma"])})
+    pairs = [p for p in mine(r.path)[0] if p.query.startswith("Rename")]
+    assert {p.symbol for p in pairs} == {"alpha", "beta", "gamma"}  # the changed import block is not a document...
+    for pair in pairs:
+        assert not any("import json" in n for n in pair.negatives)  # ... nor a negative
+    alpha = next(p for p in pairs if p.symbol == "alpha")
+    assert any("def delta" in n for n in alpha.negatives)  # the nearest unchanged chunk instead

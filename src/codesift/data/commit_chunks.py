@@ -267,14 +267,15 @@ def commit_chunk_pairs(commit: Commit, query: str, source: str, cfg: ChunkPairCo
     if not changed:
         report.drop("commit: no changed chunk at the parent")
         return []
+    # every changed chunk, kept or not, is kept out of the negatives
+    all_changed = {(c.path, c.start_line) for c, _, _ in changed}
+    gold_keys = [(normalize(c.text), text_hash(c.text), shingles(c.text)) for c, _, _ in changed]
     changed.sort(key=_symbol_first)
     if any(c.kind in ("function", "method", "class") for c, _, _ in changed):  # import lists etc. only as a last resort
         changed = [item for item in changed if item[0].kind != "block" or item[0].symbol] or changed
     gold = changed[: cfg.max_chunks]
     if len(changed) > cfg.max_chunks:
         report.drop("chunk: over the per-commit cap", len(changed) - cfg.max_chunks)
-    all_changed = {(c.path, c.start_line) for c, _, _ in changed}
-    gold_keys = [(normalize(c.text), text_hash(c.text), shingles(c.text)) for c, _, _ in changed]
     touched = {f.path for f in commit.files}
     lexical = []
     if snapshot is not None and cfg.lexical_negatives:
