@@ -176,6 +176,7 @@ def mine_repo(job: tuple[str, str, str]) -> dict:
         dropped=dict(sorted(report.dropped.items(), key=lambda kv: -kv[1])),
         decontaminated=dirty, decontamination_examples=examples[:10], negatives_decontaminated=negatives_dropped,
         eval_texts=_STATE["eval_texts"], max_tokens=cfg.max_tokens, chunk_model=_STATE["embedder"].name,
+        max_commits=cfg.max_commits, max_snapshot_files=cfg.max_snapshot_files,
         seconds=round(time.time() - t0, 1),
     )
     tmp = out.with_suffix(".jsonl.tmp")
@@ -233,7 +234,8 @@ def manifest(repos: list[str], held_out: set[str], per_repo: Path, cfg_kw: dict,
             continue
         s = json.loads(stats_file.read_text())
         rows.append({k: s.get(k) for k in ("repo", "commit", "licence", "language", "pairs", "with_negatives",
-                                          "commits_read", "snapshot", "error")} | {"held_out": name in held_out})
+                                          "commits_read", "snapshot", "max_snapshot_files", "decontaminated", "error")}
+                    | {"held_out": name in held_out})
     used = [r for r in rows if r["pairs"]]
     languages: dict[str, int] = {}
     for name in repos:
@@ -279,7 +281,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--held-out", default="marshmallow-code/marshmallow,labstack/echo,fastify/fastify,"
                     "seanmonstar/reqwest,jhy/jsoup", help="comma-separated repositories kept out of training")
     ap.add_argument("--max-commits", type=int, default=1500)
-    ap.add_argument("--snapshot-files", type=int, default=2500, help="source files of the negatives' snapshot, at most")
+    ap.add_argument("--snapshot-files", type=int, default=400, help="source files of the negatives' snapshot, at most")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--combine-only", action="store_true",
                     help="mine nothing: combine the repositories done so far (files, manifest, table)")

@@ -268,3 +268,20 @@ def test_a_changed_chunk_left_out_of_the_pairs_is_not_a_negative(tmp_path):
         assert not any("import json" in n for n in pair.negatives)  # ... nor a negative
     alpha = next(p for p in pairs if p.symbol == "alpha")
     assert any("def delta" in n for n in alpha.negatives)  # the nearest unchanged chunk instead
+
+
+def test_the_snapshot_keeps_the_touched_files_first():
+    from codesift.data.commit_chunks import snapshot_chunks
+
+    class Files:
+        def at(self, rev, path):
+            return [Chunk(path, "python", 1, 3, None, "block", f"code of {path} " * 5)]
+
+    paths = [f"pkg/m{i}.py" for i in range(20)] + ["tests/test_m.py", "README.md"]
+    cfg = ChunkPairConfig(max_snapshot_files=5)
+    hot = {"pkg/m3.py", "pkg/m17.py", "README.md"}
+    snap = snapshot_chunks("HEAD", Files(), lambda rev: paths, cfg, None, hot)
+    got = [c.path for c in snap.chunks]
+    assert len(got) == 5 and {"pkg/m3.py", "pkg/m17.py"} <= set(got)
+    assert not any(p.startswith("tests/") or p.endswith(".md") for p in got)  # source files only
+    assert [c.path for c in snapshot_chunks("HEAD", Files(), lambda rev: paths, cfg, None, hot).chunks] == got

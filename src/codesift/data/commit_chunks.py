@@ -81,7 +81,7 @@ class ChunkPairConfig:
     neighbour_negatives: int = 1
     lexical_depth: int = 50  # lexical hits looked at per query
     near_duplicate: float = 0.6  # Jaccard (3-gram shingles) with a gold chunk at or above which a negative is dropped
-    max_snapshot_files: int = 4000  # source files of the snapshot indexed for lexical negatives (sampled, seed 0)
+    max_snapshot_files: int = 400  # snapshot files indexed for lexical negatives (touched ones first, then sampled)
     max_file_bytes: int = 2_000_000  # the index's limit
 
     def __post_init__(self) -> None:
@@ -177,11 +177,18 @@ class SnapshotChunks:
 
 
 def snapshot_chunks(rev: str, files: FileChunks, list_files: Callable[[str], list[str]], cfg: ChunkPairConfig,
-                    make_index: Callable[[list[str]], LexicalIndex] | None) -> SnapshotChunks:
-    """Chunk the source files of ``rev`` (at most ``cfg.max_snapshot_files``, sampled) and index them."""
+                    make_index: Callable[[list[str]], LexicalIndex] | None, hot: set[str] = frozenset()) -> SnapshotChunks:
+    """Chunk the source files of ``rev`` and index them: at most ``cfg.max_snapshot_files``, the ``hot`` ones (the
+    files the mined commits touched, where a message is most easily confused) first, then a sample of the rest."""
     paths = sorted(p for p in list_files(rev) if is_code_path(p, cfg.include_tests))
     if len(paths) > cfg.max_snapshot_files:
-        paths = sorted(random.Random(0).sample(paths, cfg.max_snapshot_files))
+        rng = random.Random(0)
+        first = [p for p in paths if p in hot]
+        rest = [p for p in paths if p not in hot]
+        if len(first) >= cfg.max_snapshot_files:
+            paths = sorted(rng.sample(first, cfg.max_snapshot_files))
+        else:
+            paths = sorted(first + rng.sample(rest, cfg.max_snapshot_files - len(first)))
     chunks = [c for p in paths for c in files.at(rev, p) if len(c.text.strip()) >= cfg.min_chunk_chars]
     index = make_index([c.text for c in chunks]) if make_index is not None and chunks else None
     return SnapshotChunks(rev, chunks, index)
@@ -363,7 +370,8 @@ def changed_chunk_pairs(
         middle = next((c for c, _ in wanted[half:] + wanted[:half][::-1] if c.parent), None)
         snapshot = None
         if middle is not None and make_index is not None and cfg.lexical_negatives:
-            snapshot = snapshot_chunks(middle.parent, files, _tree_files(repo), cfg, make_index)
+            hot = {f.path for commit, _ in wanted for f in commit.files}
+            snapshot = snapshot_chunks(middle.parent, files, _tree_files(repo), cfg, make_index, hot)
             report.snapshots[source] = {"rev": middle.parent, "chunks": len(snapshot.chunks)}
 
         def diff_of(commit: Commit, paths: list[str]) -> str:
