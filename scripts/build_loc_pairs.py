@@ -285,6 +285,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--combine-only", action="store_true",
                     help="mine nothing: combine the repositories done so far (files, manifest, table)")
+    ap.add_argument("--final", action="store_true",
+                    help="with --combine-only: the set is final (FULL_READY) even if some repositories were not mined; "
+                    "the manifest lists them as not_mined")
     ap.add_argument("--stage1-pairs", type=int, default=15000)
     ap.add_argument("--stage1-repos", type=int, default=30)
     args = ap.parse_args(argv)
@@ -343,9 +346,11 @@ def main(argv: list[str] | None = None) -> None:
     complete = all((per_repo / f"{r.replace('/', '+')}.jsonl").is_file() for r in order)
     counts = combine(order, held_out, per_repo, args.out / "loc-pairs.jsonl", args.out / "loc-pairs-heldout.jsonl")
     man = manifest(order, held_out, per_repo, cfg_kw, counts, raw_argv)
+    man["not_mined"] = [r for r in order if not (per_repo / f"{r.replace('/', '+')}.jsonl").is_file()]
+    man["refused"] = refused
     (args.out / "loc-pairs-manifest.json").write_text(json.dumps(man, indent=1) + "\n")
     (args.out / "loc-pairs-table.md").write_text(markdown_table(man))
-    if complete:
+    if complete or (args.combine_only and args.final):
         (args.out / "FULL_READY").write_text(json.dumps(counts) + "\n")
     print(f"{'FULL' if complete else 'SO FAR'}: {counts}", file=sys.stderr)
 
