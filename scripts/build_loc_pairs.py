@@ -352,7 +352,7 @@ def main(argv: list[str] | None = None) -> None:
     (args.out / "loc-pairs-table.md").write_text(markdown_table(man))
     if complete or (args.combine_only and args.final):
         (args.out / "FULL_READY").write_text(json.dumps(counts) + "\n")
-    print(f"{'FULL' if complete else 'SO FAR'}: {counts}", file=sys.stderr)
+    print(f"{'FULL' if complete or (args.combine_only and args.final) else 'SO FAR'}: {counts}", file=sys.stderr)
 
 
 if __name__ == "__main__":
