@@ -326,7 +326,8 @@ def main(argv: list[str] | None = None) -> None:
             return
         n, k = train_totals()
         if n >= args.stage1_pairs and k >= args.stage1_repos:
-            counts = combine(order, held_out, per_repo, args.out / "loc-pairs-stage1.jsonl", None)
+            counts = combine(order, held_out, per_repo, args.out / "loc-pairs-stage1.jsonl",
+                             args.out / "loc-pairs-heldout.jsonl")  # the held-out repositories are mined first
             (args.out / "loc-pairs-stage1-manifest.json").write_text(
                 json.dumps(manifest(order, held_out, per_repo, cfg_kw, counts, raw_argv), indent=1) + "\n")
             (args.out / "STAGE1_READY").write_text(json.dumps(counts) + "\n")
