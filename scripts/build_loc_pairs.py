@@ -257,15 +257,17 @@ def manifest(repos: list[str], held_out: set[str], per_repo: Path, cfg_kw: dict,
 
 def markdown_table(man: dict) -> str:
     """The manifest as DATA.md's table: one row per repository, then the totals."""
-    lines = ["| repository | commit | licence | language | commits read | pairs | with negatives | split |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| repository | commit | licence | language | commits read | snapshot chunks (file cap) | pairs | "
+             "with negatives | split |", "|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(man["repositories"], key=lambda r: (r["held_out"], (r["language"] or "~"), r["repo"].lower())):
         split = "held out" if r["held_out"] else ("-" if not r["pairs"] else "train")
         note = f" ({r['error']})" if r.get("error") else ""
+        snap = f"{(r.get('snapshot') or {}).get('chunks', 0):,} ({r.get('max_snapshot_files') or '-'})"
         lines.append(f"| {r['repo']} | {(r['commit'] or '')[:12]} | {r['licence']} | {r['language'] or '-'} | "
-                     f"{r['commits_read'] or 0:,} | {r['pairs']:,} | {r['with_negatives'] or 0:,} | {split}{note} |")
+                     f"{r['commits_read'] or 0:,} | {snap} | {r['pairs']:,} | {r['with_negatives'] or 0:,} | "
+                     f"{split}{note} |")
     t = man["totals"]
-    lines.append(f"| **total** | | | | | **{t['train'] + t['held_out']:,}** | | train {t['train']:,}, "
+    lines.append(f"| **total** | | | | | | **{t['train'] + t['held_out']:,}** | | train {t['train']:,}, "
                  f"held out {t['held_out']:,} |")
     return "\n".join(lines) + "\n"
 
