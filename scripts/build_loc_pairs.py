@@ -176,7 +176,7 @@ def mine_repo(job: tuple[str, str, str]) -> dict:
         dropped=dict(sorted(report.dropped.items(), key=lambda kv: -kv[1])),
         decontaminated=dirty, decontamination_examples=examples[:10], negatives_decontaminated=negatives_dropped,
         eval_texts=_STATE["eval_texts"], max_tokens=cfg.max_tokens, chunk_model=_STATE["embedder"].name,
-        max_commits=cfg.max_commits, max_snapshot_files=cfg.max_snapshot_files,
+        max_commits=cfg.max_commits, max_snapshot_files=cfg.max_snapshot_files, max_file_bytes=cfg.max_file_bytes,
         seconds=round(time.time() - t0, 1),
     )
     tmp = out.with_suffix(".jsonl.tmp")
@@ -234,7 +234,8 @@ def manifest(repos: list[str], held_out: set[str], per_repo: Path, cfg_kw: dict,
             continue
         s = json.loads(stats_file.read_text())
         rows.append({k: s.get(k) for k in ("repo", "commit", "licence", "language", "pairs", "with_negatives",
-                                          "commits_read", "snapshot", "max_snapshot_files", "decontaminated", "error")}
+                                          "commits_read", "snapshot", "max_snapshot_files", "max_file_bytes",
+                                          "decontaminated", "error")}
                     | {"held_out": name in held_out})
     used = [r for r in rows if r["pairs"]]
     languages: dict[str, int] = {}
@@ -284,6 +285,8 @@ def main(argv: list[str] | None = None) -> None:
                     "seanmonstar/reqwest,jhy/jsoup", help="comma-separated repositories kept out of training")
     ap.add_argument("--max-commits", type=int, default=1500)
     ap.add_argument("--snapshot-files", type=int, default=400, help="source files of the negatives' snapshot, at most")
+    ap.add_argument("--max-file-bytes", type=int, default=2_000_000,
+                    help="larger files are not chunked (the index's limit is 2,000,000; lower bounds the run time)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--combine-only", action="store_true",
                     help="mine nothing: combine the repositories done so far (files, manifest, table)")
@@ -308,7 +311,8 @@ def main(argv: list[str] | None = None) -> None:
     order = [r for r in repos if r in held_out] + [r for r in repos if r not in held_out]
     per_repo = args.out / "loc-pairs"
     per_repo.mkdir(parents=True, exist_ok=True)
-    cfg_kw = {"max_commits": args.max_commits, "max_snapshot_files": args.snapshot_files}
+    cfg_kw = {"max_commits": args.max_commits, "max_snapshot_files": args.snapshot_files,
+              "max_file_bytes": args.max_file_bytes}
     todo = [(r, args.mirror, str(per_repo)) for r in order if not (per_repo / f"{r.replace('/', '+')}.jsonl").is_file()]
     print(f"{len(order)} repositories, {len(order) - len(todo)} done already, {len(exclude)} evaluation sets",
           file=sys.stderr)
