@@ -234,7 +234,8 @@ def manifest(repos: list[str], held_out: set[str], per_repo: Path, cfg_kw: dict,
             continue
         s = json.loads(stats_file.read_text())
         rows.append({k: s.get(k) for k in ("repo", "commit", "licence", "language", "pairs", "with_negatives",
-                                          "commits_read", "snapshot", "max_snapshot_files", "max_file_bytes",
+                                          "commits_read", "max_commits", "snapshot", "max_snapshot_files",
+                                          "max_file_bytes",
                                           "decontaminated", "error")}
                     | {"held_out": name in held_out})
     used = [r for r in rows if r["pairs"]]
@@ -246,7 +247,7 @@ def manifest(repos: list[str], held_out: set[str], per_repo: Path, cfg_kw: dict,
                 languages[lang] = languages.get(lang, 0) + n
     return {
         "command": "python scripts/build_loc_pairs.py " + " ".join(argv),
-        "config": cfg_kw,
+        "config": cfg_kw | {"note": "the caps of the last run; each repository's own are in its row"},
         "held_out": sorted(held_out),
         "totals": counts | {"repositories": len(used),
                             "training_repositories": sum(1 for r in used if not r["held_out"]),
