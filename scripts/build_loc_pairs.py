@@ -33,14 +33,14 @@ LICENCE_FILES = ("LICENSE", "LICENSE.md", "LICENSE.txt", "LICENSE.rst", "LICENCE
 PERMISSIVE = ("MIT", "Apache-2.0", "BSD-2-Clause", "BSD-3-Clause", "ISC", "curl", "Unlicense", "CC0-1.0", "BSL-1.0")
 
 
-def licence_of(repo: Path) -> str:
-    """The SPDX-like name of the licence at HEAD, from its licence files' words ('unknown' when none is read)."""
+def licence_of(repo: Path, rev: str = "HEAD") -> str:
+    """The SPDX-like name of the licence at ``rev``, from its licence files' words ('unknown' when none is read)."""
     from codesift.data.commits import GitError, git
 
     found = []
     for name in LICENCE_FILES:
         try:
-            text = git(repo, "show", f"HEAD:{name}")
+            text = git(repo, "show", f"{rev}:{name}")
         except GitError:
             continue
         found.append(_classify(text))
@@ -115,8 +115,10 @@ def _init_worker(exclude: list[str], reserved: list[str], cfg_kw: dict) -> None:
     )
 
 
-def mine_repo(job: tuple[str, str, str]) -> dict:
-    """Mine one repository into ``out_dir/OWNER+NAME.jsonl`` (+ ``.json`` stats); returns the stats."""
+def mine_repo(job: tuple[str, str, str, dict]) -> dict:
+    """Mine one repository into ``out_dir/OWNER+NAME.jsonl`` (+ ``.json`` stats); returns the stats.
+
+    ``job``'s dict overrides the run's caps for this repository and may pin its ``commit``."""
     from dataclasses import replace
 
     from codesift.data.commit_chunks import changed_chunk_pairs
@@ -124,18 +126,19 @@ def mine_repo(job: tuple[str, str, str]) -> dict:
     from codesift.data.mining import MineReport, text_hash
     from codesift.eval.bm25 import BM25Index
 
-    name, mirror, out_dir = job
+    name, mirror, out_dir, overrides = job
+    overrides = dict(overrides)
     repo = Path(mirror) / name.replace("/", "+") / "repo"
     out = Path(out_dir) / f"{name.replace('/', '+')}.jsonl"
     t0 = time.time()
     stats: dict = {"repo": name, "path": str(repo)}
     try:
-        head = git(repo, "rev-parse", "HEAD").strip()
-        stats.update(commit=head, licence=licence_of(repo))
+        head = git(repo, "rev-parse", overrides.pop("commit", None) or "HEAD").strip()
+        stats.update(commit=head, licence=licence_of(repo, head))
         if not any(p in PERMISSIVE for p in stats["licence"].split(" OR ")):
             raise ValueError(f"licence {stats['licence']} is not a permissive one")
         report = MineReport()
-        cfg = replace(_STATE["cfg"], rev=head)
+        cfg = replace(_STATE["cfg"], rev=head, **overrides)
         pairs = changed_chunk_pairs(repo, name, cfg, report, counter=_STATE["counter"], make_index=BM25Index,
                                     reserved=_STATE["reserved"])
     except Exception as exc:  # one bad repository must not stop the run: it is recorded with its error
@@ -289,6 +292,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--max-file-bytes", type=int, default=2_000_000,
                     help="larger files are not chunked (the index's limit is 2,000,000; lower bounds the run time)")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--caps-from", type=Path, help="a manifest: mine each repository at its commit with its caps (rebuild)")
     ap.add_argument("--combine-only", action="store_true",
                     help="mine nothing: combine the repositories done so far (files, manifest, table)")
     ap.add_argument("--final", action="store_true",
@@ -314,7 +318,13 @@ def main(argv: list[str] | None = None) -> None:
     per_repo.mkdir(parents=True, exist_ok=True)
     cfg_kw = {"max_commits": args.max_commits, "max_snapshot_files": args.snapshot_files,
               "max_file_bytes": args.max_file_bytes}
-    todo = [(r, args.mirror, str(per_repo)) for r in order if not (per_repo / f"{r.replace('/', '+')}.jsonl").is_file()]
+    pinned = {}  # --caps-from: each repository at its recorded commit, with its recorded caps
+    if args.caps_from:
+        caps = ("max_commits", "max_snapshot_files", "max_file_bytes", "commit")
+        pinned = {row["repo"]: {k: row[k] for k in caps if row.get(k) is not None}
+                  for row in json.loads(args.caps_from.read_text())["repositories"]}
+    todo = [(r, args.mirror, str(per_repo), pinned.get(r, {})) for r in order
+            if not (per_repo / f"{r.replace('/', '+')}.jsonl").is_file()]
     print(f"{len(order)} repositories, {len(order) - len(todo)} done already, {len(exclude)} evaluation sets",
           file=sys.stderr)
 
