@@ -277,6 +277,50 @@ def markdown_table(man: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def summary_markdown(man: dict, per_repo: Path) -> str:
+    """Totals, languages, negatives, what the filters dropped, decontamination and lengths (from the per-repository
+    stats and files)."""
+    import statistics
+
+    dropped: dict[str, int] = {}
+    negatives: dict[int, int] = {}
+    decontaminated = negatives_decontaminated = eval_texts = 0
+    query_len, doc_len = [], []
+    for row in man["repositories"]:
+        stem = row["repo"].replace("/", "+")
+        stats = json.loads((per_repo / f"{stem}.json").read_text())
+        for k, v in stats.get("dropped", {}).items():
+            dropped[k] = dropped.get(k, 0) + v
+        decontaminated += stats.get("decontaminated", 0)
+        negatives_decontaminated += stats.get("negatives_decontaminated", 0)
+        eval_texts = max(eval_texts, stats.get("eval_texts", 0))
+        for line in (per_repo / f"{stem}.jsonl").open(encoding="utf-8"):
+            r = json.loads(line)
+            n = len(r.get("negatives", []))
+            negatives[n] = negatives.get(n, 0) + 1
+            query_len.append(len(r["query"]))
+            doc_len.append(len(r["document"]))
+
+    def pct(values: list[int]) -> str:
+        q = statistics.quantiles(values, n=20)
+        return f"{q[0]:.0f} / {statistics.median(values):.0f} / {q[-1]:.0f}"
+
+    t = man["totals"]
+    langs = ", ".join(f"{k} {v:,}" for k, v in t["pairs_by_language"].items())
+    return "\n".join([
+        f"Repositories mined: {t['repositories']} ({t['training_repositories']} for training, "
+        f"{len(man['held_out'])} held out: {', '.join(man['held_out'])}), main languages: {t['repository_languages']}.",
+        f"Pairs: **{t['train']:,}** for training, {t['held_out']:,} held out; {t['duplicates']:,} exact repeats across "
+        f"repositories dropped. Training pairs by language: {langs}.",
+        "Negatives per pair (all pairs): " + ", ".join(f"{k}: {v:,}" for k, v in sorted(negatives.items())) + ".",
+        f"Lengths in characters (p5 / p50 / p95): query {pct(query_len)}, document {pct(doc_len)}.",
+        "Dropped: " + ", ".join(f"{k} {v:,}" for k, v in sorted(dropped.items(), key=lambda kv: -kv[1])) + ".",
+        f"Decontamination: {eval_texts:,} evaluation texts (the four sets of `../shared/data/retrieval/` and the "
+        f"localization benchmark's queries); {decontaminated:,} pairs dropped, {negatives_decontaminated:,} "
+        "negatives dropped.",
+    ]) + "\n"
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repos", type=Path, required=True, help="owner/name per line")
@@ -367,7 +411,7 @@ def main(argv: list[str] | None = None) -> None:
     man["not_mined"] = [r for r in order if not (per_repo / f"{r.replace('/', '+')}.jsonl").is_file()]
     man["refused"] = refused
     (args.out / "loc-pairs-manifest.json").write_text(json.dumps(man, indent=1) + "\n")
-    (args.out / "loc-pairs-table.md").write_text(markdown_table(man))
+    (args.out / "loc-pairs-table.md").write_text(summary_markdown(man, per_repo) + "\n" + markdown_table(man))
     if complete or (args.combine_only and args.final):
         (args.out / "FULL_READY").write_text(json.dumps(counts) + "\n")
     print(f"{'FULL' if complete or (args.combine_only and args.final) else 'SO FAR'}: {counts}", file=sys.stderr)
