@@ -194,12 +194,27 @@ def mine_repo(job: tuple[str, str, str, dict]) -> dict:
 # ------------------------------------------------------------------------------------ combining
 
 
-def combine(repos: list[str], held_out: set[str], per_repo: Path, train_out: Path, heldout_out: Path | None) -> dict:
-    """Concatenate the per-repository files (exact (query, document) repeats across repositories dropped)."""
+def combine(repos: list[str], held_out: set[str], per_repo: Path, train_out: Path, heldout_out: Path | None,
+            decontam=None) -> dict:
+    """Concatenate the per-repository files (exact (query, document) repeats across repositories dropped), checked
+    once more against ``decontam`` (a ``Decontaminator``) when given: evaluation sets added after a repository
+    was mined still count."""
     import hashlib
+
+    from codesift.data.mining import text_hash
 
     seen: set[bytes] = set()
     counts = {"train": 0, "held_out": 0, "duplicates": 0, "with_negatives": 0}
+    memo: dict[str, str | None] = {}
+
+    def match(text: str) -> str | None:
+        key = text_hash(text)
+        if key not in memo:
+            memo[key] = decontam.match(text)
+        return memo[key]
+
+    if decontam is not None:
+        counts.update(final_decontaminated=0, final_negatives_decontaminated=0, final_examples=[])
     tmp_train = train_out.with_suffix(".jsonl.tmp")
     tmp_held = heldout_out.with_suffix(".jsonl.tmp") if heldout_out else None
     with tmp_train.open("w", encoding="utf-8") as train, \
@@ -215,6 +230,20 @@ def combine(repos: list[str], held_out: set[str], per_repo: Path, train_out: Pat
                     counts["duplicates"] += 1
                     continue
                 seen.add(key)
+                if decontam is not None:
+                    hit = match(row["query"]) or match(row["document"]) or decontam.match(
+                        row["query"] + "\n" + row["document"])
+                    if hit:
+                        counts["final_decontaminated"] += 1
+                        counts["final_examples"] = (counts["final_examples"] + [f"{name} {row['path']}: {hit}"])[:20]
+                        continue
+                    clean = [n for n in row.get("negatives", []) if not match(n)]
+                    if len(clean) < len(row.get("negatives", [])):
+                        counts["final_negatives_decontaminated"] += len(row["negatives"]) - len(clean)
+                        row["negatives"] = clean
+                        if not clean:
+                            del row["negatives"]
+                        line = json.dumps(row, ensure_ascii=False) + "\n"
                 if name in held_out:
                     held.write(line)
                     counts["held_out"] += 1
@@ -250,6 +279,7 @@ def manifest(repos: list[str], held_out: set[str], per_repo: Path, cfg_kw: dict,
                 languages[lang] = languages.get(lang, 0) + n
     return {
         "command": "python scripts/build_loc_pairs.py " + " ".join(argv),
+        "evaluation_sets": [],  # set by main
         "config": cfg_kw | {"note": "the caps of the last run; each repository's own are in its row"},
         "held_out": sorted(held_out),
         "totals": counts | {"repositories": len(used),
@@ -318,7 +348,10 @@ def summary_markdown(man: dict, per_repo: Path) -> str:
         f"Decontamination: {eval_texts:,} evaluation texts (the four sets of `../shared/data/retrieval/` and the "
         f"localization benchmark's queries); {decontaminated:,} pairs dropped, {negatives_decontaminated:,} "
         "negatives dropped.",
-    ]) + "\n"
+    ] + ([
+        f"Last check of the combined files against {len(man['evaluation_sets'])} evaluation sets "
+        f"({', '.join(Path(e).name for e in man['evaluation_sets'])}): {t['final_decontaminated']:,} pairs and "
+        f"{t['final_negatives_decontaminated']:,} negatives dropped."] if "final_decontaminated" in t else [])) + "\n"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -406,9 +439,22 @@ def main(argv: list[str] | None = None) -> None:
                 maybe_stage1()
     maybe_stage1()
     complete = all((per_repo / f"{r.replace('/', '+')}.jsonl").is_file() for r in order)
-    counts = combine(order, held_out, per_repo, args.out / "loc-pairs.jsonl", args.out / "loc-pairs-heldout.jsonl")
+    decontam = None
+    if args.combine_only and exclude:  # the last check, against every evaluation set named now
+        from codesift.data.commits import LOCALIZATION_CASES
+        from codesift.data.decontam import Decontaminator, read_beir_texts
+        from codesift.data.jsonl import read_jsonl
+
+        texts = [kv for folder in exclude for kv in read_beir_texts(folder)]
+        if LOCALIZATION_CASES.is_file():
+            texts += [(f"localization/{row['commit']}", row["query"]) for _, row in read_jsonl(LOCALIZATION_CASES)]
+        decontam = Decontaminator(texts)
+        print(f"final decontamination against {len(exclude)} sets, {len(texts):,} texts", file=sys.stderr)
+    counts = combine(order, held_out, per_repo, args.out / "loc-pairs.jsonl", args.out / "loc-pairs-heldout.jsonl",
+                     decontam)
     man = manifest(order, held_out, per_repo, cfg_kw, counts, raw_argv)
     man["not_mined"] = [r for r in order if not (per_repo / f"{r.replace('/', '+')}.jsonl").is_file()]
+    man["evaluation_sets"] = exclude
     man["refused"] = refused
     (args.out / "loc-pairs-manifest.json").write_text(json.dumps(man, indent=1) + "\n")
     (args.out / "loc-pairs-table.md").write_text(summary_markdown(man, per_repo) + "\n" + markdown_table(man))
