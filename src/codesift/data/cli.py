@@ -20,6 +20,16 @@ def mine_cmd(
     ),
     max_commits: int | None = typer.Option(None, "--max-commits", help="Read at most this many newest commits per repository."),
     commit_diff_chars: int = typer.Option(4000, "--commit-diff-chars", help="Cut a commit's diff to whole hunks under this."),
+    changed_chunks: bool = typer.Option(
+        False, "--changed-chunks", help="With --commits: localization pairs instead (message -> each chunk the commit "
+        "changed, as the index chunks it at the parent, with hard negatives of the same repository)."
+    ),
+    chunk_model: str | None = typer.Option(
+        None, "--chunk-model", help="With --changed-chunks: the model whose tokenizer and limit cut the chunks (default: the index's)."
+    ),
+    refuse: list[Path] = typer.Option(
+        [], "--refuse", help="File of owner/name repositories never to mine, besides the localization benchmark's (repeatable)."
+    ),
     mbpp: Path | None = typer.Option(None, "--mbpp", help="mbpp.jsonl: add its train split (601-974) as nl2code pairs."),
     tasks: str = typer.Option("nl2code,code2nl,code2completion", "--tasks", help="Comma-separated tasks to mine."),
     max_per_source: int | None = typer.Option(None, "--max-per-source", help="Cap pairs per source and task."),
@@ -53,9 +63,13 @@ def mine_cmd(
     if not 0 < near_threshold <= 1:
         raise ValueError("--near-threshold must be in (0, 1]")
     extra = load_mbpp_pairs(mbpp, "train") if mbpp else []
+    if (changed_chunks or chunk_model or refuse) and not commits:
+        raise ValueError("--changed-chunks, --chunk-model and --refuse need --commits REPO")
+    chunk_mining = _chunk_mining(chunk_model, max_commits, include_tests) if changed_chunks else None
     result = mine(
         paths, cfg, exclude=exclude, extra_pairs=extra, split_sources=split_sources, workers=workers,
         progress=True, near_threshold=near_threshold, commits=commits, commit_cfg=commit_cfg,
+        changed_chunks=chunk_mining, refuse=refuse,
     )
     n = write_pairs(result.pairs, output)
     save_stats(result.stats, stats or output.with_suffix(".stats.json"))
@@ -64,6 +78,21 @@ def mine_cmd(
         report.write_text(stats_markdown(result.stats), encoding="utf-8")
     print_stats(result.stats)
     typer.echo(f"wrote {n:,} pairs to {output}")
+
+
+def _chunk_mining(chunk_model: str | None, max_commits: int | None, include_tests: bool):
+    """Localization mining as the index chunks: the model's token counter and limit, BM25 negatives."""
+    from codesift.data.commit_chunks import ChunkPairConfig
+    from codesift.data.pipeline import ChunkMining
+    from codesift.eval.bm25 import BM25Index
+    from codesift.index.config import IndexConfig
+    from codesift.index.indexer import DocumentTokens
+    from codesift.model.embedder import Embedder
+
+    embedder = Embedder(chunk_model, device="cpu")
+    limit = min(IndexConfig().max_tokens, embedder.max_length)  # as Indexer.chunk_limit
+    cfg = ChunkPairConfig(max_commits=max_commits, include_tests=include_tests, max_tokens=limit)
+    return ChunkMining(cfg, DocumentTokens(embedder), BM25Index)
 
 
 @data_app.command("mix")

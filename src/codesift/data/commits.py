@@ -1,9 +1,11 @@
 """Reading a repository's git history: commits, their messages, changed files and diffs.
 
-One reader serves two users: ``codesift data mine --commits`` turns commits into nl2code pairs
-(cleaned message -> unified diff of the source files it changed, the CommitPackFT analogue), and
-``benchmarks/localization.py`` turns them into localization cases (message -> files changed).
-Git runs as a subprocess (``git log --no-merges --numstat``, ``git show``); nothing is checked out.
+One reader serves three users: ``codesift data mine --commits`` turns commits into nl2code pairs
+(cleaned message -> unified diff of the source files it changed, the CommitPackFT analogue),
+``--changed-chunks`` into localization pairs (message -> the chunks it changed, ``data.commit_chunks``),
+and ``benchmarks/localization.py`` turns them into localization cases (message -> files changed).
+Git runs as a subprocess (``git log --raw``, ``git diff``); nothing is checked out. Training data never
+comes from SWE-bench's twelve repositories nor from the localization benchmark's (``reserved_repositories``).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import logging
 import re
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,6 +73,7 @@ class Commit:
     timestamp: int
     message: str
     files: list[FileChange] = field(default_factory=list)
+    merge: bool = False  # a merge commit (``files`` then compare it with its first parent)
 
     @property
     def subject(self) -> str:
@@ -130,6 +133,67 @@ def refuse_swe_bench(path: str | Path) -> None:
             )
 
 
+# The localization benchmark's cases (benchmarks/data/localization.jsonl of a source checkout): its repositories
+# are held out from training, read at run time so that a repository added to the benchmark is refused at once.
+LOCALIZATION_CASES = Path(__file__).resolve().parents[3] / "benchmarks" / "data" / "localization.jsonl"
+_OWNER_NAME = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+def reserved_repositories(lists: Iterable[str | Path] = (), cases: str | Path | None = LOCALIZATION_CASES) -> set[str]:
+    """``owner/name`` (lower case) of the repositories no training data may come from: the ``repo`` of every
+    localization case in ``cases`` and every ``owner/name`` in ``lists`` (text files, ``#`` comments; JSONL
+    files are read for their ``repo`` field). A file that does not exist adds nothing."""
+    import json
+
+    names: set[str] = set()
+    for file in [cases, *lists]:
+        if file is None or not Path(file).is_file():
+            continue
+        for line in Path(file).read_text(encoding="utf-8").splitlines():
+            if line.lstrip().startswith("{"):
+                repo = json.loads(line).get("repo")
+                names.update([repo.lower()] if repo else [])
+            else:
+                for token in line.split("#", 1)[0].split():  # owner/name, or a URL ending in owner/name(.git)
+                    parts = [p for p in re.split(r"[/:]", token.removesuffix("/").removesuffix(".git")) if p]
+                    if len(parts) >= 2 and _OWNER_NAME.fullmatch(f"{parts[-2]}/{parts[-1]}"):
+                        names.add(f"{parts[-2]}/{parts[-1]}".lower())
+    return names
+
+
+def repository_full_names(path: str | Path) -> list[str]:
+    """``owner/name`` (lower case) that a repository is known by: a mirror's ``owner+name`` folder, its remotes."""
+    resolved = Path(path).resolve()
+    names = []
+    for part in (resolved.name, resolved.parent.name):
+        owner, plus, name = part.partition("+")
+        if plus and owner and name:
+            names.append(f"{owner}/{name.removesuffix('.git')}")
+    try:
+        remotes = git(path, "config", "--get-regexp", r"^remote\..*\.url$")
+    except GitError:  # no remotes configured
+        remotes = ""
+    for line in remotes.splitlines():
+        parts = re.split(r"[/:]", line.split(maxsplit=1)[-1].rstrip("/"))
+        if len(parts) >= 2 and parts[-2] and parts[-1]:
+            names.append(f"{parts[-2]}/{parts[-1].removesuffix('.git')}")
+    return [n.lower() for n in names]
+
+
+def refuse_reserved(path: str | Path, reserved: Iterable[str]) -> None:
+    """Raise ValueError when the repository is one of ``reserved`` (``owner/name``): by its full names, or, for
+    a repository known by no owner (a plain clone without remotes), by its folder name."""
+    reserved = {r.lower() for r in reserved}
+    full = repository_full_names(path)
+    hit = next((n for n in full if n in reserved), None)
+    if hit is None and not full:
+        bare = {r.split("/")[-1]: r for r in reserved}
+        hit = next((bare[n] for n in _repo_names(Path(path)) if n in bare), None)
+    if hit is not None:
+        raise ValueError(f"{path} is {hit}, a repository of the localization benchmark (held out from training); "
+                         "its history must not be mined")
+
+
 def _parse_raw(lines: str) -> list[FileChange]:
     """``:100644 100644 <old> <new> M\tpath`` lines (``git log --raw``): reading them needs no file contents."""
     files = []
@@ -144,13 +208,15 @@ def _parse_raw(lines: str) -> list[FileChange]:
     return files
 
 
-def iter_commits(repo: str | Path, rev: str = "HEAD", max_count: int | None = None) -> Iterator[Commit]:
+def iter_commits(repo: str | Path, rev: str = "HEAD", max_count: int | None = None,
+                 merges: bool = False) -> Iterator[Commit]:
     """Non-merge commits reachable from ``rev``, newest first, with their changed files (renames as delete + add).
 
-    Only commits and trees are read (``--raw``, not ``--numstat``), so a mirror whose largest blobs are
-    absent can still be walked; diffs are read per commit by ``commit_diff``."""
-    args = ["git", "-C", str(repo), "log", "--no-merges", "--no-renames", "--raw", "--no-abbrev",
-            f"--format={_LOG_FORMAT}"]
+    ``merges`` adds the merge commits, their files compared with their first parent (a pull request's
+    whole change). Only commits and trees are read (``--raw``, not ``--numstat``), so a mirror whose
+    largest blobs are absent can still be walked; diffs are read per commit by ``commit_diff``."""
+    args = ["git", "-C", str(repo), "log", "--diff-merges=first-parent" if merges else "--no-merges",
+            "--no-renames", "--raw", "--no-abbrev", f"--format={_LOG_FORMAT}"]
     if max_count is not None:
         args.append(f"--max-count={max_count}")
     args += [rev, "--"]
@@ -177,7 +243,7 @@ def _parse_record(record: str) -> Commit:
     sha, parents, author, email, timestamp, message, raw = record.split(_FIELD, 6)
     return Commit(
         sha=sha.strip(), parent=(parents.split() or [None])[0], author=author, email=email,
-        timestamp=int(timestamp), message=message.strip(), files=_parse_raw(raw),
+        timestamp=int(timestamp), message=message.strip(), files=_parse_raw(raw), merge=len(parents.split()) > 1,
     )
 
 
@@ -246,6 +312,21 @@ def clean_message(message: str, max_chars: int = 1500) -> str:
         cut = cut if cut > max_chars // 3 else out.rfind("\n", 0, max_chars)
         out = out[: cut if cut > max_chars // 3 else max_chars].rstrip()
     return out
+
+
+_PR_MERGE = re.compile(r"^Merge pull request #\d+ from \S+[^\n]*\n?", re.IGNORECASE)
+
+
+def commit_query(commit: Commit, max_chars: int = 1500) -> str:
+    """The query text of a commit: its cleaned message; for a pull-request merge, the PR's title and text
+    that GitHub writes under "Merge pull request #N from ..." (empty when there is none, so it is skipped)."""
+    message = commit.message
+    if commit.merge:
+        body = _PR_MERGE.sub("", message.strip(), count=1)
+        if body == message.strip():  # "Merge branch 'x'" and other merges that carry no PR text
+            return clean_message(message, max_chars)
+        message = body
+    return clean_message(message, max_chars)
 
 
 _BOT = re.compile(

@@ -134,6 +134,11 @@ def read_source(path: str | Path, max_bytes: int = 2_000_000) -> tuple[str | Non
         return None, f"unreadable ({exc.strerror or exc.__class__.__name__})"
     if len(data) > max_bytes:
         return None, f"too large (> {max_bytes} bytes)"
+    return source_from_bytes(data, path)
+
+
+def source_from_bytes(data: bytes, path: str | Path) -> tuple[str | None, str | None]:
+    """``read_source`` for bytes already read (a git blob): ``(text, None)`` or ``(None, skip_reason)``."""
     if not data.strip():
         return None, "empty"
     if is_binary(data[:SNIFF_BYTES]) or looks_binary_8bit(data):

@@ -67,6 +67,7 @@ class MineReport:
     skipped_examples: dict[str, list[str]] = field(default_factory=dict)
     units: int = 0
     commits: dict[str, int] = field(default_factory=dict)  # commits read per history source
+    snapshots: dict[str, dict] = field(default_factory=dict)  # history source -> the tree its negatives came from
     dropped: dict[str, int] = field(default_factory=dict)
 
     def skip(self, reason: str, path: str) -> None:

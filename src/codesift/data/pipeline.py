@@ -6,11 +6,13 @@ import json
 import logging
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
+from codesift.data.chunking import PieceCounter
+from codesift.data.commit_chunks import ChunkPairConfig, LexicalIndex
 from codesift.data.commits import CommitConfig
 from codesift.data.mining import (
     Deduper,
@@ -21,6 +23,7 @@ from codesift.data.mining import (
     iter_files,
     mine_file,
     source_roots,
+    text_hash,
 )
 from codesift.data.pair import Pair
 
@@ -66,19 +69,29 @@ def mine(
     near_threshold: float = 0.7,
     commits: Iterable[str | Path] = (),
     commit_cfg: CommitConfig | None = None,
+    changed_chunks: ChunkMining | None = None,
+    refuse: Iterable[str | Path] = (),
 ) -> MineResult:
     """Mine pairs from source trees and git histories (``commits``: repositories, ``NAME=PATH`` names one),
-    plus ``extra_pairs`` such as MBPP train; deduped, capped and decontaminated."""
+    plus ``extra_pairs`` such as MBPP train; deduped, capped and decontaminated.
+
+    With ``changed_chunks`` a history gives localization pairs (message -> each chunk the commit changed, with
+    hard negatives; ``data.commit_chunks``) instead of message -> diff; these are deduped as whole pairs (one
+    message leads to several chunks) and their negatives are decontaminated too. No history of SWE-bench's
+    twelve, of the localization benchmark, or of a repository listed in a ``refuse`` file is read."""
     from tqdm.auto import tqdm
 
-    from codesift.data.commits import commit_pairs, open_repository
+    from codesift.data.commit_chunks import changed_chunk_pairs
+    from codesift.data.commits import commit_pairs, open_repository, refuse_reserved, reserved_repositories
     from codesift.data.decontam import DecontamConfig, Decontaminator
 
     cfg = cfg or MineConfig()
     exclude = list(exclude)
     histories = [_named(raw) for raw in commits]
-    for _, repo, _ in histories:  # refuse a bad repository before any long work
+    reserved = reserved_repositories(refuse)
+    for _, repo, _ in histories:  # refuse a bad repository (SWE-bench's, the localization benchmark's) before any long work
         open_repository(repo)
+        refuse_reserved(repo, reserved)
     decontam = Decontaminator.from_beir(exclude, DecontamConfig(threshold=near_threshold)) if exclude else None
     roots: list[SourceRoot] = source_roots(paths, split_sources=split_sources)
     files = [
@@ -103,12 +116,24 @@ def mine(
             _merge(report, part)
             bar.update()
     bar.close()
+    localization: list[Pair] = []
     for name, repo, rev in histories:
-        candidates.extend(commit_pairs(repo, name, commit_cfg, report, progress=progress, rev=rev))
-    n_candidates = len(candidates)
+        if changed_chunks is None:
+            candidates.extend(commit_pairs(repo, name, commit_cfg, report, progress=progress, rev=rev))
+        else:
+            localization.extend(changed_chunk_pairs(
+                repo, name, changed_chunks.config, report, counter=changed_chunks.counter,
+                make_index=changed_chunks.make_index, progress=progress, rev=rev, reserved=reserved))
+    n_candidates = len(candidates) + len(localization)
 
     deduper = Deduper()
+    whole_pairs: set[tuple[str, str]] = set()
     unique = [p for p in candidates if deduper.keep(p)]
+    for pair in localization:
+        key = (text_hash(pair.query), text_hash(pair.document))
+        if key not in whole_pairs:
+            whole_pairs.add(key)
+            unique.append(pair)
     report.drop("duplicate", n_candidates - len(unique))
     capped = cap_per_source(unique, cfg.max_per_source, cfg.seed)
     report.drop("per-source cap", len(unique) - len(capped))
@@ -119,13 +144,18 @@ def mine(
         for pair in tqdm(capped, desc="decontaminating", unit="pair", disable=not progress):
             hit = decontam.contaminated(pair.query, pair.document)
             if hit is None:
-                kept.append(pair)
+                clean = tuple(n for n in pair.negatives if decontam.match(n) is None)
+                report.drop("negative decontaminated", len(pair.negatives) - len(clean))
+                kept.append(replace(pair, negatives=clean) if len(clean) < len(pair.negatives) else pair)
             elif len(contaminated) < 200:
                 contaminated.append({"task": pair.task, "source": pair.source, "symbol": pair.symbol, "match": hit})
         report.drop("decontaminated", len(capped) - len(kept))
     stats = compute_stats(kept, report, n_candidates)
     if histories:
         stats["commits_read"] = dict(report.commits)
+    if localization:
+        stats["negatives"] = {"pairs_with_negatives": sum(1 for p in kept if p.negatives),
+                              "negatives": sum(len(p.negatives) for p in kept), "snapshots": dict(report.snapshots)}
     stats["decontamination"] = {
         "excluded_sets": [str(Path(e)) for e in exclude],
         "eval_texts": len(decontam) if decontam else 0,
@@ -134,6 +164,16 @@ def mine(
         "examples": contaminated[:20],
     }
     return MineResult(kept, stats)
+
+
+@dataclass
+class ChunkMining:
+    """How ``mine`` turns histories into localization pairs: the chunker's token counter (the index model's) and
+    the lexical index of the negatives, both built by the caller."""
+
+    config: ChunkPairConfig = field(default_factory=lambda: ChunkPairConfig())
+    counter: PieceCounter | None = None
+    make_index: Callable[[list[str]], LexicalIndex] | None = None
 
 
 _PINNED = re.compile(r"^(.*)@([0-9a-fA-F]{7,40})$")
