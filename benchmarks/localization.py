@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -39,14 +40,24 @@ FileRanker = Callable[..., tuple[list[str], bool]]
 # ------------------------------------------------------------------------------------------- mine
 
 
+# Messages about tooling, not behaviour (a lint pass, a formatter, the changelog; chore/style/ci/build/test
+# commits), and files outside the library (examples, benchmarks, a sandbox, bundler configs) make no case:
+# no intent leads to them. (None of the first 45 cases, mined before this rule, is affected by it.)
+TOOLING_SUBJECT = re.compile(r"\b(lint(er|ing)?|formatter|golangci|clippy|autofix(es)?|changelog|contribution guide)\b"
+                             r"|^(chore|style|ci|build|tests?)(\([^)]*\))?!?:", re.IGNORECASE)
+NOT_LIBRARY = re.compile(r"(^|/)(examples?|benchmarks?|sandbox)/|(^|/)[^/]*\.config\.[cm]?[jt]s$"
+                         r"|(^|/)(gulpfile|gruntfile)\.[jt]s$", re.IGNORECASE)
+
+
 def eligible_case(commit, name: str, min_words: int, max_files: int) -> dict | None:
     """A localization case for a commit, or None: a meaningful message and 1..max_files source files changed."""
     from codesift.data.commits import clean_message, is_code_path, message_skip_reason
 
     query = clean_message(commit.message)
-    if message_skip_reason(commit, query) or len(query.split("\n", 1)[0].split()) < min_words:
+    subject = query.split("\n", 1)[0]
+    if message_skip_reason(commit, query) or len(subject.split()) < min_words or TOOLING_SUBJECT.search(subject):
         return None
-    code = [f for f in commit.files if is_code_path(f.path)]
+    code = [f for f in commit.files if is_code_path(f.path) and not NOT_LIBRARY.search(f.path)]
     targets = sorted(f.path for f in code if f.existed_before)
     if not targets or len(code) > max_files or commit.parent is None:
         return None
