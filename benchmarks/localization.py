@@ -183,6 +183,15 @@ def prepare_work_tree(source: Path, work: Path) -> Path:
     return work
 
 
+def model_slug(model: str) -> str:
+    """A folder-name-safe tag of a model (its name and a hash of how it was given): one index per model and
+    repository under ``--work``, so a second model re-uses the work trees and costs one index per repository."""
+    import hashlib
+
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(model).name or model).strip("-.") or "model"
+    return f"{name[:40]}-{hashlib.sha1(model.encode()).hexdigest()[:8]}"
+
+
 def first_rank(files: list[str], targets: list[str]) -> int | None:
     """1-based rank of the first target file, None when absent."""
     return next((i for i, f in enumerate(files, start=1) if f in targets), None)
@@ -205,7 +214,7 @@ def run_repo(name: str, source: Path, cases: list[dict], args, embedder,
     from codesift.index import IndexConfig, build_index, open_index
 
     work = prepare_work_tree(source, Path(args.work) / name.replace("/", "+"))
-    index_dir = Path(args.work) / (name.replace("/", "+") + ".index")
+    index_dir = Path(args.work) / f"{name.replace('/', '+')}.{model_slug(args.model)}.index"
     config = IndexConfig(model=args.model, extra_excludes=tuple(args.index_exclude))
     rows, timing = [], {"index_s": [], "search_s": 0.0, "files_changed": [], "chunks_embedded": [], "chunks": 0}
     timing = {**timing, **getattr(args, "previous_timing", {}).get(name, {})}
