@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -39,14 +40,24 @@ FileRanker = Callable[..., tuple[list[str], bool]]
 # ------------------------------------------------------------------------------------------- mine
 
 
+# Messages about tooling, not behaviour (a lint pass, a formatter, the changelog; chore/style/ci/build/test
+# commits), and files outside the library (examples, benchmarks, a sandbox, bundler configs) make no case:
+# no intent leads to them. (None of the first 45 cases, mined before this rule, is affected by it.)
+TOOLING_SUBJECT = re.compile(r"\b(lint(er|ing)?|formatter|golangci|clippy|autofix(es)?|changelog|contribution guide)\b"
+                             r"|^(chore|style|ci|build|tests?)(\([^)]*\))?!?:", re.IGNORECASE)
+NOT_LIBRARY = re.compile(r"(^|/)(examples?|benchmarks?|sandbox)/|(^|/)[^/]*\.config\.[cm]?[jt]s$"
+                         r"|(^|/)(gulpfile|gruntfile)\.[jt]s$", re.IGNORECASE)
+
+
 def eligible_case(commit, name: str, min_words: int, max_files: int) -> dict | None:
     """A localization case for a commit, or None: a meaningful message and 1..max_files source files changed."""
     from codesift.data.commits import clean_message, is_code_path, message_skip_reason
 
     query = clean_message(commit.message)
-    if message_skip_reason(commit, query) or len(query.split("\n", 1)[0].split()) < min_words:
+    subject = query.split("\n", 1)[0]
+    if message_skip_reason(commit, query) or len(subject.split()) < min_words or TOOLING_SUBJECT.search(subject):
         return None
-    code = [f for f in commit.files if is_code_path(f.path)]
+    code = [f for f in commit.files if is_code_path(f.path) and not NOT_LIBRARY.search(f.path)]
     targets = sorted(f.path for f in code if f.existed_before)
     if not targets or len(code) > max_files or commit.parent is None:
         return None
@@ -172,6 +183,15 @@ def prepare_work_tree(source: Path, work: Path) -> Path:
     return work
 
 
+def model_slug(model: str) -> str:
+    """A folder-name-safe tag of a model (its name and a hash of how it was given): one index per model and
+    repository under ``--work``, so a second model re-uses the work trees and costs one index per repository."""
+    import hashlib
+
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(model).name or model).strip("-.") or "model"
+    return f"{name[:40]}-{hashlib.sha1(model.encode()).hexdigest()[:8]}"
+
+
 def first_rank(files: list[str], targets: list[str]) -> int | None:
     """1-based rank of the first target file, None when absent."""
     return next((i for i, f in enumerate(files, start=1) if f in targets), None)
@@ -194,7 +214,7 @@ def run_repo(name: str, source: Path, cases: list[dict], args, embedder,
     from codesift.index import IndexConfig, build_index, open_index
 
     work = prepare_work_tree(source, Path(args.work) / name.replace("/", "+"))
-    index_dir = Path(args.work) / (name.replace("/", "+") + ".index")
+    index_dir = Path(args.work) / f"{name.replace('/', '+')}.{model_slug(args.model)}.index"
     config = IndexConfig(model=args.model, extra_excludes=tuple(args.index_exclude))
     rows, timing = [], {"index_s": [], "search_s": 0.0, "files_changed": [], "chunks_embedded": [], "chunks": 0}
     timing = {**timing, **getattr(args, "previous_timing", {}).get(name, {})}

@@ -138,3 +138,51 @@ def test_combine_joins_runs_and_recomputes_the_summary(tmp_path):
     assert set(result["per_repo"]) == {"a", "b"} and json.loads(out.read_text())["cases"] == 4
     with pytest.raises(SystemExit, match="different models"):
         bench.combine(bench.parse_args(["combine", part("a", [1]), part("c", [1], model="other"), "--out", str(out)]))
+
+
+def test_tooling_messages_and_files_outside_the_library_make_no_case(tmp_path):
+    bench = load_benchmark()
+    repo = GitRepoBuilder(tmp_path / "demo")
+    repo.commit("Initial layout of the demo package", {"lib/app.js": "function a() {}\n", "examples/x/index.js": "a()\n"})
+    repo.commit("chore(deps): update the router package", {"lib/app.js": "function a() { return 1 }\n"})
+    repo.commit("Run the linter over the whole library", {"lib/app.js": "function a() { return 2 }\n"})
+    repo.commit("Fix the search example for the new client", {"examples/x/index.js": "a(1)\n"})
+    keep = repo.commit("Return the listen server from app.listen", {"lib/app.js": "function a() { return 3 }\n",
+                                                                     "examples/x/index.js": "a(2)\n"})
+    cases = bench.mine_cases("demo", repo.path, per_repo=10)
+    assert [c["commit"] for c in cases] == [keep] and cases[0]["files"] == ["lib/app.js"]
+
+
+GO_SERVER = ('package server\n\n// ListenAndServe starts the HTTP server on the given address.\n'
+             'func ListenAndServe(addr string) error {\n\treturn startListener(addr)\n}\n')
+JS_ROUTER = ("// Match a request path against the registered route patterns.\n"
+             "function matchRoute(routes, path) {\n  return routes.find((r) => r.pattern.test(path));\n}\n"
+             "module.exports = { matchRoute };\n")
+RS_WALK = ("/// Walk a directory tree, skipping hidden entries.\n"
+           "pub fn walk_tree(root: &Path) -> Vec<PathBuf> {\n    visit(root).collect()\n}\n")
+
+
+def test_run_works_on_go_javascript_and_rust_files(tmp_path, tiny_qwen_dir):
+    from codesift.model.embedder import Embedder
+
+    bench = load_benchmark()
+    repo = GitRepoBuilder(tmp_path / "poly")
+    repo.commit("Initial layout of the polyglot demo", {"server/server.go": GO_SERVER, "lib/router.js": JS_ROUTER,
+                                                        "src/walk.rs": RS_WALK})
+    repo.commit("Make matchRoute ignore a trailing slash in the path",
+                {"lib/router.js": JS_ROUTER.replace("test(path)", "test(path.replace(/\\/$/, ''))")})
+    repo.commit("Return the listener error from ListenAndServe unchanged",
+                {"server/server.go": GO_SERVER.replace("return startListener(addr)", "err := startListener(addr)\n\treturn err")})
+    repo.commit("walk_tree: skip hidden directories as well as hidden files",
+                {"src/walk.rs": RS_WALK.replace("collect()", "filter(not_hidden).collect()")})
+    mined = bench.mine_cases("poly", repo.path, per_repo=10)
+    assert sorted(c["files"] for c in mined) == [["lib/router.js"], ["server/server.go"], ["src/walk.rs"]]
+    cases = tmp_path / "cases.jsonl"
+    cases.write_text("".join(json.dumps(c) + "\n" for c in mined))
+    args = ["run", "--cases", str(cases), "--repo", f"poly={repo.path}", "--model", str(tiny_qwen_dir),
+            "--work", str(tmp_path / "work"), "--out", str(tmp_path / "r.json"), "--modes", "bm25"]
+    result = bench.run(bench.parse_args(args), embedder=Embedder(str(tiny_qwen_dir)))
+    assert [r["ranks"]["bm25"] for r in result["rows"]] == [1, 1, 1]  # each name occurs in its own file only
+    # one index per model under --work (a second model re-uses the work tree, not the index)
+    assert (tmp_path / "work" / f"poly.{bench.model_slug(str(tiny_qwen_dir))}.index").is_dir()
+    assert bench.model_slug("a/model") != bench.model_slug("b/model")
