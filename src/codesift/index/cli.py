@@ -167,6 +167,8 @@ def register(app: typer.Typer) -> None:
         store_token: str = typer.Option(None, "--store-token", envvar="CODESIFT_STORE_TOKEN",
                                         help="Milvus server credentials, user:password or an API key."),
         max_tokens: int = typer.Option(None, "--max-tokens", help="Chunk size cap in tokens (default 512)."),
+        dtype: str = typer.Option(None, "--dtype", help="Model precision of a new index: auto (default: int8 on a CPU "
+                                  "where it keeps quality, else bf16/fp32), int8, float32, bfloat16. Search uses the index's."),
         rebuild: bool = typer.Option(False, "--rebuild", help="Delete the index first (e.g. to change the model)."),
         as_json: bool = typer.Option(False, "--json", help="Print the run summary as JSON."),
     ) -> None:
@@ -184,7 +186,7 @@ def register(app: typer.Typer) -> None:
         index_dir = Path(index) if index else default_index_dir(root)
         url = serving_url(index_dir)
         if url is not None:  # the server holds the store: it refreshes the index itself
-            if rebuild or model or store_uri or max_tokens:
+            if rebuild or model or store_uri or max_tokens or dtype:
                 raise ValueError(f"{index_dir} is served by {url}; stop that server to --rebuild or change settings")
             typer.secho(f"note: {index_dir} is served by {url}; refreshing it through the server", err=True)
             _print_report(call_server(url, "/v1/index/refresh", {})["report"], as_json)
@@ -196,17 +198,17 @@ def register(app: typer.Typer) -> None:
         config = None
         if (index_dir / "manifest.sqlite").is_file():
             m = Manifest(index_dir / "manifest.sqlite")
-            stored = m.get_meta().get("config")
+            config = IndexConfig.from_meta(m.get_meta())
             m.close()
-            if stored:
-                config = IndexConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in stored.items()
-                                        if k in IndexConfig.__dataclass_fields__})
+            if config is not None and dtype and dtype != config.dtype:
+                raise ValueError(f"index {index_dir} holds {config.dtype} vectors, not {dtype}; "
+                                 "pass --rebuild to re-embed it with --dtype " + dtype)
         if config is None:  # a new index: the model is --model, else $CODESIFT_MODEL, else the default
             from codesift.model.loading import default_model
 
             config = IndexConfig(model=default_model())
         overrides = {k: v for k, v in (("model", model), ("store_uri", store_uri), ("store_token", store_token),
-                                                  ("max_tokens", max_tokens)) if v}
+                                                  ("max_tokens", max_tokens), ("dtype", dtype)) if v}
         config = replace(config, **overrides)
         bar, progress = _progress_printer(sys.stderr.isatty() and not as_json)
         ix = Indexer(root, index_dir, config)
