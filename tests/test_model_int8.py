@@ -15,18 +15,20 @@ from codesift.model import int8  # noqa: E402
 from codesift.model.embedder import Embedder  # noqa: E402
 from codesift.testing import make_tiny_bert  # noqa: E402
 
-TEXTS = ["def add(a, b):\n    return a + b", "open a file and read every line", "class Stack:\n    def push(self, x): ...",
-         "SELECT name FROM users WHERE id = 1", "x" * 40]
+TEXTS = ["def add(a, b):\n    return a + b", "open a file and read every line",
+         "class Stack:\n    def push(self, x): ...", "SELECT name FROM users WHERE id = 1", "x" * 40]
 # int8 weights and per-batch int8 activations against float32: the tolerance the tiny model must meet
 # (codesift-mini measures mean 0.991 / min 0.98 on real code; BENCHMARKS.md)
 MIN_COSINE = 0.99
 
 
-@pytest.fixture(autouse=True)
-def cache(tmp_path, monkeypatch):
-    """Every test exports into its own cache folder."""
-    monkeypatch.setenv("CODESIFT_CACHE", str(tmp_path / "cache"))
-    return tmp_path / "cache"
+@pytest.fixture(scope="module", autouse=True)
+def cache(tmp_path_factory):
+    """The module's own cache folder: each model is exported once for all its tests."""
+    path = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CODESIFT_CACHE", str(path))
+        yield path
 
 
 @pytest.fixture(scope="module")
@@ -61,10 +63,11 @@ def test_int8_agrees_with_float32(bert_dir):
     assert fast.fingerprint.endswith("int8." + int8.RECIPE) and fast.fingerprint != ref.fingerprint
 
 
-def test_export_is_cached_and_reused(bert_dir, cache, monkeypatch):
+def test_export_is_cached_and_reused(tmp_path, bert_dir, monkeypatch):
+    monkeypatch.setenv("CODESIFT_CACHE", str(tmp_path / "own"))
     first = Embedder(bert_dir, device="cpu", dtype="int8")
     path = first.engine.path
-    assert path.is_file() and path.is_relative_to(cache / "onnx")
+    assert path.is_file() and path.is_relative_to(tmp_path / "own" / "onnx")
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary leftovers
     stamp = path.stat().st_mtime_ns
 

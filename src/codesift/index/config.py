@@ -37,7 +37,8 @@ class IndexConfig:
         stored = meta.get("config")
         if not stored:
             return None
-        fields = {k: (tuple(v) if isinstance(v, list) else v) for k, v in stored.items() if k in cls.__dataclass_fields__}
+        fields = {k: (tuple(v) if isinstance(v, list) else v) for k, v in stored.items()
+                  if k in cls.__dataclass_fields__}
         if "dtype" not in stored and meta.get("fingerprint"):
             fields["dtype"] = str(meta["fingerprint"]).rsplit("-", 1)[-1]
         return cls(**fields)

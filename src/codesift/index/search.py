@@ -126,7 +126,7 @@ class CodeIndex:
         if self._embedder is None:
             from codesift.model.embedder import Embedder
 
-            self._embedder = Embedder(self.config.model, dtype=self.config.dtype)  # queries as the documents were
+            self._embedder = Embedder(self.config.model, dtype=self.config.dtype)  # as the documents were
         fp = self.manifest.get_meta().get("fingerprint")
         if fp and self._embedder.fingerprint != fp:
             raise ValueError(f"the embedder {self._embedder.fingerprint} differs from the one that built this index ({fp}); "
@@ -205,7 +205,8 @@ class CodeIndex:
         for r in self.manifest.files().values():
             if r.status == "done" and r.language:
                 langs[r.language] = langs.get(r.language, 0) + 1
-        out = {"root": str(self.root), "index_dir": str(self.index_dir), "model": self.config.model, "dtype": self.config.dtype,
+        out = {"root": str(self.root), "index_dir": str(self.index_dir), "model": self.config.model,
+               "dtype": self.config.dtype,
                "fingerprint": meta.get("fingerprint"), "dim": meta.get("dim"), "small_dim": meta.get("small_dim"),
                "store": store_location(self.index_dir, self.config),
                "engine": "milvus" if is_milvus_uri(self.config.store_uri) else "sqlite",

@@ -184,5 +184,6 @@ class OnnxEncoder:
         return torch.from_numpy(self.session.run(["last_hidden_state"], arrays)[0])
 
 
-__all__ = ["MAX_NDCG_LOSS", "RECIPE", "Int8Unavailable", "fastest_dtype", "int8_keeps_quality", "OnnxEncoder", "cached_int8_model", "check_int8_supported",
-           "export_onnx", "int8_cache_path", "onnxruntime_available", "quantize_int8"]
+__all__ = ["MAX_NDCG_LOSS", "RECIPE", "Int8Unavailable", "OnnxEncoder", "cached_int8_model", "check_int8_supported",
+           "export_onnx", "fastest_dtype", "int8_cache_path", "int8_keeps_quality", "onnxruntime_available",
+           "quantize_int8"]
