@@ -16,8 +16,9 @@ logger = logging.getLogger(__name__)
 
 def default_cache_dir() -> Path:
     """``$CODESIFT_CACHE/embeddings``, else ``~/.cache/codesift/embeddings``."""
-    base = os.environ.get("CODESIFT_CACHE") or Path.home() / ".cache" / "codesift"
-    return Path(base) / "embeddings"
+    from codesift.model.loading import codesift_cache_dir
+
+    return codesift_cache_dir() / "embeddings"
 
 
 def texts_hash(texts: list[str]) -> str:

@@ -27,7 +27,7 @@ def eval_command(
     task: str | None = typer.Option(None, "--task", help="Instruction task for every dataset (overrides task.json)."),
     top_k: int = typer.Option(100, "--top-k", help="Documents retrieved per query (exact search)."),
     device: str = typer.Option("auto", "--device"),
-    dtype: str = typer.Option("auto", "--dtype"),
+    dtype: str = typer.Option("auto", "--dtype", help="auto, int8 (encoders on the CPU: ONNX Runtime), float32, bfloat16, float16."),
     max_length: int | None = typer.Option(None, "--max-length", help="Token limit per text (longer ones are truncated)."),
     cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Corpus embedding cache (default ~/.cache/codesift/embeddings)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the corpus embedding cache."),

@@ -10,16 +10,16 @@ import importlib
 from typing import TYPE_CHECKING
 
 __all__ = ["CodeIndex", "FileResult", "IndexConfig", "IndexReport", "Indexer", "SearchConfig", "SearchResult",
-           "build_index", "default_index_dir", "open_index"]
+           "build_index", "default_index_dir", "open_index", "stored_dtype"]
 
 _WHERE = {"IndexConfig": "config", "SearchConfig": "config", "Indexer": "indexer", "IndexReport": "indexer",
           "default_index_dir": "indexer", "CodeIndex": "search", "FileResult": "search", "SearchResult": "search",
-          "open_index": "search"}
+          "open_index": "search", "stored_dtype": "search"}
 
 if TYPE_CHECKING:
     from codesift.index.config import IndexConfig, SearchConfig
     from codesift.index.indexer import Indexer, IndexReport, default_index_dir
-    from codesift.index.search import CodeIndex, FileResult, SearchResult, open_index
+    from codesift.index.search import CodeIndex, FileResult, SearchResult, open_index, stored_dtype
 
 
 def __getattr__(name: str):

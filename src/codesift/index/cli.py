@@ -139,6 +139,8 @@ def register(app: typer.Typer) -> None:
         store_token: str = typer.Option(None, "--store-token", envvar="CODESIFT_STORE_TOKEN",
                                         help="Milvus server credentials, user:password or an API key."),
         max_tokens: int = typer.Option(None, "--max-tokens", help="Chunk size cap in tokens (default 512)."),
+        dtype: str = typer.Option(None, "--dtype", help="Model precision of a new index: auto (default: int8 on a CPU "
+                                  "where it keeps quality, else bf16/fp32), int8, float32, bfloat16. Search uses the index's."),
         rebuild: bool = typer.Option(False, "--rebuild", help="Delete the index first (e.g. to change the model)."),
         as_json: bool = typer.Option(False, "--json", help="Print the run summary as JSON."),
     ) -> None:
@@ -164,17 +166,17 @@ def register(app: typer.Typer) -> None:
         if (index_dir / "manifest.sqlite").is_file():
             m = Manifest(index_dir / "manifest.sqlite")
             with _sqlite_errors(index_dir):
-                stored = m.get_meta().get("config")
+                config = IndexConfig.from_meta(m.get_meta())
             m.close()
-            if stored:
-                config = IndexConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in stored.items()
-                                        if k in IndexConfig.__dataclass_fields__})
+            if config is not None and dtype and dtype != config.dtype:
+                raise ValueError(f"index {index_dir} holds {config.dtype} vectors, not {dtype}; "
+                                 "pass --rebuild to re-embed it with --dtype " + dtype)
         if config is None:  # a new index: the model is --model, else $CODESIFT_MODEL, else the default
             from codesift.model.loading import default_model
 
             config = IndexConfig(model=default_model())
         overrides = {k: v for k, v in (("model", model), ("store_uri", store_uri), ("store_token", store_token),
-                                                  ("max_tokens", max_tokens)) if v is not None}
+                                                  ("max_tokens", max_tokens), ("dtype", dtype)) if v is not None}
         config = replace(config, **overrides)
         bar, progress = _progress_printer(sys.stderr.isatty() and not as_json)
         with _sqlite_errors(index_dir):

@@ -26,6 +26,23 @@ class IndexConfig:
     store_token: str | None = None
     collection: str = "codesift_chunks"  # the Milvus collection
     extra_excludes: tuple[str, ...] = field(default_factory=tuple)
+    # The embedding model's precision. "auto": when the index is first built, the fastest path that keeps quality
+    # (model/int8.py: int8 on a CPU for a model whose int8 loss was measured within the limit, else the torch
+    # dtype the hardware runs best); the choice is stored here, and search embeds its queries the same way.
+    dtype: str = "auto"
+
+    @classmethod
+    def from_meta(cls, meta: dict) -> "IndexConfig | None":
+        """The config an index stored (None: none yet); an index from before ``dtype`` was stored gets the
+        precision its vectors were made with, the last part of its model fingerprint."""
+        stored = meta.get("config")
+        if not stored:
+            return None
+        fields = {k: (tuple(v) if isinstance(v, list) else v) for k, v in stored.items()
+                  if k in cls.__dataclass_fields__}
+        if "dtype" not in stored and meta.get("fingerprint"):
+            fields["dtype"] = str(meta["fingerprint"]).rsplit("-", 1)[-1]
+        return cls(**fields)
 
     def to_meta(self) -> dict:
         """The settings stored in the index: every field but the credentials."""

@@ -141,10 +141,16 @@ class Indexer:
         ignore_itself(self.index_dir)
         self.manifest = manifest or Manifest(self.index_dir / DB_NAME)
         meta = self.manifest.get_meta()
-        config = config or IndexConfig(**{k: v for k, v in meta.get("config", {}).items()
-                                          if k in IndexConfig.__dataclass_fields__})
+        stored = IndexConfig.from_meta(meta)
+        config = config or stored or IndexConfig()
         if isinstance(config.extra_excludes, list):
             config.extra_excludes = tuple(config.extra_excludes)
+        if stored is not None and stored.dtype != "auto":  # new vectors must match the stored ones
+            if config.dtype == "auto":
+                config = replace(config, dtype=stored.dtype)
+            elif config.dtype != stored.dtype:
+                raise ValueError(f"index {self.index_dir} holds {stored.dtype} vectors, not {config.dtype}; "
+                                 "rebuild it (`codesift index --rebuild`) to change the precision")
         if meta.get("root") and Path(meta["root"]) != self.root:
             raise ValueError(f"index {self.index_dir} belongs to {meta['root']}, not {self.root}; if the repository "
                              f"moved, rebuild it here with `codesift index {self.root} --rebuild`, else pass another --index")
@@ -164,8 +170,10 @@ class Indexer:
         """The Embedder (loaded on first use)."""
         if self._embedder is None:
             from codesift.model.embedder import Embedder
+            from codesift.model.int8 import fastest_dtype
 
-            self._embedder = Embedder(self.config.model)
+            dtype = self.config.dtype if self.config.dtype != "auto" else fastest_dtype(self.config.model)
+            self._embedder = Embedder(self.config.model, dtype=dtype)
             self._record_loaded_model()
         return self._embedder
 
@@ -177,9 +185,11 @@ class Indexer:
             raise ValueError(f"model {self._embedder.name!r} is not the one that built index {self.index_dir} "
                              f"(weights {fingerprint}); pass --model with that model, or --rebuild to re-embed")
         loaded = canonical_model_name(self._embedder.name)
-        if loaded != self.config.model:
-            log.info("recording the loaded model %s (configured: %s)", loaded, self.config.model)
-            self.config = replace(self.config, model=loaded)
+        precision = getattr(self._embedder, "precision", None) or self.config.dtype  # stand-ins may have none
+        if loaded != self.config.model or precision != self.config.dtype:
+            log.info("recording the loaded model %s, %s (configured: %s, %s)", loaded, precision, self.config.model,
+                     self.config.dtype)
+            self.config = replace(self.config, model=loaded, dtype=precision)
             self.manifest.set_meta(config=self.config.to_meta())
 
     @property

@@ -139,8 +139,7 @@ class CodeIndex:
         if "root" not in meta:
             raise FileNotFoundError(f"index at {self.index_dir} was never built; run `codesift index PATH`")
         self.root = Path(meta["root"])
-        self.config = IndexConfig(**{k: (tuple(v) if isinstance(v, list) else v)
-                                     for k, v in meta.get("config", {}).items() if k in IndexConfig.__dataclass_fields__})
+        self.config = IndexConfig.from_meta(meta) or IndexConfig()
         self.search_config = search_config or SearchConfig()
         self._embedder = embedder
         self._store: Store | None = None
@@ -159,7 +158,7 @@ class CodeIndex:
         if self._embedder is None:
             from codesift.model.embedder import Embedder
 
-            self._embedder = Embedder(self.config.model)
+            self._embedder = Embedder(self.config.model, dtype=self.config.dtype)  # as the documents were
         fp = self.manifest.get_meta().get("fingerprint")
         if fp and self._embedder.fingerprint != fp:
             raise ValueError(f"the embedder {self._embedder.fingerprint} differs from the one that built this index ({fp}); "
@@ -242,6 +241,7 @@ class CodeIndex:
             if r.status == "done" and r.language:
                 langs[r.language] = langs.get(r.language, 0) + 1
         out = {"root": str(self.root), "index_dir": str(self.index_dir), "model": self.config.model,
+               "dtype": self.config.dtype,
                "fingerprint": meta.get("fingerprint"), "dim": meta.get("dim"), "small_dim": meta.get("small_dim"),
                "store": store_location(self.index_dir, self.config),
                "engine": "milvus" if is_milvus_uri(self.config.store_uri) else "sqlite",
@@ -591,6 +591,21 @@ def apply_budget(results: list, budget: int | None) -> list:
             break
         out.append(dataclasses.replace(r, snippet=text))
     return out or [dataclasses.replace(results[0], snippet="")]
+
+
+def stored_dtype(index_dir: str | Path) -> str | None:
+    """The model precision an index's vectors were made with (None: no index there, or nothing embedded yet)."""
+    p = Path(index_dir)
+    if not (p / DB_NAME).is_file() and (default_index_dir(p) / DB_NAME).is_file():
+        p = default_index_dir(p)
+    if not (p / DB_NAME).is_file():
+        return None
+    manifest = Manifest(p / DB_NAME)
+    try:
+        config = IndexConfig.from_meta(manifest.get_meta())
+    finally:
+        manifest.close()
+    return config.dtype if config is not None and config.dtype != "auto" else None
 
 
 def open_index(index_dir: str | Path, embedder=None) -> CodeIndex:

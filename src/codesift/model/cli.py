@@ -107,7 +107,8 @@ def register(app: typer.Typer) -> None:
         truncate: bool = typer.Option(False, help="Cut over-long inputs instead of failing (the prefix is kept)."),
         batch_tokens: Optional[int] = typer.Option(None, help="Token budget per batch (padded tokens)."),
         device: str = typer.Option("auto"),
-        dtype: str = typer.Option("auto"),
+        dtype: str = typer.Option("auto", help="auto (bf16 where the hardware has it, else float32), int8 "
+                                                "(encoders on the CPU: ONNX Runtime), float32, bfloat16, float16."),
     ) -> None:
         """Embed texts with a task's query or document prefix."""
         if output is not None and output.suffix and output.suffix not in OUTPUT_SUFFIXES:
@@ -162,7 +163,7 @@ def register(app: typer.Typer) -> None:
             "pooling": emb.pooling,
             "max_length": emb.max_length,
             "device": emb.device.type,
-            "dtype": str(emb.dtype).replace("torch.", ""),
+            "dtype": emb.precision,
             "tokenizer_appends_eos": emb.appends_eos,
             "padding_side": emb.tokenizer.padding_side,
             "uses_prefixes": emb.uses_prefixes(),

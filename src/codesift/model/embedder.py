@@ -106,7 +106,7 @@ def pick_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
         try:
             return named[dtype]
         except KeyError:
-            raise ValueError(f"unknown dtype {dtype!r}; valid: auto, {', '.join(named)}") from None
+            raise ValueError(f"unknown dtype {dtype!r}; valid: auto, int8, {', '.join(named)}") from None
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
     if device.type == "cpu" and cpu_has_fast_bf16():
@@ -142,7 +142,8 @@ class Embedder:
             raise ValueError(f"max_length must be an integer >= 2, got {max_length!r}")
         self.source: ModelSource = resolve_model(model, allow_fallback=allow_fallback)
         self.device = pick_device(device)
-        self.dtype = pick_dtype(dtype, self.device)
+        int8 = isinstance(dtype, str) and dtype == "int8"  # ONNX Runtime (model/int8.py) runs the forward pass
+        self.dtype = torch.float32 if int8 else pick_dtype(dtype, self.device)  # int8: the torch module it exports
         self.tasks = tasks or TASKS
         src = self.source
         load_kw: dict = {"trust_remote_code": trust_remote_code}
@@ -151,6 +152,10 @@ class Embedder:
         self.tokenizer = load_tokenizer(src, trust_remote_code=trust_remote_code)  # BOS/EOS as the model says
         config = AutoConfig.from_pretrained(src.path, **load_kw)
         self.is_decoder = _is_decoder(config)
+        if int8:
+            from codesift.model.int8 import check_int8_supported
+
+            check_int8_supported(self.is_decoder, self.device)
         self.model = AutoModel.from_pretrained(src.path, dtype=self.dtype, **load_kw)
         if src.gguf_file:
             _drop_gguf_quantizer(self.model)
@@ -162,6 +167,8 @@ class Embedder:
         if self.is_decoder:
             self.tokenizer.padding_side = "left"
         self.tokenizer.truncation_side = "right"  # a cut drops the end of the text, never the prefix
+        # The int8 path's ONNX Runtime session (None: the torch module runs the forward pass).
+        self.engine = self._int8_engine() if int8 else None
 
         limits = [max_length, src.max_seq_length, getattr(config, "max_position_embeddings", None)]
         self.max_length = int(min(x for x in limits if x))
@@ -190,11 +197,20 @@ class Embedder:
     # ---------------------------------------------------------------- properties and small helpers
     @property
     def fingerprint(self) -> str:
-        """A stable id of weights + pooling + dtype, for embedding caches."""
+        """A stable id of weights + pooling + precision (int8: with its export recipe), for embedding caches."""
         if self._fingerprint is None:
-            parts = [weights_fingerprint(self.source), self.pooling, str(self.dtype).replace("torch.", "")]
-            self._fingerprint = "-".join(parts)
+            precision = self.precision
+            if self.engine is not None:
+                from codesift.model.int8 import RECIPE
+
+                precision = f"int8.{RECIPE}"
+            self._fingerprint = "-".join([weights_fingerprint(self.source), self.pooling, precision])
         return self._fingerprint
+
+    @property
+    def precision(self) -> str:
+        """What runs the forward pass: ``int8`` (ONNX Runtime), else the torch dtype's name (``bfloat16``, ...)."""
+        return "int8" if self.engine is not None else str(self.dtype).replace("torch.", "")
 
     @property
     def name(self) -> str:
@@ -223,6 +239,13 @@ class Embedder:
         appended = special_token_flags(self.tokenizer)[1]
         log.info("tokenizer of %s %s an EOS token", self.name, "appends" if appended else "does not append")
         return appended
+
+    def _int8_engine(self):
+        """The ONNX Runtime session of this model's int8 export (exported once, then read from the cache)."""
+        from codesift.model.int8 import OnnxEncoder, cached_int8_model
+
+        takes_types = "token_type_ids" in getattr(self.tokenizer, "model_input_names", ())
+        return OnnxEncoder(cached_int8_model(self.model, weights_fingerprint(self.source), takes_types))
 
     def _latent_pooler(self, config) -> torch.nn.Module:
         if self.source.pooling_module_dir is not None:
@@ -312,13 +335,13 @@ class Embedder:
 
     # ---------------------------------------------------------------- forward
     def embed_features(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Pooled, un-normalised embeddings (B, D) of tokenized inputs; differentiable."""
+        """Pooled, un-normalised embeddings (B, D) of tokenized inputs; differentiable (not on the int8 path)."""
         kw = {"input_ids": features["input_ids"], "attention_mask": features["attention_mask"]}
         if "token_type_ids" in features:
             kw["token_type_ids"] = features["token_type_ids"]
         elif not self.is_decoder and "token_type_ids" in getattr(self.tokenizer, "model_input_names", ()):
             kw["token_type_ids"] = torch.zeros_like(features["input_ids"])
-        hidden = self.model(**kw).last_hidden_state
+        hidden = self.engine(**kw) if self.engine is not None else self.model(**kw).last_hidden_state
         return pool(hidden, features["attention_mask"], self.pooling, self.pooling_module)
 
     def _plan_batches(self, lengths: list[int], batch_tokens: int) -> list[_Batch]:
@@ -498,7 +521,7 @@ class Embedder:
         return out
 
     def __repr__(self) -> str:
-        return (f"Embedder({self.name!r}, device={self.device.type}, dtype={str(self.dtype).replace('torch.', '')}, "
+        return (f"Embedder({self.name!r}, device={self.device.type}, dtype={self.precision}, "
                 f"dim={self.dimension}, pooling={self.pooling}, max_length={self.max_length})")
 
 

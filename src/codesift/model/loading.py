@@ -40,6 +40,11 @@ _ST_POOLING_KEYS = {
 }
 
 
+def codesift_cache_dir() -> Path:
+    """codesift's own cache folder: ``$CODESIFT_CACHE``, else ``~/.cache/codesift``."""
+    return Path(os.environ.get("CODESIFT_CACHE") or Path.home() / ".cache" / "codesift")
+
+
 class ModelNotAvailableError(RuntimeError):
     """The model is neither local nor downloadable from here."""
 
@@ -58,6 +63,8 @@ class ModelSource:
     max_seq_length: int | None = None
     matryoshka_dims: tuple[int, ...] | None = None
     pooling_module_dir: Path | None = None  # saved latent-attention pooler
+    # codesift.json "int8": the int8 path's measured quality, {"recipe": ..., "ndcg10_loss": points} (model/int8.py)
+    int8_quality: dict = field(default_factory=dict)
     is_fallback: bool = False
 
 
@@ -212,6 +219,8 @@ def describe_local(path: Path, name: str) -> ModelSource:
         src.matryoshka_dims = tuple(int(d) for d in extra["matryoshka_dims"])
     if extra.get("pooling") and src.pooling is None:
         src.pooling = extra["pooling"]
+    if isinstance(extra.get("int8"), dict):
+        src.int8_quality = dict(extra["int8"])
     return src
 
 

@@ -122,7 +122,12 @@ class ServerState:
 def _load_engine(config: ServeConfig) -> Any:
     from codesift.model.embedder import Embedder
 
-    return Embedder(model=config.model, device=config.device, dtype=config.dtype, max_length=config.max_length)
+    dtype = config.dtype
+    if dtype == "auto" and config.index_dir is not None:  # embed queries as the index's documents were
+        from codesift.index import stored_dtype
+
+        dtype = stored_dtype(config.index_dir) or dtype
+    return Embedder(model=config.model, device=config.device, dtype=dtype, max_length=config.max_length)
 
 
 def _open_index(index_dir: Path, embedder: Any) -> Any:

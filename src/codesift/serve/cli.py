@@ -55,7 +55,7 @@ def register(app: typer.Typer) -> None:
         default_task: str = typer.Option(_default("default_task"), help="Task of requests that name none."),
         served_model_name: str | None = typer.Option(None, help="Model id shown to clients."),
         device: str = typer.Option(_default("device"), help="auto, cpu, cuda, mps."),
-        dtype: str = typer.Option(_default("dtype"), help="auto, float32, bfloat16, float16."),
+        dtype: str = typer.Option(_default("dtype"), help="auto (with --index: the index's), int8 (encoders on the CPU), float32, bfloat16, float16."),
         max_length: int = typer.Option(_default("max_length"), help="Longest input in tokens (longer: 400 unless truncate=true)."),
         max_batch_tokens: int = typer.Option(_default("max_batch_tokens"), help="Token budget of one engine batch."),
         max_wait_ms: float = typer.Option(_default("max_wait_ms"), help="How long an idle engine waits for a batch to fill."),
