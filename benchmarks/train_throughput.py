@@ -26,7 +26,7 @@ from codesift.train.loop import (
     build_embedder,
     flops_per_token,
     make_optimizer,
-    measure_bf16_matmul_flops,
+    measure_matmul_flops,
     peak_memory_mb,
     step_gradients,
     trainable_parameters,
@@ -62,7 +62,7 @@ def main() -> None:
     autocast = partial(torch.autocast, "cpu", dtype=torch.bfloat16) if cfg.bf16 else nullcontext
     pairs = [Pair("nl2code", long_text(i, 2000), long_text(i + 1000, 2000), "bench:nl2code")
              for i in range(args.batch_size)]
-    peak = measure_bf16_matmul_flops(seconds=3.0)
+    peak = measure_matmul_flops(seconds=3.0)
     times, tokens = [], 0
     for step in range(args.steps + 1):
         t0 = time.perf_counter()
@@ -72,7 +72,7 @@ def main() -> None:
         if step:  # the first step is warm-up
             times.append(time.perf_counter() - t0)
             tokens = tok
-    peak_after = measure_bf16_matmul_flops(seconds=3.0)
+    peak_after = measure_matmul_flops(seconds=3.0)
     step_s = sum(times) / len(times)
     tok_s = tokens / step_s
     fpt = flops_per_token(emb, tokens / (2 * args.batch_size))
