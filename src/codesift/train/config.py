@@ -66,7 +66,7 @@ class TrainConfig:
     eval_max_docs: int = 2000
     tensorboard: bool = False
     progress: bool = True
-    peak_probe_s: float = 1.0                       # seconds of bf16 matmul timing at start (MFU denominator)
+    peak_probe_s: float = 1.0                       # seconds of matmul timing in the run's dtype at start (MFU denominator)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> TrainConfig:

@@ -129,7 +129,8 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
 
 
 # ------------------------------------------------------------------------------------------ one step
-def step_gradients(emb, pairs: list[Pair], cfg: TrainConfig, dims: list[int], autocast=nullcontext) -> tuple[LossOutput, int]:
+def step_gradients(emb, pairs: list[Pair], cfg: TrainConfig, dims: list[int],
+                   autocast=nullcontext) -> tuple[LossOutput, int]:
     """Backprop the loss of this rank's slice of a global batch (one task) into ``.grad``; (loss, real tokens).
 
     The documents of all ranks are negatives (gathered with gradient inside the loss); each rank's
@@ -271,6 +272,139 @@ def _truncate_metrics(path: Path, step: int) -> None:
     os.replace(tmp, path)
 
 
+def _resume_state(cfg: TrainConfig, out: Path, resume: bool, is_main: bool) -> tuple[int, dict[str, Any] | None]:
+    """(start step, checkpoint state or None); refuses a resume under another config and a silent restart."""
+    if not resume:
+        if is_main and out.is_dir() and (out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir()):
+            raise ValueError(f"{out} already holds checkpoints: pass --resume to continue, or choose another --out")
+        return 0, None
+    found = load_latest(out)
+    if found is None:
+        raise FileNotFoundError(f"--resume: no checkpoint under {out}/checkpoints; start without --resume")
+    start_step, state = found
+    free = ("out", "steps", "save_every", "keep_last", "eval_every", "progress", "tensorboard", "peak_probe_s")
+    saved = {k: v for k, v in state["config"].items() if k not in free}
+    changed = [k for k, v in saved.items() if cfg.to_dict().get(k) != v]
+    if changed:
+        raise ValueError(f"--resume with a different config ({', '.join(changed)}); resume with the same settings")
+    return start_step, state
+
+
+def _restore(state: dict[str, Any], emb, named, optimizer, scheduler, fsdp: bool) -> None:
+    """Load a checkpoint's parameters, optimizer and schedule (full tensors, re-sharded under FSDP)."""
+    if fsdp:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+        set_state_dict(_state_container(emb), optimizer, model_state_dict=state["params"],
+                       optim_state_dict=state["optimizer"], options=StateDictOptions(full_state_dict=True))
+    else:
+        missing = set(n for n, _ in named) - set(state["params"])
+        if missing:
+            raise ValueError(f"checkpoint lacks parameters {sorted(missing)[:3]}...: was it made with another model?")
+        with torch.no_grad():
+            for n, p in named:
+                p.copy_(state["params"][n])
+        optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+
+
+def _checkpoint(out: Path, done: int, cfg: TrainConfig, emb, named, optimizer, scheduler, fsdp: bool,
+                is_main: bool) -> None:
+    """Write step ``done``'s checkpoint (under FSDP every rank gathers, rank 0 writes)."""
+    if fsdp:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+        model_sd, optim_sd = get_state_dict(_state_container(emb), optimizer,
+                                            options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    else:
+        model_sd = {n: p.detach().cpu().clone() for n, p in named}
+        optim_sd = optimizer.state_dict()
+    if is_main:
+        save_checkpoint(out, done, {"step": done, "config": cfg.to_dict(), "params": model_sd,
+                                    "optimizer": optim_sd, "scheduler": scheduler.state_dict()}, cfg.keep_last)
+
+
+class _MetricsLog:
+    """metrics.jsonl (and TensorBoard) on rank 0; a resumed run first drops the rows after its checkpoint."""
+
+    def __init__(self, out: Path, cfg: TrainConfig, is_main: bool, start_step: int) -> None:
+        self.file = self.writer = None
+        if not is_main:
+            return
+        if start_step:
+            _truncate_metrics(out / "metrics.jsonl", start_step)
+        self.file = open(out / "metrics.jsonl", "a", encoding="utf-8")
+        if cfg.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise ValueError("tensorboard: true needs the tensorboard package (pip install tensorboard)") from None
+            self.writer = SummaryWriter(str(out / "tensorboard"))
+
+    def emit(self, row: dict[str, Any]) -> None:
+        if self.file is None:
+            return
+        self.file.write(json.dumps(row) + "\n")
+        self.file.flush()
+        if self.writer is not None:
+            for k, v in row.items():
+                if k != "step" and isinstance(v, (int, float)):
+                    self.writer.add_scalar(k, v, row["step"])
+
+    def close(self) -> None:
+        for h in (self.file, self.writer):
+            if h is not None:
+                h.close()
+
+
+def _global_figures(tokens: int, out_loss: LossOutput, world: int) -> tuple[int, LossOutput]:
+    """The step's token count summed and its losses averaged over ranks."""
+    if world == 1:
+        return tokens, out_loss
+    import torch.distributed as dist
+
+    t = torch.tensor([float(tokens), float(out_loss.loss), *out_loss.per_dim.values()], dtype=torch.float64)
+    dist.all_reduce(t)
+    return int(t[0].item()), LossOutput(t[1] / world, {d: float(v) / world for d, v in zip(out_loss.per_dim, t[2:])})
+
+
+def _step_row(cfg: TrainConfig, emb, done: int, out_loss: LossOutput, tokens: int, lr: float, grad_norm: float,
+              dt: float, elapsed: float, peak: float, world: int, first: Pair) -> dict[str, Any]:
+    """One metrics.jsonl row for a finished step."""
+    tok_s = tokens / dt
+    seq = tokens / (2 * cfg.batch_size)
+    return {"step": done, "loss": float(out_loss.loss), **{f"loss_dim{d}": v for d, v in out_loss.per_dim.items()},
+            "lr": lr, "grad_norm": grad_norm, "tokens": tokens, "tokens_per_s": tok_s,
+            "mfu": tok_s * flops_per_token(emb, seq) / (peak * world) if peak else None,
+            "peak_mem_mb": peak_memory_mb(), "step_s": dt, "elapsed_s": elapsed,
+            "task": first.task, "dataset": first.dataset}
+
+
+def _broadcast_weights(emb) -> None:
+    """Every rank starts from rank 0's weights."""
+    import torch.distributed as dist
+
+    with torch.no_grad():
+        for _, p in trainable_parameters(emb):
+            dist.broadcast(p, 0)
+
+
+def _save_final(cfg: TrainConfig, out: Path, emb, fsdp: bool, is_main: bool) -> None:
+    """Gather FSDP shards and write the model as a sentence-transformers folder (rank 0)."""
+    full_backbone = None
+    if fsdp:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        full_backbone = get_model_state_dict(emb.model, options=options)
+    if is_main:
+        emb.model.eval()
+        if cfg.save_max_length:
+            limit = getattr(emb.model.config, "max_position_embeddings", None) or cfg.save_max_length
+            emb.max_length = min(cfg.save_max_length, int(limit))
+        emb.save(out, state_dict=full_backbone)
+
+
 def train(cfg: TrainConfig, resume: bool = False) -> Path:
     """Run training as configured; returns the output folder (which holds the final model)."""
     if not cfg.data:
@@ -285,33 +419,16 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     if cfg.batch_size % world:
         raise ValueError(f"batch_size {cfg.batch_size} must divide by the {world} processes")
     is_main = rank == 0
+    start_step, state = _resume_state(cfg, out, resume, is_main)
 
-    start_step, state = 0, None
-    if resume:
-        found = load_latest(out)
-        if found is None:
-            raise FileNotFoundError(f"--resume: no checkpoint under {out}/checkpoints; start without --resume")
-        start_step, state = found
-        saved = {k: v for k, v in state["config"].items() if k not in ("out", "steps", "save_every", "keep_last",
-                                                                      "eval_every", "progress", "tensorboard",
-                                                                      "peak_probe_s")}
-        changed = [k for k, v in saved.items() if cfg.to_dict().get(k) != v]
-        if changed:
-            raise ValueError(f"--resume with a different config ({', '.join(changed)}); resume with the same settings")
-    elif is_main and out.is_dir() and (out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir()):
-        raise ValueError(f"{out} already holds checkpoints: pass --resume to continue, or choose another --out")
-
+    # setup: data, model, optimiser, schedule, then the checkpoint's state over them
     torch.manual_seed(cfg.seed)  # identical initial pooling-module weights on every rank
     pairs = load_pairs(cfg.data, cfg.group_by)
     sampler = TaskBatchSampler(pairs, cfg.batch_size, cfg.mixing, cfg.seed)
     emb = build_embedder(cfg)
     dims = list(cfg.matryoshka_dims or emb.matryoshka_dims)
-    if world > 1 and state is None:  # every rank starts from rank 0's weights
-        import torch.distributed as dist
-
-        with torch.no_grad():
-            for _, p in trainable_parameters(emb):
-                dist.broadcast(p, 0)
+    if world > 1 and state is None:
+        _broadcast_weights(emb)
     fsdp = cfg.fsdp and world > 1
     if cfg.fsdp and world == 1:
         log.warning("fsdp: one process, nothing to shard; training unsharded")
@@ -322,57 +439,24 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     params = [p for _, p in named]
     optimizer = make_optimizer(named, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(lr_factor, cfg=cfg))
-    if state is not None and fsdp:
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
-
-        set_state_dict(_state_container(emb), optimizer, model_state_dict=state["params"],
-                       optim_state_dict=state["optimizer"], options=StateDictOptions(full_state_dict=True))
-        scheduler.load_state_dict(state["scheduler"])
-    elif state is not None:
-        missing = set(n for n, _ in named) - set(state["params"])
-        if missing:
-            raise ValueError(f"checkpoint lacks parameters {sorted(missing)[:3]}...: was it made with another model?")
-        with torch.no_grad():
-            for n, p in named:
-                p.copy_(state["params"][n])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-
+    if state is not None:
+        _restore(state, emb, named, optimizer, scheduler, fsdp)
     use_bf16 = cfg.bf16 and device.type in ("cpu", "cuda")
     autocast = partial(torch.autocast, device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext
-    probe_dtype, probe_size = (torch.bfloat16, 2048) if use_bf16 else (torch.float32, 512)
-    peak = measure_matmul_flops(probe_size, cfg.peak_probe_s, probe_dtype) if is_main and cfg.peak_probe_s > 0 \
-        else 0.0
+    compute_dtype, probe_size = (torch.bfloat16, 2048) if use_bf16 else (torch.float32, 512)
+    probe = is_main and cfg.peak_probe_s > 0
+    peak = measure_matmul_flops(probe_size, cfg.peak_probe_s, compute_dtype) if probe else 0.0
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-        log.info("%d pairs in %d datasets; %d trainable parameters; matmul peak %.1f GFLOP/s",
-                 len(pairs), len(sampler.groups), sum(p.numel() for p in params), peak / 1e9)
-    if is_main and resume:  # drop rows logged after the checkpoint: those steps run again
-        _truncate_metrics(out / "metrics.jsonl", start_step)
-    metrics_file = open(out / "metrics.jsonl", "a", encoding="utf-8") if is_main else None
-    writer = None
-    if cfg.tensorboard and is_main:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            raise ValueError("tensorboard: true needs the tensorboard package (pip install tensorboard)") from None
-        writer = SummaryWriter(str(out / "tensorboard"))
-
-    def emit(row: dict[str, Any]) -> None:
-        if metrics_file is None:
-            return
-        metrics_file.write(json.dumps(row) + "\n")
-        metrics_file.flush()
-        if writer is not None:
-            for k, v in row.items():
-                if k != "step" and isinstance(v, (int, float)):
-                    writer.add_scalar(k, v, row["step"])
+        log.info("%d pairs in %d datasets; %d trainable parameters; %s matmul peak %.1f GFLOP/s",
+                 len(pairs), len(sampler.groups), sum(p.numel() for p in params), compute_dtype, peak / 1e9)
+    metrics = _MetricsLog(out, cfg, is_main, start_step)
 
     def evaluate(step: int) -> None:
         if cfg.eval_dir and (is_main or fsdp):  # a sharded forward needs every rank
             scores = dev_eval(emb, cfg.eval_dir, cfg.eval_max_docs)
-            emit({"step": step, **{f"eval_{k}": v for k, v in scores.items()}})
+            metrics.emit({"step": step, **{f"eval_{k}": v for k, v in scores.items()}})
         if world > 1:
             import torch.distributed as dist
 
@@ -387,11 +471,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         progress = tqdm(total=cfg.steps, initial=start_step, desc="train", unit="step", file=sys.stderr)
     batches = sampler.batches(start_step)
     t_start = time.perf_counter()
-    for step in range(start_step, cfg.steps):
+    for step in range(start_step, cfg.steps):  # one step: batch, backward, all-reduce, clip, update, log
         t0 = time.perf_counter()
         torch.manual_seed(_rng_seed(cfg, step, rank))
-        global_batch = next(batches)
-        local = [pairs[i] for i in shard(global_batch, rank, world)]
+        local = [pairs[i] for i in shard(next(batches), rank, world)]
         optimizer.zero_grad(set_to_none=True)
         out_loss, tokens = step_gradients(emb, local, cfg, dims, autocast)
         all_reduce_gradients(params, world)
@@ -400,60 +483,27 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         optimizer.step()
         scheduler.step()
         dt = time.perf_counter() - t0
-        if world > 1:  # log global figures: token count summed, losses averaged over ranks
-            import torch.distributed as dist
-
-            t = torch.tensor([float(tokens), float(out_loss.loss), *out_loss.per_dim.values()], dtype=torch.float64)
-            dist.all_reduce(t)
-            tokens = int(t[0].item())
-            out_loss = LossOutput(t[1] / world, {d: float(v) / world for d, v in zip(out_loss.per_dim, t[2:])})
+        tokens, out_loss = _global_figures(tokens, out_loss, world)
         done = step + 1
         if is_main and (done % cfg.log_every == 0 or done == cfg.steps):
-            tok_s = tokens / dt
-            seq = tokens / (2 * cfg.batch_size)
-            row = {"step": done, "loss": float(out_loss.loss), **{f"loss_dim{d}": v for d, v in out_loss.per_dim.items()},
-                   "lr": lr, "grad_norm": grad_norm, "tokens": tokens, "tokens_per_s": tok_s,
-                   "mfu": tok_s * flops_per_token(emb, seq) / (peak * world) if peak else None,
-                   "peak_mem_mb": peak_memory_mb(), "step_s": dt, "elapsed_s": time.perf_counter() - t_start,
-                   "task": local[0].task, "dataset": local[0].dataset}
-            emit(row)
+            row = _step_row(cfg, emb, done, out_loss, tokens, lr, grad_norm, dt, time.perf_counter() - t_start,
+                            peak, world, local[0])
+            metrics.emit(row)
             if progress is not None:
-                progress.set_postfix(loss=f"{row['loss']:.4f}", tok_s=f"{tok_s:.0f}")
+                progress.set_postfix(loss=f"{row['loss']:.4f}", tok_s=f"{row['tokens_per_s']:.0f}")
         if progress is not None:
             progress.update(1)
         if cfg.eval_every and done % cfg.eval_every == 0 and done != cfg.steps:
             evaluate(done)
         if cfg.save_every and (done % cfg.save_every == 0 or done == cfg.steps) and (is_main or fsdp):
-            if fsdp:  # gather full tensors (a collective: every rank takes part), rank 0 writes
-                from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
-
-                model_sd, optim_sd = get_state_dict(_state_container(emb), optimizer,
-                                                    options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-            else:
-                model_sd = {n: p.detach().cpu().clone() for n, p in named}
-                optim_sd = optimizer.state_dict()
-            if is_main:
-                save_checkpoint(out, done, {"step": done, "config": cfg.to_dict(), "params": model_sd,
-                                            "optimizer": optim_sd, "scheduler": scheduler.state_dict()}, cfg.keep_last)
+            _checkpoint(out, done, cfg, emb, named, optimizer, scheduler, fsdp, is_main)
     if progress is not None:
         progress.close()
     if cfg.lora:
         emb.model = emb.model.merge_and_unload()
     evaluate(cfg.steps)
-    full_backbone = None
-    if fsdp:
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-        full_backbone = get_model_state_dict(emb.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-    if is_main:
-        emb.model.eval()
-        if cfg.save_max_length:
-            limit = getattr(emb.model.config, "max_position_embeddings", None) or cfg.save_max_length
-            emb.max_length = min(cfg.save_max_length, int(limit))
-        emb.save(out, state_dict=full_backbone)
-        metrics_file.close()
-        if writer is not None:
-            writer.close()
+    _save_final(cfg, out, emb, fsdp, is_main)
+    metrics.close()
     if world > 1:
         import torch.distributed as dist
 
