@@ -240,20 +240,27 @@ def _symbol_first(item: tuple[Chunk, int, int]) -> tuple[int, int]:
     return (0 if chunk.kind in ("function", "method", "class") else 1, -changed)
 
 
+def localizable_files(commit: Commit, cfg: ChunkPairConfig) -> tuple[list[str], str | None]:
+    """The source files a commit changed that were in its parent (what a search at the parent can find), or
+    why the commit localizes nothing (no source files, too many, only new files)."""
+    code = [f for f in commit.files if is_code_path(f.path, cfg.include_tests)]
+    if not code:
+        return [], "no source files changed"
+    if len(code) > cfg.max_files:
+        return [], "too many files"
+    before = [f.path for f in code if f.existed_before]
+    if commit.parent is None or not before:
+        return [], "only new files"
+    return before, None
+
+
 def commit_chunk_pairs(commit: Commit, query: str, source: str, cfg: ChunkPairConfig, files: FileChunks,
                        diff_of: Callable[[Commit, list[str]], str], snapshot: SnapshotChunks | None,
                        report: MineReport) -> list[Pair]:
     """The pairs of one commit: ``query`` -> each of its (at most ``cfg.max_chunks``) changed parent chunks."""
-    code = [f for f in commit.files if is_code_path(f.path, cfg.include_tests)]
-    if not code:
-        report.drop("commit: no source files changed")
-        return []
-    if len(code) > cfg.max_files:
-        report.drop("commit: too many files")
-        return []
-    before = [f.path for f in code if f.existed_before]
-    if commit.parent is None or not before:
-        report.drop("commit: only new files")
+    before, reason = localizable_files(commit, cfg)
+    if reason:
+        report.drop(f"commit: {reason}")
         return []
     try:
         changes = old_side_changes(diff_of(commit, before))
@@ -325,26 +332,29 @@ def _neighbours(chunks: list[Chunk], index: int, changed: set[tuple[str, int]],
     return out
 
 
+def tree_files(repo: str | Path, rev: str) -> list[str]:
+    """Paths of the files of ``rev``'s tree (nothing is checked out)."""
+    from codesift.data.commits import git
+
+    return [p for p in git(repo, "ls-tree", "-r", "-z", "--name-only", rev).split("\0") if p]
+
+
 def _tree_files(repo: Path) -> Callable[[str], list[str]]:
-    def list_files(rev: str) -> list[str]:
-        from codesift.data.commits import git
-
-        return [p for p in git(repo, "ls-tree", "-r", "-z", "--name-only", rev).split("\0") if p]
-
-    return list_files
+    return lambda rev: tree_files(repo, rev)
 
 
 def changed_chunk_pairs(
     repo: str | Path, source: str | None = None, cfg: ChunkPairConfig | None = None,
     report: MineReport | None = None, counter: PieceCounter | None = None,
     make_index: Callable[[list[str]], LexicalIndex] | None = None, progress: bool = False, rev: str | None = None,
-    reserved: set[str] | None = None,
+    reserved: set[str] | None = None, select: Callable[[Commit], bool] | None = None,
 ) -> list[Pair]:
     """Localization pairs of a repository's history (see the module docstring), exact repeats dropped.
 
     ``counter`` counts tokens as the index model does (None: the chunker's estimate); ``make_index`` builds
     the lexical index of lexical negatives (None: neighbours only); ``reserved`` are the ``owner/name`` of
-    repositories never to mine (default: ``reserved_repositories()``, the localization benchmark's)."""
+    repositories never to mine (default: ``reserved_repositories()``, the localization benchmark's);
+    ``select`` says which commits may be mined (``codesift tune`` leaves out its held-out commits)."""
     from tqdm.auto import tqdm
 
     cfg = cfg or ChunkPairConfig()
@@ -352,16 +362,11 @@ def changed_chunk_pairs(
     repo = open_repository(repo)  # refuses SWE-bench's twelve
     refuse_reserved(repo, reserved_repositories() if reserved is None else reserved)
     source = source or _owner_name(repo)
-    wanted: list[tuple[Commit, str]] = []
-    for commit in iter_commits(repo, rev or cfg.rev, cfg.max_commits, merges=cfg.merges):
-        report.commits[source] = report.commits.get(source, 0) + 1
-        query = commit_query(commit, cfg.max_query_chars)
-        reason = "merge without text" if commit.merge and not query else message_skip_reason(
-            commit, query, cfg.min_query_chars)
-        if reason:
-            report.drop(f"commit: {reason}")
-        else:
-            wanted.append((commit, query))
+    wanted = queried_commits(repo, cfg, report, source, rev)
+    if select is not None:
+        kept = [(c, q) for c, q in wanted if select(c)]
+        report.drop("commit: not selected", len(wanted) - len(kept))
+        wanted = kept
     pairs: list[Pair] = []
     seen: set[tuple[str, str]] = set()
     with BlobReader(repo) as blobs:
@@ -386,6 +391,23 @@ def changed_chunk_pairs(
                 seen.add(key)
                 pairs.append(pair)
     return pairs
+
+
+def queried_commits(repo: str | Path, cfg: ChunkPairConfig, report: MineReport, source: str,
+                    rev: str | None = None) -> list[tuple[Commit, str]]:
+    """The commits of ``rev`` (default ``cfg.rev``), newest first, whose message makes a query, with that query
+    (the others are counted in ``report`` by reason)."""
+    wanted: list[tuple[Commit, str]] = []
+    for commit in iter_commits(repo, rev or cfg.rev, cfg.max_commits, merges=cfg.merges):
+        report.commits[source] = report.commits.get(source, 0) + 1
+        query = commit_query(commit, cfg.max_query_chars)
+        reason = "merge without text" if commit.merge and not query else message_skip_reason(
+            commit, query, cfg.min_query_chars)
+        if reason:
+            report.drop(f"commit: {reason}")
+        else:
+            wanted.append((commit, query))
+    return wanted
 
 
 def _owner_name(repo: Path) -> str:

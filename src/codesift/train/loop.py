@@ -405,8 +405,11 @@ def _save_final(cfg: TrainConfig, out: Path, emb, fsdp: bool, is_main: bool) -> 
         emb.save(out, state_dict=full_backbone)
 
 
-def train(cfg: TrainConfig, resume: bool = False) -> Path:
-    """Run training as configured; returns the output folder (which holds the final model)."""
+def train(cfg: TrainConfig, resume: bool = False, stop_at: float | None = None) -> Path:
+    """Run training as configured; returns the output folder (which holds the final model).
+
+    ``stop_at`` (a ``time.time()``): a time budget; the step that ends past it is checkpointed and the model
+    saved as it is (``codesift tune`` sizes ``steps`` to end before it; this is the guard)."""
     if not cfg.data:
         raise ValueError("no training data: pass --data pairs.jsonl (or `data:` in the config)")
     if cfg.fsdp and cfg.lora:
@@ -416,6 +419,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     out = Path(cfg.out)
     device = pick_device(cfg.device)
     rank, world = init_distributed(device)
+    if stop_at is not None and world > 1:  # ranks reading their own clocks could stop at different steps
+        raise ValueError("a time budget (stop_at) needs one process; size `steps` instead")
     if cfg.batch_size % world:
         raise ValueError(f"batch_size {cfg.batch_size} must divide by the {world} processes")
     is_main = rank == 0
@@ -495,8 +500,12 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
             progress.update(1)
         if cfg.eval_every and done % cfg.eval_every == 0 and done != cfg.steps:
             evaluate(done)
-        if cfg.save_every and (done % cfg.save_every == 0 or done == cfg.steps) and (is_main or fsdp):
+        out_of_time = stop_at is not None and time.time() >= stop_at and done < cfg.steps
+        if (cfg.save_every and (done % cfg.save_every == 0 or done == cfg.steps) or out_of_time) and (is_main or fsdp):
             _checkpoint(out, done, cfg, emb, named, optimizer, scheduler, fsdp, is_main)
+        if out_of_time:
+            log.warning("time budget spent after %d of %d steps; saving the model as it is", done, cfg.steps)
+            break
     if progress is not None:
         progress.close()
     if cfg.lora:
