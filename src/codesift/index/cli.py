@@ -145,11 +145,10 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print the run summary as JSON."),
     ) -> None:
         """Build or update the search index of a source tree (incremental)."""
-        import shutil
         from dataclasses import replace
 
         from codesift.index.config import IndexConfig
-        from codesift.index.indexer import Indexer, default_index_dir
+        from codesift.index.indexer import Indexer, clear_index, default_index_dir
         from codesift.index.manifest import Manifest
 
         root = Path(path)
@@ -159,9 +158,7 @@ def register(app: typer.Typer) -> None:
             raise ValueError(f"--max-tokens must be a positive number of tokens (e.g. 512), got {max_tokens}")
         index_dir = Path(index) if index else default_index_dir(root)
         if rebuild and index_dir.exists():
-            if not (index_dir / "manifest.sqlite").is_file():
-                raise ValueError(f"{index_dir} does not look like a codesift index; refusing to delete it")
-            shutil.rmtree(index_dir)
+            clear_index(index_dir)  # keeps a model that `codesift tune` installed (pass --model to use it)
         config = None
         if (index_dir / "manifest.sqlite").is_file():
             m = Manifest(index_dir / "manifest.sqlite")
@@ -263,6 +260,9 @@ def register(app: typer.Typer) -> None:
             typer.secho(f"warning: {st['problem']}", fg="yellow", err=True)
         typer.echo(f"root      {st['root']}\nindex     {st['index_dir']}\nstore     {st['store']} ({st['engine']})\n"
                    f"model     {st['model']} (dim {st['dim']}, two-stage dim {st['small_dim']})\n"
+                   + (f"tuned     from {st['tuned']['base_model']} by `codesift tune` (held-out Acc@5 "
+                      f"{st['tuned']['before']['acc@5']:.2f} -> {st['tuned']['after']['acc@5']:.2f})\n"
+                      if st.get("tuned") else "") +
                    f"files     {st['files']} indexed, {st['files_skipped']} skipped, {st['files_pending']} unfinished\n"
                    f"chunks    {st['chunks']}\nlanguages {', '.join(f'{k} {v}' for k, v in st['languages'].items())}\n"
                    f"stale     {'yes' if s['stale'] else 'no'} ({s['added']} new, {s['changed']} changed, "

@@ -7,6 +7,12 @@ from dataclasses import asdict, dataclass, field
 from codesift.model.loading import DEFAULT_MODEL  # one default model for the library, the index and the server
 INDEX_DIRNAME = ".codesift"
 DB_NAME = "manifest.sqlite"  # the index's SQLite file: manifest tables and, with the default store, the chunks
+# What `codesift tune` keeps in the index folder (the installed model, its record, the resumable work): not the
+# index's data, so a rebuild or a re-embed leaves them in place.
+TUNED_MODEL_DIRNAME = "tuned-model"
+TUNE_RECORD = "tune.json"
+TUNE_WORK_DIRNAME = "tune"
+KEPT_ON_REBUILD = (TUNED_MODEL_DIRNAME, TUNE_RECORD, TUNE_WORK_DIRNAME, ".gitignore")
 
 
 @dataclass

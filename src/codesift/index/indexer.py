@@ -116,6 +116,22 @@ def ignore_itself(index_dir: Path) -> None:
         fh.write("*\n")
 
 
+def clear_index(index_dir: str | Path) -> None:
+    """Delete an index's data (its SQLite file, a Milvus Lite file, the query server's files), keeping what
+    ``KEPT_ON_REBUILD`` names; refuses a folder that holds no codesift index."""
+    from codesift.index import query_server
+    from codesift.index.config import KEPT_ON_REBUILD
+
+    index_dir = Path(index_dir)
+    if not (index_dir / DB_NAME).is_file():
+        raise ValueError(f"{index_dir} does not look like a codesift index; refusing to delete it")
+    query_server.stop(index_dir)  # a server holding the old store or model must not answer from it
+    for entry in index_dir.iterdir():
+        if entry.name in KEPT_ON_REBUILD:
+            continue
+        shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink(missing_ok=True)
+
+
 def store_mismatch(manifest: Manifest, store: Store, index_dir: Path) -> str | None:
     """Why ``store`` disagrees with ``manifest`` (a different chunk count), or None when they agree."""
     totals = manifest.totals()

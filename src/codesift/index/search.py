@@ -247,6 +247,7 @@ class CodeIndex:
                "engine": "milvus" if is_milvus_uri(self.config.store_uri) else "sqlite",
                **self.manifest.totals(), "languages": dict(sorted(langs.items(), key=lambda t: -t[1])),
                "indexed_at": meta.get("indexed_at")}
+        out["tuned"] = tuned_record(self.index_dir, self.config.model)
         out["problem"] = self.manifest.check()
         if meta.get("dim") and out["problem"] is None:
             try:
@@ -606,6 +607,25 @@ def stored_dtype(index_dir: str | Path) -> str | None:
     finally:
         manifest.close()
     return config.dtype if config is not None and config.dtype != "auto" else None
+
+
+def tuned_record(index_dir: str | Path, model: str) -> dict | None:
+    """What `codesift tune` recorded when ``model`` is the tuned model it installed in ``index_dir`` (base model,
+    held-out Acc@k before and after), else None."""
+    import json
+
+    from codesift.index.config import TUNE_RECORD
+
+    path = Path(index_dir) / TUNE_RECORD
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not record.get("installed") or Path(record.get("model", "")) != Path(model):
+        return None
+    return {k: record.get(k) for k in ("base_model", "before", "after", "head", "installed_at")}
 
 
 def open_index(index_dir: str | Path, embedder=None) -> CodeIndex:
