@@ -29,6 +29,7 @@ _AREAS = (
     "codesift.train.cli",
     "codesift.index.cli",
     "codesift.serve.cli",
+    "codesift.tune.cli",
 )
 for _module in _AREAS:
     importlib.import_module(_module).register(app)
