@@ -14,6 +14,9 @@ from test_model_hardening import assert_one_error_line, run_main
 
 from codesift.data.mining import MineReport, text_hash
 from codesift.tune.history import SplitConfig, held_out_count, held_out_gold, split_history, training_pairs
+from codesift.tune.run import TuneConfig, tune
+
+FAST = TuneConfig(minutes=0.2, batch_size=8)  # a few small steps: the tests check the mechanism, not the gain
 
 TOPICS = ["parse", "render", "store", "fetch", "score"]
 
@@ -87,7 +90,7 @@ def test_the_newest_commits_are_held_out_and_never_trained_on(repo):
 
 
 def _tune(repo, monkeypatch, capsys, *extra) -> dict:
-    code, out, err = run_main(["tune", str(repo), "--json", "--minutes", "2", *extra], monkeypatch, capsys)
+    code, out, err = run_main(["tune", str(repo), "--json", "--minutes", "0.3", *extra], monkeypatch, capsys)
     assert code == 0, err
     return json.loads(out)
 
@@ -129,7 +132,7 @@ def test_install_names_the_tuned_model_and_revert_goes_back(repo, tiny_bert_dir,
 def test_a_model_that_does_not_win_is_not_installed(repo, tiny_bert_dir, monkeypatch, capsys):
     monkeypatch.setenv("CODESIFT_MODEL", str(tiny_bert_dir))
     monkeypatch.setattr("codesift.tune.evaluate.wins", lambda before, after: False)
-    summary = _tune(repo, monkeypatch, capsys)
+    summary = tune(repo, cfg=FAST, echo=lambda line: None).to_dict()
     assert not summary["installed"] and "does not beat" in summary["message"]
     assert not (repo / ".codesift" / "tuned-model").exists() and not (repo / ".codesift" / "manifest.sqlite").exists()
 
@@ -156,13 +159,13 @@ def test_an_interrupted_tune_resumes(repo, tiny_bert_dir, monkeypatch, capsys):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(loop, "_checkpoint", checkpoint_then_die)
-    code, _, err = run_main(["tune", str(repo), "--minutes", "2"], monkeypatch, capsys)
-    assert code == 130, err
+    with pytest.raises(KeyboardInterrupt):
+        tune(repo, cfg=FAST, echo=lambda line: None)
     work = repo / ".codesift" / "tune"
     plan = json.loads((work / "plan.json").read_text())
     assert plan["steps"] >= 2 and not plan["trained"] and (work / "pairs.jsonl").is_file()
     monkeypatch.setattr(loop, "_checkpoint", real)
-    summary = _tune(repo, monkeypatch, capsys)
+    summary = tune(repo, cfg=FAST, echo=lambda line: None).to_dict()
     assert summary["resumed_from_step"] >= 1 and summary["before"] == plan["before"]
 
 
