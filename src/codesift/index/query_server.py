@@ -408,7 +408,7 @@ class QueryServer:
         else:
             try:
                 now = self._index_identity()
-            except Exception as exc:  # the index directory was deleted or replaced
+            except Exception as exc:  # noqa: BLE001 (the index directory was deleted or replaced)
                 now = {"error": str(exc)}
             if now != self.loaded:
                 why = "the index changed (model, fingerprint, root or store)"

@@ -137,7 +137,7 @@ def build_server(roots: list[str | Path], embedder=None):
         if not isinstance(query, str) or not query.strip():
             raise ValueError("query is empty; describe the code you are looking for")
         globs = [path_glob] if path_glob else ()
-        opts = dict(limit=limit, language=language or None, path_globs=globs, mode=mode, rerank=rerank)
+        opts = {"limit": limit, "language": language or None, "path_globs": globs, "mode": mode, "rerank": rerank}
         if files:
             return _across_roots(lambda ix: ix.search_files(query, **opts), language, limit, budget)
         return _across_roots(lambda ix: ix.search(query, **opts), language, limit, budget)
@@ -259,6 +259,7 @@ def guard_jsonrpc_line(line: str) -> dict | bool:
 
 def _guard(line: str) -> dict | bool:
     import mcp_types
+    import pydantic
 
     try:
         message = json.loads(line)
@@ -278,7 +279,7 @@ def _guard(line: str) -> dict | bool:
         return _jsonrpc_error(request_id, INVALID_PARAMS, f"Invalid params: text that is not valid UTF-8 in {bad_text}")
     try:
         mcp_types.jsonrpc_message_adapter.validate_json(line, by_name=False)
-    except Exception as exc:  # pydantic's ValidationError: not a JSON-RPC message the SDK knows
+    except pydantic.ValidationError as exc:  # not a JSON-RPC message the SDK knows
         if is_notification:
             log.warning("dropped an invalid notification: %s", exc)
             return False
