@@ -26,6 +26,7 @@ class IndexedRoots:
     """The indexes an MCP server may use, opened lazily, one lock each (tools may run concurrently)."""
 
     def __init__(self, roots: list[str | Path], embedder=None) -> None:
+        from codesift.index.config import DB_NAME
         from codesift.index.indexer import default_index_dir
 
         if not roots:
@@ -33,7 +34,7 @@ class IndexedRoots:
         self.roots: list[Path] = []
         for r in roots:
             p = Path(r).resolve()
-            if not (default_index_dir(p) / "manifest.sqlite").is_file():
+            if not (default_index_dir(p) / DB_NAME).is_file():
                 raise FileNotFoundError(f"{p} has no codesift index; run `codesift index {r}` first")
             self.roots.append(p)
         self._embedder = embedder
