@@ -9,11 +9,11 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("CODESIFT_QUERY_SERVER", "0")  # CLI tests search in-process; query-server tests turn it on
 
-from pathlib import Path  # noqa: E402
+from pathlib import Path
 
-import pytest  # noqa: E402
+import pytest
 
-from codesift.testing import make_tiny_bert, make_tiny_decoder  # noqa: E402
+from codesift.testing import make_tiny_bert, make_tiny_decoder
 
 
 @pytest.fixture(scope="session")

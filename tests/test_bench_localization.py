@@ -70,7 +70,7 @@ def test_run_indexes_the_parent_and_ranks_files(history, tmp_path, tiny_qwen_dir
     from codesift.model.embedder import Embedder
 
     bench = load_benchmark()
-    repo, shas = history
+    repo, _shas = history
     cases = tmp_path / "cases.jsonl"
     cases.write_text(json.dumps(bench.mine_cases("demo", repo.path, per_repo=10)[0]) + "\n")
     out = tmp_path / "result.json"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from codesift.data.chunking import Chunk, chunk_file, chunk_text, estimate_tokens
@@ -36,7 +38,7 @@ def _joined(chunks: list[Chunk]) -> str:
 
 def _assert_cover(chunks: list[Chunk], text: str) -> None:
     assert _joined(chunks) == text
-    for prev, nxt in zip(chunks, chunks[1:]):
+    for prev, nxt in itertools.pairwise(chunks):
         assert nxt.start_line == prev.end_line + 1
     for c in chunks:
         assert c.end_line - c.start_line + 1 == c.text.count("\n") + (0 if c.text.endswith("\n") else 1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 import re
 from pathlib import Path
@@ -36,7 +37,7 @@ class Counter:
 def _assert_cover(chunks, text: str) -> None:
     """Every non-blank character, in order; line ranges ascending and disjoint (blank-only pieces are dropped)."""
     assert re.sub(r"\s", "", "".join(c.text for c in chunks)) == re.sub(r"\s", "", text)
-    for prev, nxt in zip(chunks, chunks[1:]):
+    for prev, nxt in itertools.pairwise(chunks):
         assert nxt.start_line >= prev.end_line
 
 

@@ -67,7 +67,7 @@ def repo(tmp_path):
 
 
 def test_gold_is_the_parent_version_of_the_changed_chunk(repo):
-    r, shas = repo
+    r, _shas = repo
     pairs, report = mine(r.path)
     fix = [p for p in pairs if p.query.startswith("Return None from beta")]
     assert len(fix) == 1

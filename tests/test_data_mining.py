@@ -24,26 +24,26 @@ DOC = "Compute the running total of the values in a list"
 
 # one documented function of five statements per language: (file name, text)
 FIXTURES = {
-    "python": ("acc.py", f'def running_total(values):\n    """{DOC}.\n\n    Args:\n        values: numbers.\n    """\n'
-               "    total = 0\n    out = []\n    for v in values:\n        total += v\n        out.append(total)\n    return out\n"),
-    "go": ("acc.go", f"package acc\n\n// RunningTotal: {DOC}.\nfunc RunningTotal(values []int) []int {{\n\ttotal := 0\n"
-           "\tout := []int{}\n\tfor _, v := range values {\n\t\ttotal += v\n\t\tout = append(out, total)\n\t}\n\treturn out\n}\n"),
-    "java": ("Acc.java", f"class Acc {{\n    /**\n     * {DOC}.\n     * @param values numbers\n     */\n"
-             "    static int[] runningTotal(int[] values) {\n        int total = 0;\n        int[] out = new int[values.length];\n"
-             "        for (int i = 0; i < values.length; i++) {\n            total += values[i];\n            out[i] = total;\n"
-             "        }\n        return out;\n    }\n}\n"),
-    "rust": ("acc.rs", f"/// {DOC}.\nfn running_total(values: &[i64]) -> Vec<i64> {{\n    let mut total = 0;\n"
-             "    let mut out = Vec::new();\n    for v in values {\n        total += v;\n        out.push(total);\n    }\n    out\n}\n"),
-    "javascript": ("acc.js", f"/** {DOC}. */\nfunction runningTotal(values) {{\n  let total = 0;\n  const out = [];\n"
-                   "  for (const v of values) {\n    total += v;\n    out.push(total);\n  }\n  return out;\n}\n"),
-    "ruby": ("acc.rb", f"# {DOC}.\ndef running_total(values)\n  total = 0\n  out = []\n  values.each do |v|\n"
-             "    total += v\n    out << total\n  end\n  out\nend\n"),
-    "php": ("acc.php", f"<?php\n/** {DOC}. */\nfunction running_total($values) {{\n    $total = 0;\n    $out = [];\n"
-            "    foreach ($values as $v) {\n        $total += $v;\n        $out[] = $total;\n    }\n    return $out;\n}\n"),
-    "c": ("acc.c", f"/* {DOC}. */\nvoid running_total(const int *values, int *out, int n) {{\n    int total = 0;\n"
-          "    int i = 0;\n    for (i = 0; i < n; i++) {\n        total += values[i];\n        out[i] = total;\n    }\n    return;\n}\n"),
-    "kotlin": ("Acc.kt", f"/** {DOC}. */\nfun runningTotal(values: List<Int>): List<Int> {{\n    var total = 0\n"
-               "    val out = mutableListOf<Int>()\n    for (v in values) {\n        total += v\n        out.add(total)\n    }\n    return out\n}\n"),
+    "python": ("acc.py", (f'def running_total(values):\n    """{DOC}.\n\n    Args:\n        values: numbers.\n    """\n'
+                "    total = 0\n    out = []\n    for v in values:\n        total += v\n        out.append(total)\n    return out\n")),
+    "go": ("acc.go", (f"package acc\n\n// RunningTotal: {DOC}.\nfunc RunningTotal(values []int) []int {{\n\ttotal := 0\n"
+            "\tout := []int{}\n\tfor _, v := range values {\n\t\ttotal += v\n\t\tout = append(out, total)\n\t}\n\treturn out\n}\n")),
+    "java": ("Acc.java", (f"class Acc {{\n    /**\n     * {DOC}.\n     * @param values numbers\n     */\n"
+              "    static int[] runningTotal(int[] values) {\n        int total = 0;\n        int[] out = new int[values.length];\n"
+              "        for (int i = 0; i < values.length; i++) {\n            total += values[i];\n            out[i] = total;\n"
+              "        }\n        return out;\n    }\n}\n")),
+    "rust": ("acc.rs", (f"/// {DOC}.\nfn running_total(values: &[i64]) -> Vec<i64> {{\n    let mut total = 0;\n"
+              "    let mut out = Vec::new();\n    for v in values {\n        total += v;\n        out.push(total);\n    }\n    out\n}\n")),
+    "javascript": ("acc.js", (f"/** {DOC}. */\nfunction runningTotal(values) {{\n  let total = 0;\n  const out = [];\n"
+                    "  for (const v of values) {\n    total += v;\n    out.push(total);\n  }\n  return out;\n}\n")),
+    "ruby": ("acc.rb", (f"# {DOC}.\ndef running_total(values)\n  total = 0\n  out = []\n  values.each do |v|\n"
+              "    total += v\n    out << total\n  end\n  out\nend\n")),
+    "php": ("acc.php", (f"<?php\n/** {DOC}. */\nfunction running_total($values) {{\n    $total = 0;\n    $out = [];\n"
+             "    foreach ($values as $v) {\n        $total += $v;\n        $out[] = $total;\n    }\n    return $out;\n}\n")),
+    "c": ("acc.c", (f"/* {DOC}. */\nvoid running_total(const int *values, int *out, int n) {{\n    int total = 0;\n"
+           "    int i = 0;\n    for (i = 0; i < n; i++) {\n        total += values[i];\n        out[i] = total;\n    }\n    return;\n}\n")),
+    "kotlin": ("Acc.kt", (f"/** {DOC}. */\nfun runningTotal(values: List<Int>): List<Int> {{\n    var total = 0\n"
+                "    val out = mutableListOf<Int>()\n    for (v in values) {\n        total += v\n        out.add(total)\n    }\n    return out\n}\n")),
 }
 
 # a distinct doc per language: the same query for two documents would be deduplicated

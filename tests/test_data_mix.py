@@ -5,8 +5,8 @@ import pytest
 
 from codesift.data.mix import MixSpec, build_mix, write_beir
 
-
-WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda sigma omega rho tau".split()
+WORDS = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa", "lambda", "sigma", "omega",
+         "rho", "tau"]
 
 
 def _doc(tag, i):
@@ -16,10 +16,9 @@ def _doc(tag, i):
 
 def _pairs(path, task, n, tag):
     with open(path, "w") as fh:
-        for i in range(n):
-            fh.write(json.dumps({"task": task, "query": " ".join(random.Random(f"q{tag}{i}").sample(WORDS, 8)),
+        fh.writelines(json.dumps({"task": task, "query": " ".join(random.Random(f"q{tag}{i}").sample(WORDS, 8)),
                                  "document": _doc(tag, i),
-                                 "language": "python", "source": f"lib{i % 3}"}) + "\n")
+                                 "language": "python", "source": f"lib{i % 3}"}) + "\n" for i in range(n))
 
 
 def test_mix_counts_holdout_decontamination_and_sources(tmp_path):

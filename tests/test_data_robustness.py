@@ -6,9 +6,9 @@ import pytest
 
 from codesift.data.chunking import chunk_file
 from codesift.data.files import read_source
-from codesift.data.walk import walk_files
 from codesift.data.mining import MineConfig
 from codesift.data.pipeline import mine
+from codesift.data.walk import walk_files
 
 
 @pytest.fixture()

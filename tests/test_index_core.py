@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from pathlib import Path
 
 import pytest
 
+from codesift.data.files import is_test_path
+from codesift.data.walk import walk_files
 from codesift.index import IndexConfig, build_index, open_index
 from codesift.index.search import rrf_fuse
 from codesift.index.store import keyword_text
-from codesift.data.files import is_test_path
-from codesift.data.walk import walk_files
 
 PARSE = 'def parse_config(path):\n    """Read a config file."""\n    with open(path) as fh:\n        return fh.read()\n'
 STACK = "class Stack:\n    def push(self, item):\n        self.items.append(item)\n"
@@ -69,9 +70,9 @@ def test_keyword_text_splits_identifiers_and_stems():
 def test_rrf_fuse_weights_and_k():
     a, b = [{"id": "x"}, {"id": "y"}], [{"id": "y"}, {"id": "z"}]
     fused = rrf_fuse([a, b], [1.0, 1.0], 60)
-    assert [r["id"] for _, r in fused][0] == "y"  # in both lists
+    assert next(r["id"] for _, r in fused) == "y"  # in both lists
     fused = rrf_fuse([a, b], [5.0, 1.0], 1)
-    assert [r["id"] for _, r in fused][0] == "x"  # dense list weighted up
+    assert next(r["id"] for _, r in fused) == "x"  # dense list weighted up
 
 
 def test_incremental_add_modify_delete_rename(tmp_path, emb):
@@ -126,7 +127,7 @@ def test_filters_apply_before_the_top_k_cut(tmp_path, emb):
         assert {r.path for r in res} == {"lib/only.py", "web/app.js"}
         assert ix.search("parse config", path_globs=["nothing/**"]) == []
         top = ix.search("parse config", limit=5)
-        assert len(top) == 5 and all(t.score >= u.score for t, u in zip(top, top[1:]))
+        assert len(top) == 5 and all(t.score >= u.score for t, u in itertools.pairwise(top))
         d = top[0].to_dict()
         assert set(d) == {"path", "start_line", "end_line", "symbol", "kind", "language", "score", "snippet"}
         assert d["snippet"] and 1 <= d["start_line"] <= d["end_line"]

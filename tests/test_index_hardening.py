@@ -17,13 +17,18 @@ import pytest
 from test_model_hardening import assert_one_error_line, run_main
 
 
-@pytest.fixture()
-def repo(tmp_path):
+def make_repo(tmp_path):
+    """A two-file source tree (``src/conf.py``, ``src/stack.py``) under ``tmp_path``."""
     root = tmp_path / "repo"
     (root / "src").mkdir(parents=True)
     (root / "src/conf.py").write_text("def parse_config(path):\n    return open(path).read()\n")
     (root / "src/stack.py").write_text("class Stack:\n    def push(self, item):\n        self.items.append(item)\n")
     return root
+
+
+@pytest.fixture()
+def repo(tmp_path):
+    return make_repo(tmp_path)
 
 
 def index(root, model, monkeypatch, capsys, *extra) -> dict:
@@ -45,7 +50,7 @@ def test_a_file_name_that_is_not_utf8_is_skipped_with_a_reason(repo, tiny_qwen_d
     assert report["files_changed"] == 2 and report["chunks_total"] >= 2  # the rest is indexed
     assert "not valid UTF-8" in report["skipped"]["src/bad_\\xff.py"]
     assert "dir_\\xfe" in report["skipped"]
-    code, out, err = run_main(["status", str(repo), "--json"], monkeypatch, capsys)
+    code, out, _err = run_main(["status", str(repo), "--json"], monkeypatch, capsys)
     assert code == 0 and json.loads(out)["staleness"]["stale"] is False
 
 

@@ -8,8 +8,13 @@ import re
 
 import pytest
 
-from test_index_hardening import index, repo  # noqa: F401 (a fixture)
+from test_index_hardening import index, make_repo
 from test_model_hardening import assert_one_error_line, run_main
+
+
+@pytest.fixture()
+def repo(tmp_path):
+    return make_repo(tmp_path)
 
 
 # -- severe 1: a line of repeated values cut into identical windows -----------------------------------------
@@ -35,7 +40,7 @@ def _db(repo):
 
 
 def _searches(repo, monkeypatch, capsys) -> bool:
-    code, out, err = run_main(["search", "parse config", str(repo), "--json"], monkeypatch, capsys)
+    code, out, _err = run_main(["search", "parse config", str(repo), "--json"], monkeypatch, capsys)
     return code == 0 and json.loads(out)[0]["path"] == "src/conf.py"
 
 

@@ -225,7 +225,6 @@ def test_sigkill_while_moving_an_fts5_index_to_postings_then_the_next_open_does_
     from codesift.index.manifest import Manifest
     from codesift.index.sqlite_store import SQLiteStore
     from codesift.index.store import ChunkFilter
-
     from test_index_store import synthetic_rows, to_fts5_layout
 
     path = tmp_path / "old.sqlite"

@@ -16,7 +16,6 @@ from typer.testing import CliRunner
 
 from codesift.index import IndexConfig, build_index, query_server
 from codesift.index.manifest import Manifest
-
 from test_index_ranking import REPO, BagOfWords, make_repo
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -59,7 +58,7 @@ def bm25(index_dir: Path, query: str = "parse_config") -> list[dict]:
 
 
 def test_server_is_reused_and_survives_a_stale_socket(bm25_index):
-    root, index_dir = bm25_index
+    _root, index_dir = bm25_index
     path = query_server.socket_path(index_dir)
     stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     stale.bind(str(path))  # a socket file nobody listens on: what a killed server leaves behind
@@ -76,7 +75,7 @@ def test_server_is_reused_and_survives_a_stale_socket(bm25_index):
 
 
 def test_changed_index_gets_a_fresh_server(bm25_index):
-    root, index_dir = bm25_index
+    _root, index_dir = bm25_index
     pid = query_server.request(index_dir, "ping")["pid"]
     m = Manifest(index_dir / "manifest.sqlite")
     m.set_meta(fingerprint="another-model")
@@ -97,7 +96,7 @@ def test_indexing_beside_the_server_and_new_files_are_found(bm25_index):
 
 
 def test_idle_server_exits(bm25_index, monkeypatch):
-    root, index_dir = bm25_index
+    _root, index_dir = bm25_index
     monkeypatch.setenv(query_server.IDLE_ENV, "1")
     pid = query_server.request(index_dir, "ping")["pid"]
     assert wait_dead(pid, 30.0) and not query_server.socket_path(index_dir).exists()
@@ -142,7 +141,7 @@ def test_cli_search_through_the_server_matches_in_process(tmp_path, tiny_qwen_di
 
 
 def test_bm25_search_and_the_cli_client_stay_light(bm25_index):
-    root, index_dir = bm25_index
+    _root, index_dir = bm25_index
     code = (f"import sys\nsys.path.insert(0, {SRC!r})\n"
             "import codesift.cli, codesift.index.cli, codesift.index.query_server\n"
             "assert 'numpy' not in sys.modules and 'torch' not in sys.modules, 'client imports too much'\n"
@@ -150,5 +149,5 @@ def test_bm25_search_and_the_cli_client_stay_light(bm25_index):
             f"with CodeIndex({str(index_dir)!r}) as ix:\n"
             "    assert ix.search('parse_config', mode='bm25')[0].path == 'src/parse.py'\n"
             "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'bm25 loaded the model'\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]

@@ -97,8 +97,8 @@ def test_rerank_priors_tests_docs_definitions_identifiers():
 
     pri = RankingPriors()
     assert [c.id for c in rerank(cands(), "parse things", pri)] == ["s", "r", "t", "d"]
-    assert [c.id for c in rerank(cands(), "tests for parse things", pri)][0] == "t"
-    assert [c.id for c in rerank(cands(), "changelog of parse things", pri)][0] == "d"
+    assert next(c.id for c in rerank(cands(), "tests for parse things", pri)) == "t"
+    assert next(c.id for c in rerank(cands(), "changelog of parse things", pri)) == "d"
     assert [c.id for c in rerank(cands(), "parse things", RankingPriors(1, 1, 1, 1))] == ["t", "d", "r", "s"]
     # a one-identifier query is a lookup: its definitions come first whatever the scores
     low = cands() + [Candidate("def", -0.5, "src/z.py", "python", "Z.frobnicate", "method")]

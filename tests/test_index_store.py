@@ -12,7 +12,6 @@ import pytest
 from codesift.index import IndexConfig, build_index, open_index
 from codesift.index.sqlite_store import SQLiteStore, symbol_names
 from codesift.index.store import ChunkFilter, is_milvus_lite, is_milvus_uri, keyword_text
-
 from test_index_ranking import BagOfWords
 
 
@@ -122,7 +121,8 @@ def test_bm25_scores_are_fts5s_formula_over_codesift_terms_and_honour_filters(tm
 def synthetic_rows(start: int, n: int, dim: int = 8, path: str | None = None) -> list[dict]:
     """``n`` rows of a store, chunk ``start`` onwards: words drawn from a small vocabulary, so terms are shared."""
     rng = np.random.default_rng(start)
-    vocab = "parse config read write file path cache token stream socket retry error handler queue".split()
+    vocab = ["parse", "config", "read", "write", "file", "path", "cache", "token", "stream", "socket", "retry", "error",
+             "handler", "queue"]
     rows = []
     for i in range(start, start + n):
         text = " ".join(rng.choice(vocab, int(rng.integers(1, 12))))
@@ -262,4 +262,5 @@ def test_sqlite_and_milvus_lite_agree_through_the_protocol(tmp_path):
             assert ix.search("parse_config", limit=1)[0].path in ("src/conf.py", "tests/test_conf.py")
             like = ix.like("src/m1.py", 1, limit=3)
             assert like and all(r.path != "src/m1.py" for r in like)
-        assert [h.path for h in mil.search("compute_5", limit=3)][0] == [h.path for h in lite.search("compute_5", limit=3)][0]
+        top = [next(h.path for h in store.search("compute_5", limit=3)) for store in (mil, lite)]
+        assert top[0] == top[1]

@@ -9,11 +9,11 @@ import os
 import socket
 import stat
 import threading
+from typing import ClassVar
 
 import pytest
 
 from codesift.index import IndexConfig, build_index, query_server
-
 from test_index_query_server import wait_dead
 from test_index_ranking import REPO, BagOfWords, make_repo
 from test_model_hardening import run_main
@@ -83,7 +83,7 @@ def test_search_falls_back_in_process_when_the_socket_folder_is_not_private(tmp_
 
 
 def test_planted_lock_and_log_symlinks_are_not_followed(bm25_index, tmp_path, monkeypatch):
-    root, index_dir = bm25_index
+    _root, index_dir = bm25_index
     victim = tmp_path / "bashrc"
     victim.write_text("# mine\n")
     (index_dir / query_server.LOG_NAME).symlink_to(victim)
@@ -96,7 +96,7 @@ def test_planted_lock_and_log_symlinks_are_not_followed(bm25_index, tmp_path, mo
 
 
 def test_a_planted_socket_symlink_is_never_dialled(bm25_index, tmp_path, monkeypatch):
-    root, index_dir = bm25_index
+    _root, index_dir = bm25_index
     monkeypatch.setattr(query_server, "REQUEST_TIMEOUT_S", 5.0)  # the fake never answers
     fake = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # someone else's server, answering anything
     fake.bind(str(tmp_path / "fake.sock"))
@@ -116,9 +116,9 @@ def test_a_planted_socket_symlink_is_never_dialled(bm25_index, tmp_path, monkeyp
 
 # -- a committed .codesift/serving.json (finding 3) ---------------------------------------------------------
 class _Recorder(http.server.BaseHTTPRequestHandler):
-    seen: list = []
+    seen: ClassVar[list] = []
 
-    def do_POST(self):  # noqa: N802 (the stdlib's name)
+    def do_POST(self):  # the stdlib's name
         self.seen.append((self.path, self.headers.get("Authorization"),
                           self.rfile.read(int(self.headers.get("Content-Length") or 0))))
         body = json.dumps({"results": [], "report": {}}).encode()
@@ -191,7 +191,7 @@ def _raw(path, payload: bytes, timeout: float = 10.0) -> bytes:
 
 
 def test_the_query_server_survives_bad_messages(bm25_index):
-    root, index_dir = bm25_index
+    _root, index_dir = bm25_index
     pid = query_server.request(index_dir, "ping")["pid"]
     path = query_server.socket_path(index_dir)
     for payload in (b"", b"[1,2,3]\n", b"null\n", b'"op"\n', b"[" * 100_000 + b"\n", b'{"op": 5, "args": []}\n'):
@@ -207,7 +207,7 @@ def test_the_query_server_survives_bad_messages(bm25_index):
 def test_a_stalled_client_does_not_hold_up_others(bm25_index):
     import time
 
-    root, index_dir = bm25_index
+    _root, index_dir = bm25_index
     pid = query_server.request(index_dir, "ping")["pid"]
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as stalled:
         stalled.connect(str(query_server.socket_path(index_dir)))
@@ -219,7 +219,7 @@ def test_a_stalled_client_does_not_hold_up_others(bm25_index):
 
 @pytest.mark.parametrize("idle", ["-5", "nan", "abc"])
 def test_a_bad_idle_setting_falls_back_to_the_default(bm25_index, monkeypatch, idle):
-    root, index_dir = bm25_index
+    _root, index_dir = bm25_index
     monkeypatch.setenv(query_server.IDLE_ENV, idle)
     assert bm25_query(index_dir)[0]["path"] == "src/parse.py"
 

@@ -31,7 +31,7 @@ def test_watch_reindexes_changes_then_stops(tmp_path, tiny_qwen_dir):
     def run() -> None:
         try:
             watch_and_index(root, debounce_ms=200, on_report=reports.append, stop_event=stop)
-        except Exception as exc:  # noqa: BLE001 - surfaced by the assertions below
+        except Exception as exc:  # noqa: BLE001 (surfaced by the assertions below)
             errors.append(exc)
 
     watcher = threading.Thread(target=run, daemon=True)

@@ -13,8 +13,8 @@ from codesift import Embedder
 
 def run(*args, stdin=None, env_extra=None):
     env = dict(os.environ, HF_HUB_OFFLINE="1", **(env_extra or {}))
-    return subprocess.run([sys.executable, "-m", "codesift.cli", *args], input=stdin, capture_output=True, text=True,
-                          env=env, timeout=300)
+    return subprocess.run([sys.executable, "-m", "codesift.cli", *args], input=stdin, check=False, capture_output=True,
+                          text=True, env=env, timeout=300)
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,10 @@ import pytest
 
 pytest.importorskip("onnxruntime")
 
-from codesift.index import IndexConfig, build_index, open_index  # noqa: E402
-from codesift.model import int8  # noqa: E402
-from codesift.model.embedder import Embedder  # noqa: E402
-from codesift.testing import make_tiny_bert  # noqa: E402
+from codesift.index import IndexConfig, build_index, open_index
+from codesift.model import int8
+from codesift.model.embedder import Embedder
+from codesift.testing import make_tiny_bert
 
 TEXTS = ["def add(a, b):\n    return a + b", "open a file and read every line",
          "class Stack:\n    def push(self, x): ...", "SELECT name FROM users WHERE id = 1", "x" * 40]

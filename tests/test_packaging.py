@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 tomllib = pytest.importorskip("tomllib")
-from packaging.requirements import Requirement  # noqa: E402
-from packaging.utils import canonicalize_name  # noqa: E402
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[1]
 

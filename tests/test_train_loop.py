@@ -46,9 +46,9 @@ def beir_dir(tmp_path_factory) -> Path:
 
 
 def _cfg(model, data, out, **kw) -> TrainConfig:
-    base = dict(model=str(model), data=[str(data)], out=str(out), steps=4, batch_size=8, mini_batch_size=3,
-                lr=1e-3, bf16=False, max_length=64, device="cpu", progress=False, save_every=2, keep_last=2,
-                warmup_ratio=0.25, peak_probe_s=0.05)
+    base = {"model": str(model), "data": [str(data)], "out": str(out), "steps": 4, "batch_size": 8, "mini_batch_size": 3,
+            "lr": 1e-3, "bf16": False, "max_length": 64, "device": "cpu", "progress": False, "save_every": 2,
+            "keep_last": 2, "warmup_ratio": 0.25, "peak_probe_s": 0.05}
     base.update(kw)
     return TrainConfig().replace(**base)
 
@@ -70,8 +70,8 @@ def test_config_yaml_and_overrides(tmp_path):
         TrainConfig.from_yaml(y)
     y.write_text("lr: 5e-5\nsteps: 20\n")  # YAML 1.1 reads 5e-5 (no dot) as a string
     assert TrainConfig.from_yaml(y).lr == 5e-5
-    for bad, message in ((dict(lr="fast"), "lr must be a number, got 'fast'"),
-                         (dict(steps=2.5), "steps must be an integer"), (dict(bf16="yes"), "bf16 must be true or false")):
+    for bad, message in (({"lr": "fast"}, "lr must be a number, got 'fast'"),
+                         ({"steps": 2.5}, "steps must be an integer"), ({"bf16": "yes"}, "bf16 must be true or false")):
         with pytest.raises(ValueError, match=message):
             TrainConfig().replace(**bad)
     from codesift.train.loop import lr_factor
@@ -86,17 +86,17 @@ def test_gradient_cache_on_the_model_matches_one_big_batch(tiny_qwen_dir, pair_f
 
     pairs = load_pairs([pair_file])[:8]
     runs = {  # one chunk = plain backprop through the whole batch; 3 = chunks of 3,3,2, cached or kept
-        "one_chunk": dict(mini_batch_size=8),
-        "cached": dict(mini_batch_size=3),
-        "plain_chunks": dict(mini_batch_size=3, gradient_cache=False),
-        "reordered": dict(mini_batch_size=3),
+        "one_chunk": {"mini_batch_size": 8},
+        "cached": {"mini_batch_size": 3},
+        "plain_chunks": {"mini_batch_size": 3, "gradient_cache": False},
+        "reordered": {"mini_batch_size": 3},
     }
     grads = {}
     for name, kw in runs.items():
         cfg = _cfg(tiny_qwen_dir, pair_file, tmp_path, matryoshka_dims=[16, 64], **kw)
         emb = build_embedder(cfg)
         batch = pairs[::-1] if name == "reordered" else pairs  # the loss must not depend on pair order
-        out, tokens = step_gradients(emb, batch, cfg, [16, 64])
+        out, _tokens = step_gradients(emb, batch, cfg, [16, 64])
         grads[name] = (out, {n: p.grad.clone() for n, p in trainable_parameters(emb)})
     plain, g1 = grads["one_chunk"]
     for name in ("cached", "plain_chunks", "reordered"):
@@ -233,7 +233,8 @@ def test_sigkill_then_resume_gives_the_same_losses(tiny_qwen_dir, pair_file, tmp
                         "pooling: latent_attention\n")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "codesift.cli", "train", str(cfg_file), *args]
-    full = subprocess.run([*cmd, "--out", str(tmp_path / "full")], env=env, capture_output=True, text=True, timeout=300)
+    full = subprocess.run([*cmd, "--out", str(tmp_path / "full")], env=env, check=False, capture_output=True, text=True,
+                          timeout=300)
     assert full.returncode == 0, full.stderr[-2000:]
 
     killed = tmp_path / "killed"
@@ -245,8 +246,8 @@ def test_sigkill_then_resume_gives_the_same_losses(tiny_qwen_dir, pair_file, tmp
     proc.wait()
     assert (killed / "checkpoints" / "step-00000004").is_dir()
     assert not (killed / "modules.json").exists()  # it really died before the end
-    resumed = subprocess.run([*cmd, "--out", str(killed), "--resume"], env=env, capture_output=True, text=True,
-                             timeout=300)
+    resumed = subprocess.run([*cmd, "--out", str(killed), "--resume"], env=env, check=False, capture_output=True,
+                             text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     a, b = _losses(tmp_path / "full" / "metrics.jsonl"), _losses(killed / "metrics.jsonl")
     assert sorted(a) == sorted(b) == list(range(1, 9))
@@ -298,8 +299,8 @@ def test_two_gloo_processes_equal_one_process(tiny_qwen_dir, pair_file, tmp_path
                        join=True, start_method="spawn")
     got_loss, got = torch.load(tmp_path / "ddp.pt")
     assert got_loss == pytest.approx(loss.loss.item(), rel=1e-5)
-    for n in want:
-        torch.testing.assert_close(got[n], want[n], rtol=1e-4, atol=1e-5 * float(want[n].abs().max()), msg=n)
+    for n, w in want.items():
+        torch.testing.assert_close(got[n], w, rtol=1e-4, atol=1e-5 * float(w.abs().max()), msg=n)
 
 
 def _train_worker(rank: int, world: int, port: int, cfg_dict: dict, resume: bool) -> None:
@@ -330,8 +331,8 @@ def test_fsdp_two_processes_train_save_and_resume_like_one_process(tiny_qwen_dir
     from codesift.model.embedder import Embedder
     from codesift.train.loop import train
 
-    kw = dict(steps=4, schedule="constant", warmup_ratio=0.0, matryoshka_dims=[32, 64], mini_batch_size=3,
-              gradient_cache=gradient_cache, eval_dir=str(beir_dir), eval_every=2, peak_probe_s=0.0)
+    kw = {"steps": 4, "schedule": "constant", "warmup_ratio": 0.0, "matryoshka_dims": [32, 64], "mini_batch_size": 3,
+              "gradient_cache": gradient_cache, "eval_dir": str(beir_dir), "eval_every": 2, "peak_probe_s": 0.0}
     ref = train(_cfg(tiny_qwen_dir, pair_file, tmp_path / "one", **kw))
     sharded = _cfg(tiny_qwen_dir, pair_file, tmp_path / "fsdp", fsdp=True, **kw).to_dict()
     for steps, resume in ((2, False), (4, True)):  # stop after the step-2 checkpoint, then resume to step 4
@@ -365,8 +366,8 @@ def test_torchrun_two_processes_log_the_same_losses_as_one(tiny_qwen_dir, pair_f
     args = ["-m", "codesift.cli", "train", str(cfg_file), "--model", str(tiny_qwen_dir), "--data", str(pair_file),
             "--steps", "4", "--batch-size", "8", "--mini-batch-size", "2", "--lr", "1e-3"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    one = subprocess.run([sys.executable, *args, "--out", str(tmp_path / "one")], env=env, capture_output=True,
-                         text=True, timeout=300)
+    one = subprocess.run([sys.executable, *args, "--out", str(tmp_path / "one")], env=env, check=False,
+                         capture_output=True, text=True, timeout=300)
     assert one.returncode == 0, one.stderr[-2000:]
     import socket
 
@@ -374,7 +375,8 @@ def test_torchrun_two_processes_log_the_same_losses_as_one(tiny_qwen_dir, pair_f
         sock.bind(("127.0.0.1", 0))
         port = str(sock.getsockname()[1])
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", port,
-                          *args, "--out", str(tmp_path / "two")], env=env, capture_output=True, text=True, timeout=300)
+                          *args, "--out", str(tmp_path / "two")], env=env, check=False, capture_output=True, text=True,
+                          timeout=300)
     assert two.returncode == 0, two.stderr[-2000:]
     a, b = _losses(tmp_path / "one" / "metrics.jsonl"), _losses(tmp_path / "two" / "metrics.jsonl")
     assert sorted(a) == sorted(b) == [1, 2, 3, 4]

@@ -10,11 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from test_model_hardening import assert_one_error_line, run_main
-
 from codesift.data.mining import MineReport, text_hash
 from codesift.tune.history import SplitConfig, held_out_count, held_out_gold, split_history, training_pairs
 from codesift.tune.run import TuneConfig, tune
+from test_model_hardening import assert_one_error_line, run_main
 
 FAST = TuneConfig(minutes=0.2, batch_size=8)  # a few small steps: the tests check the mechanism, not the gain
 
@@ -148,7 +147,7 @@ def test_the_install_policy():
 
 
 def test_an_interrupted_tune_resumes(repo, tiny_bert_dir, monkeypatch, capsys):
-    import codesift.train.loop as loop
+    from codesift.train import loop
 
     monkeypatch.setenv("CODESIFT_MODEL", str(tiny_bert_dir))
     monkeypatch.setattr("codesift.tune.evaluate.wins", lambda before, after: False)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from codesift.tasks import BUILTIN_TASKS, register_task, resolve_task
 
 __version__ = "0.1.0"
-__all__ = ["Embedder", "BUILTIN_TASKS", "register_task", "resolve_task", "__version__"]
+__all__ = ["BUILTIN_TASKS", "Embedder", "__version__", "register_task", "resolve_task"]
 
 if TYPE_CHECKING:
     from codesift.model.embedder import Embedder

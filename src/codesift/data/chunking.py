@@ -83,7 +83,7 @@ class TokenSpans:
     edge_slack: int = 1
 
     @classmethod
-    def from_offsets(cls, offsets: Sequence[tuple[int, int]], overhead: int = 0, edge_slack: int = 1) -> "TokenSpans":
+    def from_offsets(cls, offsets: Sequence[tuple[int, int]], overhead: int = 0, edge_slack: int = 1) -> TokenSpans:
         """From a tokenizer's ``offset_mapping`` (made non-decreasing, so that a bisection is valid)."""
         if not len(offsets):
             return cls([], [], overhead, edge_slack)
@@ -300,7 +300,7 @@ def chunk_text(
     spans = None
     if counter is not None:
         spans = counter.spans(text)
-        count_tokens = lambda piece: counter.count([piece])[0]  # noqa: E731
+        count_tokens = lambda piece: counter.count([piece])[0]
     count = count_tokens or estimate_tokens
     chunker = _Chunker(text, max_tokens, count, spans)
     if not chunker.lines:

@@ -28,7 +28,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -50,6 +50,9 @@ from codesift.data.files import source_from_bytes
 from codesift.data.languages import detect_language
 from codesift.data.mining import MineReport, normalize, text_hash
 from codesift.data.pair import Pair
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self from Python 3.11
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +123,7 @@ class BlobReader:
             self._proc.stdin.close()
             self._proc.wait()
 
-    def __enter__(self) -> BlobReader:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

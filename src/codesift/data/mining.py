@@ -313,7 +313,7 @@ def mine_file(path: Path, source: str, cfg: MineConfig, report: MineReport) -> l
     report.files[language] = report.files.get(language, 0) + 1
     try:
         return pairs_from_text(text, language, source, str(path), cfg, report)
-    except Exception as exc:  # a parser bug must not end a run over thousands of files
+    except Exception as exc:  # noqa: BLE001 (a parser bug must not end a run over thousands of files)
         logger.warning("could not mine %s: %s", path, exc)
         report.skip(f"parse failure ({exc.__class__.__name__})", str(path))
         return []

@@ -277,8 +277,8 @@ def stats_markdown(stats: dict) -> str:
         dc = stats["decontamination"]
         lines += [
             "",
-            f"Decontamination: {dc['eval_texts']:,} evaluation texts from {len(dc['excluded_sets'])} sets; "
-            f"{dc['dropped']:,} pairs dropped (exact or Jaccard >= {dc['near_duplicate_jaccard']}).",
+            (f"Decontamination: {dc['eval_texts']:,} evaluation texts from {len(dc['excluded_sets'])} sets; "
+             f"{dc['dropped']:,} pairs dropped (exact or Jaccard >= {dc['near_duplicate_jaccard']})."),
         ]
     return "\n".join(lines) + "\n"
 

@@ -17,5 +17,5 @@ def read_yaml_mapping(path: str | Path, what: str) -> dict:
     except yaml.YAMLError as exc:
         raise ValueError(f"{p} is not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
-        raise ValueError(f"{p}: expected a mapping of {what} keys, got {type(raw).__name__}")
+        raise ValueError(f"{p}: expected a mapping of {what} keys, got {type(raw).__name__}")  # noqa: TRY004 (bad content)
     return raw

@@ -13,7 +13,7 @@ import typer
 
 def find_index_dir(path: str | None, index: str | None) -> Path:
     """The index directory: ``--index``, else PATH/.codesift, else the nearest .codesift above the cwd."""
-    from codesift.index.config import INDEX_DIRNAME
+    from codesift.index.config import DB_NAME, INDEX_DIRNAME
 
     if index:
         return Path(index)
@@ -24,16 +24,17 @@ def find_index_dir(path: str | None, index: str | None) -> Path:
         return p / INDEX_DIRNAME
     here = Path.cwd().resolve()
     for d in (here, *here.parents):
-        if (d / INDEX_DIRNAME / "manifest.sqlite").is_file():
+        if (d / INDEX_DIRNAME / DB_NAME).is_file():
             return d / INDEX_DIRNAME
     raise FileNotFoundError(f"no {INDEX_DIRNAME} index here or above {here}; run `codesift index PATH` first")
 
 
 def _sqlite_errors(index_dir: Path):
     """SQLite failures on the index in ``index_dir`` as named errors (a full disk, read-only, damaged: rebuild)."""
+    from codesift.index.config import DB_NAME
     from codesift.index.manifest import sqlite_errors
 
-    return sqlite_errors(Path(index_dir) / "manifest.sqlite")
+    return sqlite_errors(Path(index_dir) / DB_NAME)
 
 
 def _progress_printer(bar: bool, lines_every_s: float = 15.0):
@@ -147,7 +148,7 @@ def register(app: typer.Typer) -> None:
         """Build or update the search index of a source tree (incremental)."""
         from dataclasses import replace
 
-        from codesift.index.config import IndexConfig
+        from codesift.index.config import DB_NAME, IndexConfig
         from codesift.index.indexer import Indexer, clear_index, default_index_dir
         from codesift.index.manifest import Manifest
 
@@ -160,8 +161,8 @@ def register(app: typer.Typer) -> None:
         if rebuild and index_dir.exists():
             clear_index(index_dir)  # keeps a model that `codesift tune` installed (pass --model to use it)
         config = None
-        if (index_dir / "manifest.sqlite").is_file():
-            m = Manifest(index_dir / "manifest.sqlite")
+        if (index_dir / DB_NAME).is_file():
+            m = Manifest(index_dir / DB_NAME)
             with _sqlite_errors(index_dir):
                 config = IndexConfig.from_meta(m.get_meta())
             m.close()
@@ -229,8 +230,10 @@ def register(app: typer.Typer) -> None:
                    "limit": limit, "language": lang, "path_globs": list(path_glob or ()), "exclude_tests": exclude_tests}
         if not like:
             request.update(mode=mode, two_stage=two_stage, rerank=not no_rerank, budget=budget)
+        from codesift.index.config import DB_NAME
+
         index_dir = find_index_dir(path, index)
-        if not (index_dir / "manifest.sqlite").is_file():
+        if not (index_dir / DB_NAME).is_file():
             raise FileNotFoundError(f"no codesift index at {index_dir}; build one with `codesift index PATH`")
         answer = _search(index_dir, request, use_server=not no_server)
         st = answer.get("staleness")

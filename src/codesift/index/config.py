@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from codesift.model.loading import DEFAULT_MODEL  # one default model for the library, the index and the server
+
 INDEX_DIRNAME = ".codesift"
 DB_NAME = "manifest.sqlite"  # the index's SQLite file: manifest tables and, with the default store, the chunks
 # What `codesift tune` keeps in the index folder (the installed model, its record, the resumable work): not the
@@ -38,7 +39,7 @@ class IndexConfig:
     dtype: str = "auto"
 
     @classmethod
-    def from_meta(cls, meta: dict) -> "IndexConfig | None":
+    def from_meta(cls, meta: dict) -> IndexConfig | None:
         """The config an index stored (None: none yet); an index from before ``dtype`` was stored gets the
         precision its vectors were made with, the last part of its model fingerprint."""
         stored = meta.get("config")

@@ -10,8 +10,8 @@ join that transaction, the files are marked ``pending`` (committed) before their
 from __future__ import annotations
 
 import hashlib
-import os
 import logging
+import os
 import shutil
 import time
 from collections import Counter

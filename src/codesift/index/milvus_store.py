@@ -16,8 +16,17 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from codesift.index.store import MAX_VARCHAR, META_FIELDS, OUTPUT_FIELDS, ChunkFilter, StoreLockedError, \
-    in_list, is_milvus_lite, keyword_text, quote
+from codesift.index.store import (
+    MAX_VARCHAR,
+    META_FIELDS,
+    OUTPUT_FIELDS,
+    ChunkFilter,
+    StoreLockedError,
+    in_list,
+    is_milvus_lite,
+    keyword_text,
+    quote,
+)
 from codesift.model.norm import l2_normalize
 
 log = logging.getLogger(__name__)

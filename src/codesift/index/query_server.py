@@ -197,7 +197,9 @@ def _connect(index_dir: Path, start: bool) -> socket.socket:
         return _dial(path, 2.0)
     if not start:
         raise QueryServerUnavailable(f"no query server for {index_dir}")
-    if not (index_dir / "manifest.sqlite").is_file():
+    from codesift.index.config import DB_NAME
+
+    if not (index_dir / DB_NAME).is_file():
         raise FileNotFoundError(f"no codesift index at {index_dir}; build one with `codesift index PATH`")
     import fcntl
 
@@ -408,7 +410,7 @@ class QueryServer:
         else:
             try:
                 now = self._index_identity()
-            except Exception as exc:  # the index directory was deleted or replaced
+            except Exception as exc:  # noqa: BLE001 (the index directory was deleted or replaced)
                 now = {"error": str(exc)}
             if now != self.loaded:
                 why = "the index changed (model, fingerprint, root or store)"

@@ -12,21 +12,34 @@ import re
 import unicodedata
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pathspec
 
 from codesift.data.files import is_test_path
+from codesift.data.walk import walk_files
 from codesift.index.config import DB_NAME, IndexConfig, SearchConfig
 from codesift.index.indexer import Indexer, IndexReport, default_index_dir, store_mismatch
 from codesift.index.manifest import Manifest, damaged_message
 from codesift.index.ranking import Candidate, fit_budget, fuse_windows, query_identifiers, query_windows, rank_files
 from codesift.index.ranking import rerank as code_rerank
-from codesift.index.store import (META_FIELDS, OUTPUT_FIELDS, ChunkFilter, Store, StoreLockedError, is_milvus_lite,
-                                  is_milvus_uri, open_store, store_location)
-from codesift.data.walk import walk_files
+from codesift.index.store import (
+    META_FIELDS,
+    OUTPUT_FIELDS,
+    ChunkFilter,
+    Store,
+    StoreLockedError,
+    is_milvus_lite,
+    is_milvus_uri,
+    open_store,
+    store_location,
+)
 from codesift.model.inputs import check_text
 from codesift.model.norm import l2_normalize
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self from Python 3.11
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +209,7 @@ class CodeIndex:
         self.close_store()
         self.manifest.close()
 
-    def __enter__(self) -> CodeIndex:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -205,10 +218,10 @@ class CodeIndex:
     # ---- freshness
     def refresh(self, progress=None) -> IndexReport:
         """Re-index what changed in the tree since the last run."""
-        if self.manifest.get_meta().get("dim"):
-            self.store  # opened here, by this index's rules (the indexer reuses it)
+        # the store is opened here, by this index's rules (the indexer reuses it)
+        store = self.store if self.manifest.get_meta().get("dim") else self._store
         ix = Indexer(self.root, self.index_dir, self.config, embedder=self._embedder, manifest=self.manifest,
-                     store=self._store)
+                     store=store)
         report = ix.update(progress)
         self._store, self._embedder = ix.opened_store, ix.loaded_embedder
         return report

@@ -1,4 +1,4 @@
-"""The embedded store: chunks, float16 vectors and an FTS5 keyword index in the index's own SQLite file.
+"""The embedded store: chunks, float16 vectors and BM25 postings (``sqlite_terms``) in the index's own SQLite file.
 
 Why SQLite (figures in docs/search.md): one file, in WAL mode, holds the manifest and the chunks, so a
 batch of files (their records, rows, vectors and terms) commits in ONE transaction; a run killed at any
@@ -136,7 +136,7 @@ class MemoryRows:
 
 
 class SQLiteStore:
-    """Chunks of one index in its SQLite file (shared with the ``Manifest``), searched in memory and by FTS5."""
+    """Chunks of one index in its SQLite file (shared with the ``Manifest``), searched in memory (vectors, BM25 postings)."""
 
     shares_manifest = True
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -82,14 +82,10 @@ def _write_vectors(vecs, output: Path | None) -> None:
             np.save(fh, vecs)
         typer.echo(f"wrote {vecs.shape[0]} x {vecs.shape[1]} vectors to {output}", err=True)
         return
-    sink = open(output, "w", encoding="utf-8") if output else sys.stdout
-    try:
+    with open(output, "w", encoding="utf-8") if output else contextlib.nullcontext(sys.stdout) as sink:
         for i, v in enumerate(vecs):
             sink.write(json.dumps({"index": i, "embedding": [round(float(x), 7) for x in v]}) + "\n")
         sink.flush()
-    finally:
-        if output:
-            sink.close()
 
 
 def register(app: typer.Typer) -> None:
@@ -98,14 +94,14 @@ def register(app: typer.Typer) -> None:
     @app.command("embed")
     def embed(
         texts: list[str] = typer.Argument(None, help="Texts to embed (else --input or stdin lines)."),
-        input_file: Optional[Path] = typer.Option(None, "--input", "-i", help="A .jsonl file (strings or {'text': ...}) or a text file, one input a line; '-' for stdin."),
-        output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write .npy (array) or .jsonl (also for a name without a suffix); default JSONL on stdout."),
+        input_file: Path | None = typer.Option(None, "--input", "-i", help="A .jsonl file (strings or {'text': ...}) or a text file, one input a line; '-' for stdin."),
+        output: Path | None = typer.Option(None, "--output", "-o", help="Write .npy (array) or .jsonl (also for a name without a suffix); default JSONL on stdout."),
         task: str = typer.Option("nl2code", help="nl2code, qa, code2code, code2nl, code2completion (or nl2code.query ...)."),
-        role: Optional[str] = typer.Option(None, help="query or document (passage); default query, or the role in --task."),
-        dim: Optional[int] = typer.Option(None, help="Matryoshka dimension (truncate, then re-normalise)."),
-        model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP),
+        role: str | None = typer.Option(None, help="query or document (passage); default query, or the role in --task."),
+        dim: int | None = typer.Option(None, help="Matryoshka dimension (truncate, then re-normalise)."),
+        model: str | None = typer.Option(None, "--model", "-m", help=MODEL_HELP),
         truncate: bool = typer.Option(False, help="Cut over-long inputs instead of failing (the prefix is kept)."),
-        batch_tokens: Optional[int] = typer.Option(None, help="Token budget per batch (padded tokens)."),
+        batch_tokens: int | None = typer.Option(None, help="Token budget per batch (padded tokens)."),
         device: str = typer.Option("auto"),
         dtype: str = typer.Option("auto", help="auto (bf16 where the hardware has it, else float32), int8 "
                                                 "(encoders on the CPU: ONNX Runtime), float32, bfloat16, float16."),
@@ -147,7 +143,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("info")
     def info(
-        model: Optional[str] = typer.Argument(None, help=MODEL_HELP),
+        model: str | None = typer.Argument(None, help=MODEL_HELP),
         as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     ) -> None:
         """Load a model and show its dimension, Matryoshka dims, pooling, prefixes and limits."""

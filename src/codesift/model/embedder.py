@@ -14,13 +14,14 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from functools import cached_property
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from codesift.model.inputs import check_text
 from codesift.model.loading import (
     CODESIFT_CONFIG,
     ModelSource,
@@ -28,7 +29,6 @@ from codesift.model.loading import (
     weights_fingerprint,
 )
 from codesift.model.norm import l2_normalize
-from codesift.model.inputs import check_text
 from codesift.model.pooling import LatentAttentionPooling, normalize_pooling, pool
 from codesift.model.tokenizer import load_tokenizer, special_token_flags
 from codesift.tasks import TASKS, TaskRegistry
@@ -259,10 +259,11 @@ class Embedder:
     # ---------------------------------------------------------------- tokenization
     def _token_ids(self, texts: Sequence[str], prefix: str, truncate: bool) -> list[list[int]]:
         if isinstance(texts, str):
-            raise ValueError("texts must be a list of strings, not one string: wrap it as [text]")
+            # ValueError, not TypeError: the server answers it with a 400
+            raise ValueError("texts must be a list of strings, not one string: wrap it as [text]")  # noqa: TRY004
         for i, t in enumerate(texts):
             if not isinstance(t, str):
-                raise ValueError(f"texts[{i}] is {type(t).__name__}, not str")
+                raise ValueError(f"texts[{i}] is {type(t).__name__}, not str")  # noqa: TRY004 (the server's 400)
             check_text(t, f"texts[{i}]")
         ids, used = _bounded_token_ids(self.tokenizer, prefix, texts, self.max_length)
         too_long = [i for i, row in enumerate(ids) if len(row) > self.max_length]
@@ -308,7 +309,7 @@ class Embedder:
             self._overhead[prefix] = _count_tokens(self.tokenizer, prefix, [""], self.max_length)[0]
         return [tuple(span) for span in enc["offset_mapping"]], self._overhead[prefix]
 
-    def token_counter(self) -> "TokenCounter":
+    def token_counter(self) -> TokenCounter:
         """A ``count_tokens`` with its own tokenizer copy, safe to call from one other thread (e.g. a server's)."""
         return TokenCounter(self)
 

@@ -36,14 +36,14 @@ def local_models() -> list[dict]:
     env = os.environ.get(MODEL_ENV)
     default = default_model()
     cached = {}
-    try:
-        from huggingface_hub import scan_cache_dir
+    from huggingface_hub import CacheNotFound, CorruptedCacheException, scan_cache_dir
 
+    try:
         for repo in scan_cache_dir().repos:
             if repo.repo_type == "model":
                 revs = sorted(repo.revisions, key=lambda r: r.last_modified, reverse=True)
                 cached[repo.repo_id] = str(revs[0].snapshot_path) if revs else str(repo.repo_path)
-    except Exception:  # no cache folder yet
+    except (CacheNotFound, CorruptedCacheException):  # no cache folder yet, or one we cannot read: list without it
         pass
     local = cached.get(default) or shipped_model_path(default) or (env if env and Path(env).exists() else None)
     note = "from $CODESIFT_MODEL" if env else ("codesift's own code model, shipped (Apache-2.0, 384 dims)"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from sentence_transformers.base.modules.module import Module
 
@@ -11,7 +13,7 @@ from codesift.model.pooling import LatentAttentionPooling as _LatentAttention
 class LatentAttentionPooling(Module):
     """NV-Embed latent-attention pooling as a sentence-transformers module (replaces ``Pooling``)."""
 
-    config_keys = ["hidden_size", "num_latents", "num_heads", "mlp_ratio"]
+    config_keys: ClassVar[list[str]] = ["hidden_size", "num_latents", "num_heads", "mlp_ratio"]
 
     def __init__(self, hidden_size: int, num_latents: int = 512, num_heads: int = 8, mlp_ratio: int = 4) -> None:
         super().__init__()
@@ -30,7 +32,7 @@ class LatentAttentionPooling(Module):
         self.save_torch_weights(output_path, safe_serialization=safe_serialization)
 
     @classmethod
-    def load(cls, model_name_or_path: str, subfolder: str = "", **kwargs) -> "LatentAttentionPooling":
+    def load(cls, model_name_or_path: str, subfolder: str = "", **kwargs) -> LatentAttentionPooling:
         hub = {k: kwargs[k] for k in ("token", "cache_folder", "revision", "local_files_only") if k in kwargs}
         config = cls.load_config(model_name_or_path, subfolder=subfolder, **hub)
         module = cls(**config)
@@ -38,7 +40,7 @@ class LatentAttentionPooling(Module):
         return module
 
     @classmethod
-    def from_pooler(cls, pooler: _LatentAttention) -> "LatentAttentionPooling":
+    def from_pooler(cls, pooler: _LatentAttention) -> LatentAttentionPooling:
         """Wrap an existing (trained) pooler without copying its weights."""
         cfg = pooler.config()
         module = cls(**cfg)

@@ -142,7 +142,9 @@ async def _served_index(state: ServerState) -> Any:
     index = state.index
     if not index.replaced():
         return index
-    if not (Path(index.index_dir) / "manifest.sqlite").is_file():
+    from codesift.index.config import DB_NAME
+
+    if not (Path(index.index_dir) / DB_NAME).is_file():
         raise APIError(409, "the served index was deleted; rebuild it with `codesift index ROOT` (the server opens "
                        "it again on the next request)", code="index_gone")
     log.info("the index file at %s was replaced; opening it again", index.index_dir)

@@ -30,11 +30,13 @@ def read_api_keys(key_file: Path | None, env: str = API_KEY_ENV) -> list[str]:
 
 def _index_model(index_dir: Path | None) -> str | None:
     """The model an index was built with (its queries must be embedded by it), or None."""
-    if index_dir is None or not (Path(index_dir) / "manifest.sqlite").is_file():
+    from codesift.index.config import DB_NAME
+
+    if index_dir is None or not (Path(index_dir) / DB_NAME).is_file():
         return None
     from codesift.index.manifest import Manifest
 
-    manifest = Manifest(Path(index_dir) / "manifest.sqlite")
+    manifest = Manifest(Path(index_dir) / DB_NAME)
     try:
         return (manifest.get_meta().get("config") or {}).get("model")
     finally:

@@ -19,11 +19,11 @@ MAX_HEADER_BYTES = 64 * 1024
 class BoundedH11Protocol(H11Protocol):
     """H11Protocol that closes a connection whose request head takes longer than ``HEADER_TIMEOUT_S``."""
 
-    def connection_made(self, transport: Any) -> None:  # noqa: D102 (uvicorn's)
+    def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
         self._arm_header_deadline()
 
-    def on_response_complete(self) -> None:  # noqa: D102 (uvicorn's)
+    def on_response_complete(self) -> None:
         super().on_response_complete()
         self._arm_header_deadline()
 

@@ -26,6 +26,7 @@ class IndexedRoots:
     """The indexes an MCP server may use, opened lazily, one lock each (tools may run concurrently)."""
 
     def __init__(self, roots: list[str | Path], embedder=None) -> None:
+        from codesift.index.config import DB_NAME
         from codesift.index.indexer import default_index_dir
 
         if not roots:
@@ -33,7 +34,7 @@ class IndexedRoots:
         self.roots: list[Path] = []
         for r in roots:
             p = Path(r).resolve()
-            if not (default_index_dir(p) / "manifest.sqlite").is_file():
+            if not (default_index_dir(p) / DB_NAME).is_file():
                 raise FileNotFoundError(f"{p} has no codesift index; run `codesift index {r}` first")
             self.roots.append(p)
         self._embedder = embedder
@@ -137,7 +138,7 @@ def build_server(roots: list[str | Path], embedder=None):
         if not isinstance(query, str) or not query.strip():
             raise ValueError("query is empty; describe the code you are looking for")
         globs = [path_glob] if path_glob else ()
-        opts = dict(limit=limit, language=language or None, path_globs=globs, mode=mode, rerank=rerank)
+        opts = {"limit": limit, "language": language or None, "path_globs": globs, "mode": mode, "rerank": rerank}
         if files:
             return _across_roots(lambda ix: ix.search_files(query, **opts), language, limit, budget)
         return _across_roots(lambda ix: ix.search(query, **opts), language, limit, budget)
@@ -259,6 +260,7 @@ def guard_jsonrpc_line(line: str) -> dict | bool:
 
 def _guard(line: str) -> dict | bool:
     import mcp_types
+    import pydantic
 
     try:
         message = json.loads(line)
@@ -278,7 +280,7 @@ def _guard(line: str) -> dict | bool:
         return _jsonrpc_error(request_id, INVALID_PARAMS, f"Invalid params: text that is not valid UTF-8 in {bad_text}")
     try:
         mcp_types.jsonrpc_message_adapter.validate_json(line, by_name=False)
-    except Exception as exc:  # pydantic's ValidationError: not a JSON-RPC message the SDK knows
+    except pydantic.ValidationError as exc:  # not a JSON-RPC message the SDK knows
         if is_notification:
             log.warning("dropped an invalid notification: %s", exc)
             return False

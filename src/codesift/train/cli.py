@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -14,21 +13,21 @@ def register(app: typer.Typer) -> None:
 
     @app.command("train")
     def train_command(
-        config: Optional[Path] = typer.Argument(None, help="YAML file of TrainConfig fields (see configs/)."),
-        model: Optional[str] = typer.Option(None, "--model", help="Backbone: HF folder, hub id or .gguf file."),
-        data: Optional[list[Path]] = typer.Option(None, "--data", help="Pair file (JSONL); repeat for several."),
-        steps: Optional[int] = typer.Option(None, "--steps", help="Optimiser steps."),
-        batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Global batch size (all processes)."),
-        mini_batch_size: Optional[int] = typer.Option(None, "--mini-batch-size", help="Gradient-cache chunk size."),
-        gradient_cache: Optional[bool] = typer.Option(
+        config: Path | None = typer.Argument(None, help="YAML file of TrainConfig fields (see configs/)."),
+        model: str | None = typer.Option(None, "--model", help="Backbone: HF folder, hub id or .gguf file."),
+        data: list[Path] | None = typer.Option(None, "--data", help="Pair file (JSONL); repeat for several."),
+        steps: int | None = typer.Option(None, "--steps", help="Optimiser steps."),
+        batch_size: int | None = typer.Option(None, "--batch-size", help="Global batch size (all processes)."),
+        mini_batch_size: int | None = typer.Option(None, "--mini-batch-size", help="Gradient-cache chunk size."),
+        gradient_cache: bool | None = typer.Option(
             None, "--gradient-cache/--no-gradient-cache",
             help="Cache embedding gradients (flat memory) or keep every chunk's graph (no second forward)."),
-        fsdp: Optional[bool] = typer.Option(None, "--fsdp/--no-fsdp", help="Shard the backbone with FSDP2 (under torchrun)."),
-        lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate."),
-        pooling: Optional[str] = typer.Option(None, "--pooling", help="lasttoken | mean | latent_attention."),
-        lora: Optional[bool] = typer.Option(None, "--lora/--full", help="LoRA adapters instead of full fine-tuning."),
-        eval_dir: Optional[Path] = typer.Option(None, "--eval-dir", help="Small BEIR folder for the dev eval."),
-        out: Optional[Path] = typer.Option(None, "--out", help="Output folder (model, metrics.jsonl, checkpoints)."),
+        fsdp: bool | None = typer.Option(None, "--fsdp/--no-fsdp", help="Shard the backbone with FSDP2 (under torchrun)."),
+        lr: float | None = typer.Option(None, "--lr", help="Peak learning rate."),
+        pooling: str | None = typer.Option(None, "--pooling", help="lasttoken | mean | latent_attention."),
+        lora: bool | None = typer.Option(None, "--lora/--full", help="LoRA adapters instead of full fine-tuning."),
+        eval_dir: Path | None = typer.Option(None, "--eval-dir", help="Small BEIR folder for the dev eval."),
+        out: Path | None = typer.Option(None, "--out", help="Output folder (model, metrics.jsonl, checkpoints)."),
         resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint in --out."),
     ) -> None:
         """Fine-tune a code LLM into an embedding model with the paper's contrastive recipe."""

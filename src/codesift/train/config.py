@@ -132,7 +132,7 @@ def _typed(name: str, value: Any, default: Any) -> Any:
     """``value`` as the type of the field's default: YAML 1.1 reads ``5e-5`` (no dot) as a string."""
     if isinstance(default, bool):
         if not isinstance(value, bool):
-            raise ValueError(f"{name} must be true or false, got {value!r}")
+            raise ValueError(f"{name} must be true or false, got {value!r}")  # noqa: TRY004 (a bad config value)
         return value
     if isinstance(default, (int, float)):
         kind = type(default)

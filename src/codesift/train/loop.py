@@ -298,7 +298,7 @@ def _restore(state: dict[str, Any], emb, named, optimizer, scheduler, fsdp: bool
         set_state_dict(_state_container(emb), optimizer, model_state_dict=state["params"],
                        optim_state_dict=state["optimizer"], options=StateDictOptions(full_state_dict=True))
     else:
-        missing = set(n for n, _ in named) - set(state["params"])
+        missing = {n for n, _ in named} - set(state["params"])
         if missing:
             raise ValueError(f"checkpoint lacks parameters {sorted(missing)[:3]}...: was it made with another model?")
         with torch.no_grad():
@@ -333,7 +333,7 @@ class _MetricsLog:
             return
         if start_step:
             _truncate_metrics(out / "metrics.jsonl", start_step)
-        self.file = open(out / "metrics.jsonl", "a", encoding="utf-8")
+        self.file = open(out / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115 (close() closes it)
         if cfg.tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter

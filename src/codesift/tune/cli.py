@@ -22,7 +22,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Fine-tune the index's model on this repository's history; install it only if it wins on the newest
         commits, held out."""
-        from codesift.tune.run import TuneConfig, revert as revert_tune, tune
+        from codesift.tune.run import TuneConfig, tune
+        from codesift.tune.run import revert as revert_tune
 
         if revert:
             summary = revert_tune(path, index)

@@ -175,7 +175,7 @@ def docstring_pairs(root: Path, rev: str, cfg: SplitConfig, source: str, report:
             language = detect_language(path, text.split("\n", 1)[0])
             try:
                 pairs.extend(pairs_from_text(text, language, source, path, mine_cfg, report))
-            except Exception as exc:  # a parser bug must not end the run (as in data.mining.mine_file)
+            except Exception as exc:  # noqa: BLE001 - a parser bug must not end the run (as in data.mining.mine_file)
                 log.warning("could not mine %s: %s", path, exc)
     return pairs
 

@@ -17,7 +17,14 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from codesift.index.config import DB_NAME, INDEX_DIRNAME, TUNE_RECORD, TUNE_WORK_DIRNAME, TUNED_MODEL_DIRNAME, IndexConfig
+from codesift.index.config import (
+    DB_NAME,
+    INDEX_DIRNAME,
+    TUNE_RECORD,
+    TUNE_WORK_DIRNAME,
+    TUNED_MODEL_DIRNAME,
+    IndexConfig,
+)
 from codesift.tune.history import RepositoryProblem, SplitConfig, check_repository, split_history
 
 log = logging.getLogger(__name__)
