@@ -119,6 +119,9 @@ def test_install_names_the_tuned_model_and_revert_goes_back(repo, tiny_bert_dir,
     from codesift.model.embedder import Embedder
 
     assert Embedder(tmp_path / "exported").encode(["def f(): pass"]).shape[0] == 1  # --out: a model folder
+    code, _, err = run_main(["index", str(repo), "--rebuild"], monkeypatch, capsys)
+    assert code == 0, err
+    assert _status(repo, monkeypatch, capsys)["model"] == str(tuned.resolve())  # a rebuild keeps the tuned model
 
     code, out, err = run_main(["tune", str(repo), "--revert", "--json"], monkeypatch, capsys)
     assert code == 0 and json.loads(out)["reverted"], err

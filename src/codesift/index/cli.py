@@ -148,7 +148,7 @@ def register(app: typer.Typer) -> None:
         """Build or update the search index of a source tree (incremental)."""
         from dataclasses import replace
 
-        from codesift.index.config import DB_NAME, IndexConfig
+        from codesift.index.config import DB_NAME, IndexConfig, installed_tuned_model
         from codesift.index.indexer import Indexer, clear_index, default_index_dir
         from codesift.index.manifest import Manifest
 
@@ -169,10 +169,10 @@ def register(app: typer.Typer) -> None:
             if config is not None and dtype and dtype != config.dtype:
                 raise ValueError(f"index {index_dir} holds {config.dtype} vectors, not {dtype}; "
                                  "pass --rebuild to re-embed it with --dtype " + dtype)
-        if config is None:  # a new index: the model is --model, else $CODESIFT_MODEL, else the default
-            from codesift.model.loading import default_model
+        if config is None:  # a new (or rebuilt) index: --model, else a model `codesift tune` installed here,
+            from codesift.model.loading import default_model  # else $CODESIFT_MODEL, else the default
 
-            config = IndexConfig(model=default_model())
+            config = IndexConfig(model=installed_tuned_model(index_dir) or default_model())
         overrides = {k: v for k, v in (("model", model), ("store_uri", store_uri), ("store_token", store_token),
                                                   ("max_tokens", max_tokens), ("dtype", dtype)) if v is not None}
         config = replace(config, **overrides)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from codesift.model.loading import DEFAULT_MODEL  # one default model for the library, the index and the server
 
@@ -14,6 +16,22 @@ TUNED_MODEL_DIRNAME = "tuned-model"
 TUNE_RECORD = "tune.json"
 TUNE_WORK_DIRNAME = "tune"
 KEPT_ON_REBUILD = (TUNED_MODEL_DIRNAME, TUNE_RECORD, TUNE_WORK_DIRNAME, ".gitignore")
+
+
+def read_tune_record(index_dir: str | Path) -> dict | None:
+    """What `codesift tune` last recorded in ``index_dir`` (None: never tuned, or an unreadable record)."""
+    path = Path(index_dir) / TUNE_RECORD
+    try:
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    except (OSError, ValueError):
+        return None
+
+
+def installed_tuned_model(index_dir: str | Path) -> str | None:
+    """The folder of the model `codesift tune` installed in ``index_dir``, if one is installed and present."""
+    record = read_tune_record(index_dir) or {}
+    model = record.get("model")
+    return model if record.get("installed") and model and Path(model).is_dir() else None
 
 
 @dataclass

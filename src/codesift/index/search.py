@@ -625,18 +625,10 @@ def stored_dtype(index_dir: str | Path) -> str | None:
 def tuned_record(index_dir: str | Path, model: str) -> dict | None:
     """What `codesift tune` recorded when ``model`` is the tuned model it installed in ``index_dir`` (base model,
     held-out Acc@k before and after), else None."""
-    import json
+    from codesift.index.config import read_tune_record
 
-    from codesift.index.config import TUNE_RECORD
-
-    path = Path(index_dir) / TUNE_RECORD
-    if not path.is_file():
-        return None
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not record.get("installed") or Path(record.get("model", "")) != Path(model):
+    record = read_tune_record(index_dir)
+    if not record or not record.get("installed") or Path(record.get("model", "")) != Path(model):
         return None
     return {k: record.get(k) for k in ("base_model", "before", "after", "head", "installed_at")}
 

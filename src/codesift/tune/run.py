@@ -24,6 +24,7 @@ from codesift.index.config import (
     TUNE_WORK_DIRNAME,
     TUNED_MODEL_DIRNAME,
     IndexConfig,
+    read_tune_record,
 )
 from codesift.tune.history import RepositoryProblem, SplitConfig, check_repository, split_history
 
@@ -85,12 +86,6 @@ def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def read_record(index_dir: Path) -> dict | None:
-    """The record of the last install in ``index_dir`` (None: never tuned)."""
-    path = Path(index_dir) / TUNE_RECORD
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-
-
 def _index_config(index_dir: Path) -> IndexConfig | None:
     if not (index_dir / DB_NAME).is_file():
         return None
@@ -109,7 +104,7 @@ def base_model(index_dir: Path) -> str:
     from codesift.model.loading import default_model
 
     config = _index_config(index_dir)
-    record = read_record(index_dir)
+    record = read_tune_record(index_dir)
     if config is None:
         return default_model()
     if record and record.get("installed") and Path(config.model) == Path(record["model"]):
@@ -265,7 +260,7 @@ def revert(path: str | Path, index: str | Path | None = None, echo: Echo = _stde
     """Go back to the base model of the installed tune: re-embed with it and remove the tuned model."""
     root = Path(path).expanduser().resolve()
     index_dir = Path(index).resolve() if index else root / INDEX_DIRNAME
-    record = read_record(index_dir)
+    record = read_tune_record(index_dir)
     if not record or not record.get("installed"):
         raise ValueError(f"no tuned model is installed in {index_dir}; nothing to revert")
     reembed(root, index_dir, record["base_model"], echo)
