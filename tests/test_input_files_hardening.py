@@ -66,3 +66,59 @@ def test_unreadable_weights_say_permission_denied_not_missing(tiny_qwen_dir, tmp
     monkeypatch.setattr(builtins, "open", denying_open)
     code, _, err = run_main(["embed", "hello", "--model", str(model)], monkeypatch, capsys)
     assert_one_error_line(code, err, str(weights), "permission denied", "chmod a+r")
+
+
+# -- training and evaluation files: named by file and line, refused at load -----------------------------------
+PAIR = '{"task": "nl2code", "query": "add two numbers", "document": "def add(a, b): return a + b"}\n'
+
+
+@pytest.mark.parametrize("bad, needles", [
+    (PAIR.replace("add two", "caf\xe9 two").encode("latin-1"), ["pairs.jsonl:2", "0xe9", "UTF-8"]),
+    (PAIR.replace("add two", "cut \\ud83d").encode(), ["pairs.jsonl:2", "surrogate", "\\ud83d"]),
+    (PAIR.replace("def add", '\\udc00def add').encode(), ["pairs.jsonl:2", "surrogate", "\\udc00"]),
+], ids=["latin-1 byte", "cut emoji", "lone low surrogate"])
+def test_pair_files_with_bad_text_are_refused_at_load_naming_the_line(bad, needles, tiny_qwen_dir, tmp_path,
+                                                                       monkeypatch, capsys):
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_bytes(PAIR.encode() + bad + PAIR.encode())
+    code, _, err = run_main(["train", "--model", str(tiny_qwen_dir), "--data", str(pairs), "--steps", "1",
+                             "--out", str(tmp_path / "out")], monkeypatch, capsys)
+    assert_one_error_line(code, err, *needles)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())  # refused before training
+
+
+def test_a_surrogate_pair_escape_is_valid_text(tmp_path):
+    from codesift.data.jsonl import read_jsonl
+
+    f = tmp_path / "ok.jsonl"
+    f.write_text('{"text": "smile \\ud83d\\ude00", "\\u00e9": ["caf\\u00e9"]}\n')
+    assert [row for _, row in read_jsonl(f)] == [{"text": "smile \U0001F600", "é": ["café"]}]
+
+
+@pytest.mark.parametrize("name, bad, needles", [
+    ("corpus.jsonl", b'{"_id": "d9", "text": "caf\xe9"}\n', ["corpus.jsonl:7", "0xe9"]),
+    ("queries.jsonl", b'{"_id": "q9", "text": "cut \\ud83d"}\n', ["queries.jsonl:6", "surrogate"]),
+], ids=["corpus latin-1 byte", "queries cut emoji"])
+def test_beir_files_with_bad_text_name_the_file_and_line(name, bad, needles, tmp_path, monkeypatch, capsys):
+    beir = write_beir(tmp_path)
+    with open(beir / name, "ab") as fh:
+        fh.write(bad)
+    code, _, err = run_main(["eval", "--model", "bm25", "--data", str(beir), "--quiet"], monkeypatch, capsys)
+    assert_one_error_line(code, err, *needles)
+
+
+def test_eval_data_that_is_not_a_beir_folder_says_what_one_holds(tmp_path, monkeypatch, capsys):
+    def error_of(path) -> str:
+        code, _, err = run_main(["eval", "--model", "bm25", "--data", str(path), "--quiet"], monkeypatch, capsys)
+        assert_one_error_line(code, err, str(path))
+        return err
+
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "readme.txt").write_text("hi")
+    err = error_of(tmp_path / "notes")
+    assert "not a BEIR folder" in err and "corpus.jsonl, queries.jsonl and qrels.tsv" in err
+    assert "does not exist" in error_of(tmp_path / "nowhere")
+    assert "is a file" in error_of(tmp_path / "notes" / "readme.txt")
+    write_beir(tmp_path / "suite", "cosqa"), write_beir(tmp_path / "suite", "mbpp")
+    err = error_of(tmp_path / "suite")  # the parent of several tasks: name them
+    assert "holds 2: cosqa, mbpp" in err and str(tmp_path / "suite" / "cosqa") in err
