@@ -3,8 +3,10 @@ files, and a read-only index. Each goes through the CLI entry point: one ``error
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -122,3 +124,84 @@ def test_eval_data_that_is_not_a_beir_folder_says_what_one_holds(tmp_path, monke
     write_beir(tmp_path / "suite", "cosqa"), write_beir(tmp_path / "suite", "mbpp")
     err = error_of(tmp_path / "suite")  # the parent of several tasks: name them
     assert "holds 2: cosqa, mbpp" in err and str(tmp_path / "suite" / "cosqa") in err
+
+
+# -- a read-only index: searched, never called corrupt, never written -----------------------------------------
+def _deny_writes_under(folder: Path, monkeypatch) -> None:
+    """``os.access`` as for a user who may not write ``folder`` (root may write anything, so the tests fake it)."""
+    real_access = os.access
+
+    def access(path, mode, *args, **kwargs):
+        if mode & os.W_OK and Path(os.fspath(path)).absolute().is_relative_to(folder):
+            return False
+        return real_access(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(os, "access", access)
+
+
+def _searches(repo, monkeypatch, capsys) -> list[str]:
+    code, out, err = run_main(["search", "parse config", str(repo), "--json"], monkeypatch, capsys)
+    assert code == 0 and "error" not in err, err
+    return [r["path"] for r in json.loads(out)]
+
+
+def test_a_read_only_index_is_searched_and_indexing_into_it_says_chmod(repo, tiny_qwen_dir, monkeypatch, capsys):
+    from codesift.index.manifest import Manifest
+
+    code, _, err = run_main(["index", str(repo), "--model", str(tiny_qwen_dir)], monkeypatch, capsys)
+    assert code == 0, err
+    db = repo / ".codesift" / "manifest.sqlite"
+    before = db.read_bytes()
+    _deny_writes_under(repo / ".codesift", monkeypatch)
+    assert Manifest(db).read_only
+    assert _searches(repo, monkeypatch, capsys)[0] == "src/conf.py"
+    code, out, err = run_main(["status", str(repo), "--json"], monkeypatch, capsys)
+    assert code == 0 and json.loads(out)["problem"] is None, err
+    (repo / "src/conf.py").write_text("def parse_config(path):\n    return path.read_text()\n")
+    code, _, err = run_main(["index", str(repo)], monkeypatch, capsys)
+    assert_one_error_line(code, err, "read-only", "chmod -R u+w")
+    assert "corrupt" not in err and "--rebuild" not in err  # a good index: never tell the user to delete it
+    assert db.read_bytes() == before
+
+
+def test_a_read_only_folder_holding_unmerged_writes_is_read_as_it_is(repo, tiny_qwen_dir, monkeypatch, capsys, caplog):
+    # SQLite cannot make the -shm file a -wal file needs in a folder it may not write ("unable to open database
+    # file"), which root never meets: refuse the first open as SQLite does for anyone else
+    import sqlite3
+
+    from codesift.index import manifest
+
+    code, _, err = run_main(["index", str(repo), "--model", str(tiny_qwen_dir)], monkeypatch, capsys)
+    assert code == 0, err
+    db = repo / ".codesift" / "manifest.sqlite"
+    writer = sqlite3.connect(db, isolation_level=None)  # its writes stay in the -wal file while it is open
+    writer.execute("PRAGMA wal_autocheckpoint=0")
+    writer.execute("INSERT INTO meta VALUES ('unmerged', '1')")
+    real_connect = manifest._connect
+
+    def connect(path, read_only, immutable=False):
+        if read_only and not immutable:
+            raise sqlite3.OperationalError("unable to open database file")
+        return real_connect(path, read_only, immutable)
+
+    monkeypatch.setattr(manifest, "_connect", connect)
+    _deny_writes_under(repo / ".codesift", monkeypatch)
+    try:
+        with caplog.at_level("WARNING", logger="codesift.index.manifest"):
+            assert _searches(repo, monkeypatch, capsys)[0] == "src/conf.py"
+        assert "not yet merged" in caplog.text and "manifest.sqlite-wal" in caplog.text
+    finally:
+        writer.close()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes a folder of mode 0555")
+def test_a_chmod_read_only_index_is_searched(repo, tiny_qwen_dir, monkeypatch, capsys):
+    code, _, err = run_main(["index", str(repo), "--model", str(tiny_qwen_dir)], monkeypatch, capsys)
+    assert code == 0, err
+    folder = repo / ".codesift"
+    for p in [*folder.iterdir(), folder]:
+        p.chmod(0o555 if p.is_dir() else 0o444)
+    try:
+        assert _searches(repo, monkeypatch, capsys)[0] == "src/conf.py"
+    finally:
+        folder.chmod(0o755)
