@@ -80,16 +80,34 @@ def read_qrels(path: Path) -> dict[str, dict[str, int]]:
     return qrels
 
 
+_LAYOUT = "a BEIR folder holds corpus.jsonl, queries.jsonl and qrels.tsv or qrels/test.tsv, task.json optional"
+
+
+def _qrels_path(root: Path) -> Path | None:
+    return next((p for p in (root / "qrels.tsv", root / "qrels" / "test.tsv") if p.is_file()), None)
+
+
+def _not_a_task_folder(root: Path, missing: list[str]) -> str:
+    """Why ``root`` is not a BEIR folder, what one holds, and the BEIR folders inside it when there are some."""
+    if not root.exists():
+        return f"{root} does not exist; pass a BEIR folder ({_LAYOUT})"
+    if not root.is_dir():
+        return f"{root} is a file, not a folder; pass a BEIR folder ({_LAYOUT})"
+    inside = sorted(d.name for d in root.iterdir() if d.is_dir() and (d / "corpus.jsonl").is_file() and _qrels_path(d))
+    if inside:
+        shown = ", ".join(inside[:5]) + (", ..." if len(inside) > 5 else "")
+        return f"{root} is not a BEIR folder but holds {len(inside)}: {shown}; pass each of them (e.g. {root / inside[0]})"
+    return f"{root} is not a BEIR folder: it has no {', '.join(missing)} ({_LAYOUT})"
+
+
 def load_beir_task(path: str | Path, task: str | None = None) -> RetrievalTask:
     """Load a BEIR-layout folder; ``task`` overrides the instruction task named in its ``task.json``."""
     root = Path(path)
-    if not root.is_dir():
-        raise FileNotFoundError(f"{root}: not a folder; pass a BEIR folder holding corpus.jsonl, queries.jsonl, qrels.tsv")
     files = {name: root / name for name in ("corpus.jsonl", "queries.jsonl")}
-    qrels_path = next((p for p in (root / "qrels.tsv", root / "qrels" / "test.tsv") if p.is_file()), None)
+    qrels_path = _qrels_path(root)
     missing = [n for n, p in files.items() if not p.is_file()] + ([] if qrels_path else ["qrels.tsv"])
     if missing:
-        raise FileNotFoundError(f"{root}: missing {', '.join(missing)} (a BEIR folder needs corpus.jsonl, queries.jsonl, qrels.tsv)")
+        raise FileNotFoundError(_not_a_task_folder(root, missing))
 
     meta: dict = {}
     if (root / "task.json").is_file():

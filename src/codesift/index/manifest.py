@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
+import os
 import sqlite3
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -95,23 +100,64 @@ class FileRecord:
     skip_reason: str | None = None
 
 
+def writable(path: Path) -> bool:
+    """Whether this process may write the index file ``path``: the file, its WAL files and its folder (which
+    SQLite writes the WAL files into). An index copied from elsewhere, or left 0444 by an earlier episode, is not."""
+    files = [path, *(p for p in (Path(f"{path}-wal"), Path(f"{path}-shm")) if p.exists())]
+    return all(os.access(p, os.W_OK) for p in [*files, path.parent])
+
+
+def _connect(path: Path, read_only: bool, immutable: bool = False) -> sqlite3.Connection:
+    if not read_only:
+        return sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
+    # mode=ro: a write fails as "readonly" (make it writable), not as a damaged file; where SQLite still cannot
+    # open the file (no -shm file and no right to make one), Manifest._open falls back to immutable
+    uri = f"file:{urllib.parse.quote(str(path.absolute()))}?mode=ro" + ("&immutable=1" if immutable else "")
+    return sqlite3.connect(uri, uri=True, timeout=30.0, isolation_level=None, check_same_thread=False)
+
+
 class Manifest:
-    """SQLite-backed file states, settings and embedding cache of one index directory."""
+    """SQLite-backed file states, settings and embedding cache of one index directory.
+
+    An existing index this process cannot write is opened read-only: it can be searched, and a write fails
+    with ``sqlite_error``'s read-only message (make it writable), never as a damaged index.
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self.read_only = self.path.is_file() and not writable(self.path)
         try:
-            self.db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+            self.db = self._open()
         except sqlite3.Error as exc:
             raise sqlite_error(self.path, exc) from None
+
+    def _open(self) -> sqlite3.Connection:
         try:
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.executescript(SCHEMA)
-            self.db.execute("SELECT COUNT(*) FROM meta").fetchone()
-        except sqlite3.Error as exc:
-            self.db.close()
-            raise sqlite_error(self.path, exc) from None
+            return self._connect_checked()
+        except sqlite3.OperationalError as exc:
+            if not (self.read_only and "unable to open" in str(exc).lower()):
+                raise
+        # SQLite reads a WAL database through its -shm file, which it cannot make in a folder it cannot write:
+        # read the main file as it is (immutable: no locks, no WAL files)
+        wal = Path(f"{self.path}-wal")
+        if wal.exists() and wal.stat().st_size:
+            log.warning("the index %s is read-only and holds writes not yet merged into %s (in %s), which cannot "
+                        "be read from here; results may miss the last `codesift index` run",
+                        self.path.parent, self.path.name, wal.name)
+        return self._connect_checked(immutable=True)
+
+    def _connect_checked(self, immutable: bool = False) -> sqlite3.Connection:
+        db = _connect(self.path, self.read_only, immutable)
+        try:
+            if not self.read_only:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+                db.executescript(SCHEMA)
+            db.execute("SELECT COUNT(*) FROM meta").fetchone()
+        except sqlite3.Error:
+            db.close()
+            raise
+        return db
 
     def close(self) -> None:
         """Close the database."""

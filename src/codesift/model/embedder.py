@@ -25,6 +25,7 @@ from codesift.model.inputs import check_text
 from codesift.model.loading import (
     CODESIFT_CONFIG,
     ModelSource,
+    check_weight_files,
     resolve_model,
     weights_fingerprint,
 )
@@ -149,6 +150,7 @@ class Embedder:
         load_kw: dict = {"trust_remote_code": trust_remote_code}
         if src.gguf_file:
             load_kw["gguf_file"] = src.gguf_file
+        check_weight_files(src)  # unreadable or cut-short weights: named here, not a loader traceback
         self.tokenizer = load_tokenizer(src, trust_remote_code=trust_remote_code)  # BOS/EOS as the model says
         config = AutoConfig.from_pretrained(src.path, **load_kw)
         self.is_decoder = _is_decoder(config)

@@ -326,12 +326,57 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def weight_files(src: ModelSource) -> list[Path]:
+    """The files holding the model's weights: the .gguf file, or the folder's safetensors and .bin files."""
+    if src.gguf_file:
+        return [src.path / src.gguf_file]
+    return sorted(p for pat in ("*.safetensors", "*.bin") for p in src.path.glob(pat))
+
+
+class ModelFilesError(ValueError):
+    """A weight file of the model cannot be read (permissions, a broken link) or is damaged (cut short)."""
+
+
+def check_weight_files(src: ModelSource) -> None:
+    """Raise ModelFilesError naming the first weight file that cannot be read or whose header is damaged.
+
+    Checked before loading because transformers reports these as a traceback from its loader, and an
+    unreadable file as one that is missing.
+    """
+    for f in weight_files(src):
+        try:
+            with open(f, "rb") as fh:
+                head = fh.read(8)
+        except PermissionError:
+            raise ModelFilesError(f"cannot read the model weights {f}: permission denied; make the file readable "
+                                  f"(`chmod a+r {f}`) or copy the model to a folder you own") from None
+        except OSError as exc:
+            raise ModelFilesError(f"cannot read the model weights {f}: {exc.strerror or exc}; "
+                                  "download or copy the model again") from None
+        problem = _weights_problem(f, head)
+        if problem:
+            raise ModelFilesError(f"the model weights {f} are damaged ({problem}); download or copy the model again")
+
+
+def _weights_problem(path: Path, head: bytes) -> str | None:
+    """Why the weight file at ``path`` (starting with ``head``) cannot be loaded, or None when its header is sound."""
+    if path.suffix == ".gguf":
+        return None if head[:4] == b"GGUF" else "not a GGUF file: it does not start with 'GGUF'"
+    if path.suffix != ".safetensors":
+        return None
+    from safetensors import safe_open  # parses the header and checks that it covers the whole file
+
+    try:
+        with safe_open(path, framework="numpy"):
+            return None
+    except Exception as exc:  # safetensors' SafetensorError (its module path differs across versions)
+        return f"not a whole safetensors file: {exc}"
+
+
 def weights_fingerprint(src: ModelSource) -> str:
     """A stable id of the weights: sizes plus the first and last MiB of each weight file, and the config."""
     h = hashlib.sha256()
-    files = [src.path / src.gguf_file] if src.gguf_file else sorted(
-        p for pat in ("*.safetensors", "*.bin", "config.json") for p in src.path.glob(pat)
-    )
+    files = weight_files(src) if src.gguf_file else sorted([*weight_files(src), *src.path.glob("config.json")])
     if src.pooling_module_dir:
         files += sorted(src.pooling_module_dir.glob("*"))
     for f in files:
