@@ -11,8 +11,13 @@ from pathlib import Path
 import pytest
 
 from test_eval_runner import write_beir
-from test_index_hardening import repo  # noqa: F401 (a fixture)
+from test_index_hardening import make_repo
 from test_model_hardening import assert_one_error_line, run_main
+
+
+@pytest.fixture
+def repo(tmp_path):
+    return make_repo(tmp_path)
 
 
 # -- model weights that cannot be read ------------------------------------------------------------------------

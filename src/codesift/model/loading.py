@@ -369,7 +369,7 @@ def _weights_problem(path: Path, head: bytes) -> str | None:
     try:
         with safe_open(path, framework="numpy"):
             return None
-    except Exception as exc:  # safetensors' SafetensorError (its module path differs across versions)
+    except Exception as exc:  # noqa: BLE001 - safetensors' SafetensorError (its module path differs across versions)
         return f"not a whole safetensors file: {exc}"
 
 
