@@ -7,7 +7,8 @@ what happened and writes it as JSON, so that the next run can be compared with t
     HF_HUB_OFFLINE=1 nice python benchmarks/adversarial.py --model offline --out benchmarks/results/adversarial.json
 
 It works in a temporary directory and runs the code on PYTHONPATH (point it at an older checkout's
-``src`` to replay the cases against that). About 3 minutes on 2 shared cores with the MiniLM fallback.
+``src`` to replay the cases against that). ``--only input-files`` (or any of GROUPS) replays some groups
+only; write those elsewhere than the full run's JSON.
 """
 
 from __future__ import annotations
@@ -51,11 +52,12 @@ def guarded(finding: str, name: str, expected: str) -> Callable:
 
 
 def cli(args: list, stdin: bytes | None = None, env: dict | None = None, cwd: Path | None = None,
-        timeout: float = 300) -> tuple[int, str, str, float]:
-    """(exit status, stdout, stderr, seconds) of `codesift ARGS` in a subprocess (bytes args allowed)."""
+        timeout: float = 300, wrap: list | None = None) -> tuple[int, str, str, float]:
+    """(exit status, stdout, stderr, seconds) of `codesift ARGS` in a subprocess (bytes args allowed), run
+    under the command ``wrap`` when given."""
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "codesift.cli", *args], input=stdin, capture_output=True,
-                          env=env or ENV, cwd=cwd, timeout=timeout)
+    proc = subprocess.run([*(wrap or []), sys.executable, "-m", "codesift.cli", *args], input=stdin,
+                          capture_output=True, env=env or ENV, cwd=cwd, timeout=timeout)
     return (proc.returncode, proc.stdout.decode("utf-8", "replace"), proc.stderr.decode("utf-8", "replace"),
             time.perf_counter() - t0)
 
@@ -466,6 +468,127 @@ def hardening2_cases(work: Path, model: str) -> None:
                ignore == "*\n" and not leaked, f".gitignore {ignore!r}, token in {leaked}")
 
 
+# ------------------------------------------------------------------- files a user hands over (issue 23)
+def write_small_beir(folder: Path) -> Path:
+    """A three-document BEIR task (corpus.jsonl, queries.jsonl, qrels.tsv) in ``folder``."""
+    folder.mkdir(parents=True)
+    docs = {"d1": "def add(a, b): return a + b", "d2": "def read_file(path): return open(path).read()",
+            "d3": "class Stack: def push(self, item): self.items.append(item)"}
+    (folder / "corpus.jsonl").write_text("".join(json.dumps({"_id": k, "title": "", "text": v}) + "\n"
+                                                 for k, v in docs.items()))
+    (folder / "queries.jsonl").write_text('{"_id": "q1", "text": "add two numbers"}\n'
+                                          '{"_id": "q2", "text": "read a file"}\n')
+    (folder / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td2\t1\n")
+    return folder
+
+
+def read_only_mount(folder: Path) -> list | None:
+    """A command prefix that runs its command with ``folder`` bind-mounted read-only in a private mount namespace
+    (root writes through chmod, not through a read-only mount), or None where this process cannot do that."""
+    if not shutil.which("unshare") or os.geteuid() != 0:
+        return None
+    script = 'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" "$0" && exec "$@"'
+    wrap = ["unshare", "-m", "sh", "-c", script, str(folder)]
+    probe = subprocess.run([*wrap, "sh", "-c", f'! touch "{folder}/.ro-probe" 2>/dev/null'], capture_output=True,
+                           check=False)
+    return wrap if probe.returncode == 0 and not (folder / ".ro-probe").exists() else None
+
+
+def input_files_cases(work: Path, model: str) -> None:
+    """Issue 23's files a user hands codesift: damaged weights, pair and BEIR files with bad text, a read-only
+    index. A tiny random model (codesift.testing) keeps them cheap; ``model`` is not needed here."""
+    from codesift.testing import make_tiny_decoder
+
+    tiny = make_tiny_decoder(work / "tiny-model")
+    cut = work / "model-cut"
+    shutil.copytree(tiny, cut)
+    weights = cut / "model.safetensors"
+    searched, indexed = work / "repo-cut-search", work / "repo-cut-index"
+    make_tree(searched)
+    make_tree(indexed)
+    code, _, err, _ = cli(["index", str(searched), "--model", str(cut)])  # search loads the model the index records
+    if code != 0:
+        record("23", "index with the tiny model before the damage", "exit 0", False, f"exit {code}: {error_line(err)}")
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # a download cut short
+    beir = write_small_beir(work / "beir-good")
+    for command, args in (("embed", ["embed", "hello", "--model", str(cut)]),
+                          ("index", ["index", str(indexed), "--model", str(cut)]),
+                          ("search", ["search", "parse config", str(searched)]),
+                          ("eval", ["eval", "--model", str(cut), "--data", str(beir), "--no-cache", "--quiet"])):
+        expect_error("23", f"{command} with a truncated model.safetensors", args, str(weights), "damaged")
+
+    pair = '{"task": "nl2code", "query": "add two numbers", "document": "def add(a, b): return a + b"}\n'
+    for name, bad, needles in (
+        ("a pairs file with a Latin-1 byte", pair.replace("add two", "caf\xe9 two").encode("latin-1"),
+         ("pairs.jsonl:2", "0xe9", "UTF-8")),
+        ('a pairs file with a lone "\\ud800"', pair.replace("add two", "cut \\ud800").encode(),
+         ("pairs.jsonl:2", "surrogate", "\\ud800")),
+    ):
+        @guarded("23", f"train on {name}", "exit 2, one error: line naming file and line, nothing trained")
+        def _(name=name, bad=bad, needles=needles) -> None:
+            folder = work / f"train-{len(CASES)}"
+            folder.mkdir()
+            (folder / "pairs.jsonl").write_bytes(pair.encode() + bad + pair.encode())
+            out = folder / "out"
+            code, _, err, s = cli(["train", "--model", str(tiny), "--data", str(folder / "pairs.jsonl"),
+                                   "--steps", "1", "--out", str(out)])
+            untouched = not out.exists() or not any(out.iterdir())
+            record("23", f"train on {name}", "exit 2, one error: line naming file and line, nothing trained",
+                   one_error(code, err, *needles) and untouched,
+                   f"exit {code}: {error_line(err)}" + ("" if untouched else " (wrote into --out)"), s)
+
+    bad_corpus = write_small_beir(work / "beir-latin1")
+    with open(bad_corpus / "corpus.jsonl", "ab") as fh:
+        fh.write(b'{"_id": "d9", "text": "caf\xe9"}\n')
+    expect_error("23", "eval --data with a Latin-1 byte in corpus.jsonl",
+                 ["eval", "--model", "bm25", "--data", str(bad_corpus), "--quiet"], "corpus.jsonl:4", "0xe9")
+    notes = work / "notes"
+    notes.mkdir()
+    (notes / "readme.txt").write_text("hi\n")
+    expect_error("23", "eval --data a folder that is not BEIR", ["eval", "--model", "bm25", "--data", str(notes),
+                 "--quiet"], str(notes), "not a BEIR folder", "corpus.jsonl, queries.jsonl and qrels.tsv")
+
+    repo = work / "repo-read-only"
+    make_tree(repo)
+    index_dir = repo / ".codesift"
+
+    @guarded("23", "a read-only index", "search exit 0; index: one line saying chmod, nothing written")
+    def _() -> None:
+        code, _, err, _ = cli(["index", str(repo), "--model", str(tiny)])
+        if code != 0:
+            record("23", "a read-only index", "search exit 0; index: one line saying chmod, nothing written", False,
+                   f"indexing it first: exit {code}: {error_line(err)}")
+            return
+        wrap = read_only_mount(index_dir)
+        if wrap is None and os.geteuid() == 0:
+            record("23", "a read-only index", "search exit 0; index: one line saying chmod, nothing written", True,
+                   "skipped: root writes through chmod and no read-only bind mount (unshare -m) is allowed here")
+            return
+        if wrap is None:  # another user: chmod is enough
+            for p in [*index_dir.iterdir(), index_dir]:
+                p.chmod(0o555 if p.is_dir() else 0o444)
+        how = "chmod a-w" if wrap is None else "a read-only bind mount"
+        before = (index_dir / "manifest.sqlite").read_bytes()
+        env = dict(ENV, CODESIFT_QUERY_SERVER="0")  # a server started in the namespace would outlive this case
+        try:
+            code, out, err, s = cli(["search", "parse config", str(repo), "--json"], env=env, wrap=wrap)
+            first = json.loads(out)[0]["path"] if code == 0 and out.strip() else None
+            record("23", f"search a read-only index ({how})", "exit 0, the right file first, no error",
+                   code == 0 and first == "src/conf.py" and "error" not in err,
+                   f"exit {code}: first {first}" if code == 0 else f"exit {code}: {error_line(err)}", s)
+            (repo / "src/conf.py").write_text("def parse_config(path):\n    return path.read_text()\n")
+            code, _, err, s = cli(["index", str(repo)], env=env, wrap=wrap)
+            unchanged = (index_dir / "manifest.sqlite").read_bytes() == before
+            record("23", f"index into a read-only index ({how})", "exit 2, one line saying chmod, nothing written",
+                   one_error(code, err, "read-only", "chmod -R u+w") and "--rebuild" not in err
+                   and "corrupt" not in err and unchanged,
+                   f"exit {code}: {error_line(err)}" + ("" if unchanged else " (the index changed)"), s)
+        finally:
+            if wrap is None:
+                for p in [index_dir, *index_dir.iterdir()]:
+                    p.chmod(0o755 if p.is_dir() else 0o644)
+
+
 # --------------------------------------------------------------------------------------------- HTTP
 def start_server(args: list, timeout: float = 300) -> tuple[subprocess.Popen, str]:
     port = free_port()
@@ -685,22 +808,36 @@ def mcp_cases(repo: Path) -> None:
         proc.wait(10)
 
 
+GROUPS = ("cli", "trust", "hardening2", "input-files", "mcp", "http", "damage")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="offline", help="model for every case (default: the MiniLM fallback)")
     ap.add_argument("--out", default="benchmarks/results/adversarial.json")
+    ap.add_argument("--only", nargs="+", choices=GROUPS, metavar="GROUP",
+                    help=f"run only these case groups ({', '.join(GROUPS)}; default: all); trust, mcp, http and "
+                         "damage use cli's repository, so cli runs with them")
     args = ap.parse_args()
     import codesift
 
+    only = set(args.only or GROUPS)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="codesift-adversarial-") as tmp:
         work = Path(tmp)
-        repo = cli_cases(work, args.model)
-        trust_cases(work, repo)
-        hardening2_cases(work, args.model)
-        mcp_cases(repo)
-        http_cases(work, repo, args.model)
-        index_damage_cases(work, repo, args.model)
+        repo = cli_cases(work, args.model) if only & {"cli", "trust", "mcp", "http", "damage"} else None
+        if "trust" in only:
+            trust_cases(work, repo)
+        if "hardening2" in only:
+            hardening2_cases(work, args.model)
+        if "input-files" in only:
+            input_files_cases(work, args.model)
+        if "mcp" in only:
+            mcp_cases(repo)
+        if "http" in only:
+            http_cases(work, repo, args.model)
+        if "damage" in only:
+            index_damage_cases(work, repo, args.model)
     passed = sum(c["ok"] for c in CASES)
     print(f"\n{'':4} {'#':>5}  {'case':<52} {'expected':<44} outcome")
     for c in CASES:
@@ -709,7 +846,8 @@ def main() -> None:
     print(f"\n{passed}/{len(CASES)} cases as expected in {time.perf_counter() - started:.0f} s")
     result = {"benchmark": "adversarial", "model": args.model, "codesift": str(Path(codesift.__file__).parent),
               "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-              "passed": passed, "total": len(CASES), "seconds": round(time.perf_counter() - started, 1),
+              "groups": sorted(only, key=GROUPS.index), "passed": passed, "total": len(CASES),
+              "seconds": round(time.perf_counter() - started, 1),
               "cases": CASES}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
