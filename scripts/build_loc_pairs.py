@@ -123,7 +123,7 @@ def mine_repo(job: tuple[str, str, str, dict]) -> dict:
 
     from codesift.data.commit_chunks import changed_chunk_pairs
     from codesift.data.commits import git
-    from codesift.data.mining import MineReport, text_hash
+    from codesift.data.mining import MineReport
     from codesift.eval.bm25 import BM25Index
 
     name, mirror, out_dir, overrides = job
@@ -150,22 +150,15 @@ def mine_repo(job: tuple[str, str, str, dict]) -> dict:
         out.write_text("")
         return stats
     decontam = _STATE["decontam"]
-    memo: dict[str, str | None] = {}
-
-    def match(text: str) -> str | None:
-        key = text_hash(text)
-        if key not in memo:
-            memo[key] = decontam.match(text)
-        return memo[key]
-
     kept, dirty, examples, negatives_dropped = [], 0, [], 0
     for pair in pairs:
-        hit = match(pair.query) or match(pair.document) or decontam.match(pair.query + "\n" + pair.document)
+        hit = (decontam.match(pair.query) or decontam.match(pair.document)
+               or decontam.match(pair.query + "\n" + pair.document))
         if hit:
             dirty += 1
             examples.append({"path": pair.path, "match": hit})
             continue
-        clean = tuple(n for n in pair.negatives if not match(n))
+        clean = tuple(n for n in pair.negatives if not decontam.match(n))
         negatives_dropped += len(pair.negatives) - len(clean)
         kept.append(replace(pair, negatives=clean))
     languages: dict[str, int] = {}
@@ -201,18 +194,8 @@ def combine(repos: list[str], held_out: set[str], per_repo: Path, train_out: Pat
     was mined still count."""
     import hashlib
 
-    from codesift.data.mining import text_hash
-
     seen: set[bytes] = set()
     counts = {"train": 0, "held_out": 0, "duplicates": 0, "with_negatives": 0}
-    memo: dict[str, str | None] = {}
-
-    def match(text: str) -> str | None:
-        key = text_hash(text)
-        if key not in memo:
-            memo[key] = decontam.match(text)
-        return memo[key]
-
     if decontam is not None:
         counts.update(final_decontaminated=0, final_negatives_decontaminated=0, final_examples=[])
     tmp_train = train_out.with_suffix(".jsonl.tmp")
@@ -231,13 +214,14 @@ def combine(repos: list[str], held_out: set[str], per_repo: Path, train_out: Pat
                     continue
                 seen.add(key)
                 if decontam is not None:
-                    hit = match(row["query"]) or match(row["document"]) or decontam.match(
+                    # Decontaminator.match remembers its answers: negatives repeat across pairs
+                    hit = decontam.match(row["query"]) or decontam.match(row["document"]) or decontam.match(
                         row["query"] + "\n" + row["document"])
                     if hit:
                         counts["final_decontaminated"] += 1
                         counts["final_examples"] = (counts["final_examples"] + [f"{name} {row['path']}: {hit}"])[:20]
                         continue
-                    clean = [n for n in row.get("negatives", []) if not match(n)]
+                    clean = [n for n in row.get("negatives", []) if not decontam.match(n)]
                     if len(clean) < len(row.get("negatives", [])):
                         counts["final_negatives_decontaminated"] += len(row["negatives"]) - len(clean)
                         row["negatives"] = clean

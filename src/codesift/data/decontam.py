@@ -79,6 +79,7 @@ class Decontaminator:
         self._permutations, self._scheme = template.permutations, template.scheme
         self._hashfunc = _fast_hash()
         self.exact: dict[str, str] = {}
+        self._seen: dict[str, str | None] = {}  # answers by text hash: mined negatives repeat across pairs
         self.shingle_sets: dict[str, set[bytes]] = {}
         self.lsh = MinHashLSH(threshold=self.cfg.threshold, num_perm=self.cfg.num_perm)
         for key, text in texts:
@@ -106,9 +107,12 @@ class Decontaminator:
 
     def match(self, text: str) -> str | None:
         """The id of an evaluation text that ``text`` duplicates (exactly or nearly), else None."""
-        hit = self.exact.get(text_hash(text))
-        if hit is not None:
-            return hit
+        digest = text_hash(text)
+        if digest not in self._seen:
+            self._seen[digest] = self.exact.get(digest) or self._near_match(text)
+        return self._seen[digest]
+
+    def _near_match(self, text: str) -> str | None:
         sh = shingles(text, self.cfg.shingle)
         if len(sh) < self.cfg.min_shingles or not self.shingle_sets:
             return None
