@@ -42,17 +42,6 @@ def wait_dead(pid: int, timeout: float = 20.0) -> bool:
     return False
 
 
-@pytest.fixture
-def bm25_index(tmp_path, monkeypatch):
-    """An index built with a stand-in model: the server can answer BM25 queries (no model needed)."""
-    monkeypatch.setenv(query_server.ENABLE_ENV, "1")
-    root = tmp_path / "repo"
-    make_repo(root, REPO)
-    build_index(root, config=IndexConfig(model="bag-of-words"), embedder=BagOfWords())
-    yield root, root / ".codesift"
-    query_server.stop(root / ".codesift")
-
-
 def bm25(index_dir: Path, query: str = "parse_config") -> list[dict]:
     return query_server.request(index_dir, "search", {"query": query, "mode": "bm25", "limit": 3})["results"]
 

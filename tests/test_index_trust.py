@@ -19,17 +19,6 @@ from test_index_ranking import REPO, BagOfWords, make_repo
 from test_model_hardening import run_main
 
 
-@pytest.fixture
-def bm25_index(tmp_path, monkeypatch):
-    """An index built with a stand-in model (the query server answers BM25 without a model)."""
-    monkeypatch.setenv(query_server.ENABLE_ENV, "1")
-    root = tmp_path / "repo"
-    make_repo(root, REPO)
-    build_index(root, config=IndexConfig(model="bag-of-words"), embedder=BagOfWords())
-    yield root, root / ".codesift"
-    query_server.stop(root / ".codesift")
-
-
 def _long_index_dir(tmp_path):
     deep = tmp_path / ("d" * 60) / ("e" * 60)
     deep.mkdir(parents=True)
