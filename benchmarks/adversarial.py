@@ -382,16 +382,11 @@ def hardening2_cases(work: Path, model: str) -> None:
 
     @guarded("23/5", "a malformed page", "search, status and index name --rebuild")
     def _() -> None:
+        from codesift.testing import damage_table_page
+
         broken = work / "malformed23"
         shutil.copytree(repo, broken, ignore=shutil.ignore_patterns("query.*"))
-        db = sqlite3.connect(broken / ".codesift" / "manifest.sqlite", isolation_level=None)
-        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        page = db.execute("PRAGMA page_size").fetchone()[0]
-        root_page = db.execute("SELECT rootpage FROM sqlite_master WHERE name = 'chunk_vectors'").fetchone()[0]
-        db.close()
-        with open(broken / ".codesift" / "manifest.sqlite", "r+b") as fh:
-            fh.seek((root_page - 1) * page)
-            fh.write(b"\xde\xad" * (page // 2))
+        damage_table_page(broken / ".codesift" / "manifest.sqlite", "chunk_vectors")
         code, _, err, s = cli(["search", "parse config", str(broken)])
         searched = one_error(code, err, "--rebuild")
         code, out, _, _ = cli(["status", str(broken), "--json"])

@@ -76,15 +76,10 @@ def test_damaged_rows_are_found_by_status_and_repaired_by_index(damage, repo, ti
 
 
 def test_a_malformed_page_is_found_and_named_with_rebuild(repo, tiny_qwen_dir, monkeypatch, capsys):
+    from codesift.testing import damage_table_page
+
     index(repo, tiny_qwen_dir, monkeypatch, capsys)
-    db = _db(repo)
-    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    page_size = db.execute("PRAGMA page_size").fetchone()[0]
-    root_page = db.execute("SELECT rootpage FROM sqlite_master WHERE name = 'chunk_vectors'").fetchone()[0]
-    db.close()
-    with open(repo / ".codesift" / "manifest.sqlite", "r+b") as fh:
-        fh.seek((root_page - 1) * page_size)
-        fh.write(b"\xde\xad" * (page_size // 2))
+    damage_table_page(repo / ".codesift" / "manifest.sqlite", "chunk_vectors")
     code, _, err = run_main(["search", "parse config", str(repo)], monkeypatch, capsys)
     assert_one_error_line(code, err, "--rebuild")
     assert "--rebuild" in (_problem(repo, monkeypatch, capsys) or "")

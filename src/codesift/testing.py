@@ -196,3 +196,18 @@ class GitRepoBuilder:
         self.git("add", "-A")
         self.git("commit", "-q", "-m", message, author=author, email=email)
         return self.git("rev-parse", "HEAD").strip()
+
+
+def damage_table_page(db_path: str | Path, table: str) -> None:
+    """Overwrite the root page of ``table`` in the SQLite file ``db_path`` with garbage (its WAL checkpointed
+    first), so that reading it fails with "database disk image is malformed": for damage tests and replays."""
+    import sqlite3
+
+    db = sqlite3.connect(db_path, isolation_level=None)
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    page = db.execute("PRAGMA page_size").fetchone()[0]
+    root_page = db.execute("SELECT rootpage FROM sqlite_master WHERE name = ?", (table,)).fetchone()[0]
+    db.close()
+    with open(db_path, "r+b") as fh:
+        fh.seek((root_page - 1) * page)
+        fh.write(b"\xde\xad" * (page // 2))
