@@ -165,7 +165,7 @@ def ray_session(address: str) -> Iterator[object]:
     kwargs: dict = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}
     try:
         if address == "local":
-            ray.init(num_cpus=os.cpu_count() or 1, **kwargs)
+            ray.init(address="local", num_cpus=os.cpu_count() or 1, **kwargs)  # a new instance, never a `ray start` one
         else:
             ray.init(address=address, **kwargs)
     except Exception as exc:  # noqa: BLE001 (ray raises ConnectionError, RuntimeError or a bare Exception here)
@@ -360,7 +360,11 @@ def _start_workers(ray, spec: EmbedSpec, workers: int | None, make_encoder, fold
 
 def _run_shards(ray, actors: list, texts: list[str], ranges: list[tuple[int, int]], todo: list[int], folder: Path,
                 retries: int, show_progress: bool | None) -> tuple[list[int], dict[int, int]]:
-    """Keep every worker fed, save each finished shard, retry failed ones; (shards computed, retries per shard)."""
+    """Keep every worker fed, save each finished shard, retry failed ones; (shards computed, failures per shard).
+
+    When a shard fails more than ``retries`` times no new shard is started, the shards in flight are
+    still saved as they finish (less to redo on the rerun), and then the job stops.
+    """
     from tqdm.auto import tqdm
 
     if show_progress is None:
@@ -368,6 +372,7 @@ def _run_shards(ray, actors: list, texts: list[str], ranges: list[tuple[int, int
     pending = deque(todo)
     failures: dict[int, int] = {}
     computed: list[int] = []
+    fatal: str | None = None
     inflight: dict = {}  # object ref -> (shard, actor index)
     load = [0] * len(actors)
     todo_set = set(todo)
@@ -389,19 +394,23 @@ def _run_shards(ray, actors: list, texts: list[str], ranges: list[tuple[int, int
                 vectors = ray.get(ready[0])
             except ray.exceptions.RayError as exc:
                 failures[shard] = failures.get(shard, 0) + 1
-                if failures[shard] > retries:
-                    raise RayEmbedError(f"shard {shard} (texts {ranges[shard][0]}..{ranges[shard][1] - 1}) failed "
-                                        f"{failures[shard]} times; last error: {_cause(exc)}. The finished shards "
-                                        f"are kept in {folder}: run the same command again to resume") from None
-                log.warning("shard %d failed (attempt %d of %d), retrying: %s", shard, failures[shard], retries + 1,
-                            _cause(exc))
-                pending.appendleft(shard)
+                if failures[shard] <= retries:
+                    log.warning("shard %d failed (attempt %d of %d), retrying: %s", shard, failures[shard],
+                                retries + 1, _cause(exc))
+                    pending.appendleft(shard)
+                elif fatal is None:
+                    fatal = (f"shard {shard} (texts {ranges[shard][0]}..{ranges[shard][1] - 1}) failed "
+                             f"{failures[shard]} time{'s' if failures[shard] > 1 else ''}; last error: {_cause(exc)}")
+                    pending.clear()
                 continue
             save_shard(folder, shard, vectors)
             computed.append(shard)
             bar.update(ranges[shard][1] - ranges[shard][0])
     finally:
         bar.close()
+    if fatal is not None:
+        raise RayEmbedError(f"{fatal}. The finished shards are kept in {folder}: run the same command again to "
+                            "resume")
     return sorted(computed), failures
 
 
