@@ -6,6 +6,7 @@ differently, so padding and summation order differ; the vectors are unit length)
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -106,10 +107,12 @@ def test_folder_of_another_job_is_refused(tmp_path):
         open_shard_folder(tmp_path, {"format": 1, "texts": 3, "shard_size": 4})
 
 
+# Each job starts workers that import torch: seconds on an idle machine, minutes on a loaded one.
+@pytest.mark.timeout(1800)
 def test_ray_vectors_order_retry_and_resume(ray_cluster, spec, one_process, tmp_path):
-    """One job on 2 workers (a shard fails once and is retried), then resumes: only missing shards recomputed."""
+    """A job on 2 workers (a shard fails once and is retried); then an interrupted one that resumes."""
     shards, calls = tmp_path / "out.npy.shards", tmp_path / "calls.log"
-    flaky = functools.partial(fail_once_encoder, marker=TEXTS[7], flag=tmp_path / "failed-once", calls=calls)
+    flaky = functools.partial(fail_once_encoder, marker=TEXTS[7], flag=tmp_path / "failed-once")
     r = embed_on_ray(TEXTS, spec, shards, workers=2, shard_size=SHARD, make_encoder=flaky)
     assert r.workers == 2 and r.threads == 1
     assert r.computed == [0, 1, 2, 3, 4] and r.skipped == []
@@ -119,28 +122,29 @@ def test_ray_vectors_order_retry_and_resume(ray_cluster, spec, one_process, tmp_
     assert np.abs(r.vectors - one_process).max() < TOL  # same vectors, in input order
     assert np.abs(r.vectors[1:] - r.vectors[:-1]).max() > 0.1  # rows differ, so order is really checked
 
-    # an interrupted job: shard 2 is missing; the rerun embeds it alone and reuses the other four
+    # shards 2 and 3 lost; shard 3 fails with no retry left: the job stops with a resume hint, after
+    # saving shard 2 (in flight beside it), and it never touched the finished shards
     shard_path(shards, 2).unlink()
-    calls.unlink()
-    r2 = embed_on_ray(TEXTS, spec, shards, workers=1, shard_size=SHARD, make_encoder=flaky)
-    assert r2.computed == [2] and r2.skipped == [0, 1, 3, 4]
-    assert set(_calls(calls)) <= set(TEXTS[2 * SHARD:3 * SHARD]) and _calls(calls)
-    assert np.abs(r2.vectors - one_process).max() < TOL
-
-    # a shard that keeps failing stops the job with a resume hint; the rerun then finishes it alone
     shard_path(shards, 3).unlink()
-    failing = functools.partial(fail_once_encoder, marker=TEXTS[16], flag=tmp_path / "failed-3")
-    with pytest.raises(RayEmbedError, match="shard 3 .* failed 1 times.*run the same command again"):
+    failing = functools.partial(fail_once_encoder, marker=TEXTS[16], flag=tmp_path / "failed-3", calls=calls)
+    with pytest.raises(RayEmbedError, match="shard 3 .* failed 1 time; .*run the same command again"):
         embed_on_ray(TEXTS, spec, shards, workers=1, shard_size=SHARD, retries=0, make_encoder=failing)
-    r3 = embed_on_ray(TEXTS, spec, shards, workers=1, shard_size=SHARD, retries=0, make_encoder=failing)
-    assert r3.computed == [3]
-    assert np.abs(r3.vectors - one_process).max() < TOL
+    assert shard_path(shards, 2).exists() and not shard_path(shards, 3).exists()
+    assert set(_calls(calls)) <= set(TEXTS[2 * SHARD:4 * SHARD]) and _calls(calls)
+
+    # the rerun embeds shard 3 alone and reuses the other four
+    calls.unlink()
+    r2 = embed_on_ray(TEXTS, spec, shards, workers=1, shard_size=SHARD, retries=0, make_encoder=failing)
+    assert r2.computed == [3] and r2.skipped == [0, 1, 2, 4]
+    assert set(_calls(calls)) <= set(TEXTS[3 * SHARD:4 * SHARD]) and _calls(calls)
+    assert np.abs(r2.vectors - one_process).max() < TOL
 
     # other options, same folder: refused instead of mixing vectors of two jobs
     with pytest.raises(RayEmbedError, match="another job .*role"):
-        embed_on_ray(TEXTS, EmbedSpec(**{**spec.__dict__, "role": "query"}), shards, shard_size=SHARD)
+        embed_on_ray(TEXTS, dataclasses.replace(spec, role="query"), shards, shard_size=SHARD)
 
 
+@pytest.mark.timeout(1800)
 def test_cli_embed_on_a_cluster_address(ray_cluster, tiny_qwen_dir, one_process, tmp_path):
     """`codesift embed --ray HOST:PORT` joins the running cluster, writes the output and removes its shards."""
     src = tmp_path / "corpus.jsonl"
