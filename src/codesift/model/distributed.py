@@ -335,8 +335,11 @@ def _start_workers(ray, spec: EmbedSpec, workers: int | None, make_encoder, fold
     cpus = int(ray.cluster_resources().get("CPU", 0))
     largest = max((int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n.get("Alive")), default=cpus)
     gpus = 1 if spec.device.startswith("cuda") else 0
-    if gpus and workers is None:
-        workers = int(ray.cluster_resources().get("GPU", 0)) or None
+    if gpus:  # one GPU per worker
+        cluster_gpus = int(ray.cluster_resources().get("GPU", 0))
+        if cluster_gpus == 0:
+            raise RayEmbedError(f"--device {spec.device}, but the Ray cluster has no GPUs; use --device cpu or auto")
+        workers = workers or cluster_gpus
     n, threads = plan_workers(cpus, largest, workers)
     log.info("starting %d Ray workers with %d threads each (cluster: %d CPUs)", n, threads, cpus)
     actor_cls = ray.remote(num_cpus=threads, num_gpus=gpus, max_restarts=2, max_task_retries=0)(ShardWorker)
