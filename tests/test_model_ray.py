@@ -44,6 +44,8 @@ def ray_cluster():
     src = str(Path(codesift.__file__).resolve().parents[1])
     old = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join([src, old] if old else [src])
+    # Ray kills a worker that has not registered within 60 s; on a loaded machine importing ray takes longer.
+    os.environ.setdefault("RAY_worker_register_timeout_seconds", "600")
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=150 * 2**20, log_to_driver=False)
     try:
         yield ray
