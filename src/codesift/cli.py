@@ -48,6 +48,7 @@ def main() -> None:
     """Entry point: run the app, turning user errors into one clear line instead of a traceback."""
     import warnings
 
+    from codesift.model.distributed import RayEmbedError
     from codesift.model.inputs import printable
     from codesift.model.loading import ModelNotAvailableError
 
@@ -57,7 +58,7 @@ def main() -> None:
     warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
     try:
         app()
-    except (UserError, ValueError, OSError, ModelNotAvailableError) as exc:
+    except (UserError, ValueError, OSError, ModelNotAvailableError, RayEmbedError) as exc:
         # OSError: a file the user named cannot be read or written (directory, full disk, permissions)
         if os.environ.get("CODESIFT_DEBUG"):
             raise

@@ -211,3 +211,37 @@ def damage_table_page(db_path: str | Path, table: str) -> None:
     with open(db_path, "r+b") as fh:
         fh.seek((root_page - 1) * page)
         fh.write(b"\xde\xad" * (page // 2))
+
+
+class FailOnceEncoder:
+    """An encoder whose first ``encode`` of a batch holding ``marker`` raises: for retry tests of distributed jobs.
+
+    "Once" holds across processes: the first failure creates ``flag``, and a failure happens only while
+    ``flag`` does not exist. Every ``encode`` call is also logged as one line in ``calls`` (when given), so a
+    test sees which texts were embedded in worker processes.
+    """
+
+    def __init__(self, encoder, marker: str, flag: str | Path, calls: str | Path | None = None) -> None:
+        self.encoder, self.marker, self.flag, self.calls = encoder, marker, Path(flag), calls
+        self.fingerprint, self.dimension = encoder.fingerprint, encoder.dimension
+
+    def encode(self, texts, *args, **kwargs):
+        texts = list(texts)
+        if self.calls is not None and texts:
+            with open(self.calls, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(texts[0]) + "\n")
+        if self.marker in texts:
+            try:
+                self.flag.open("x").close()
+            except FileExistsError:
+                pass
+            else:
+                raise RuntimeError(f"injected failure on a batch holding {self.marker!r}")
+        return self.encoder.encode(texts, *args, **kwargs)
+
+
+def fail_once_encoder(spec, marker: str, flag: str | Path, calls: str | Path | None = None) -> FailOnceEncoder:
+    """A ``make_encoder`` for ``codesift.model.distributed``: the spec's Embedder wrapped in FailOnceEncoder."""
+    from codesift.model.distributed import load_encoder
+
+    return FailOnceEncoder(load_encoder(spec), marker, flag, calls)

@@ -88,6 +88,22 @@ def _write_vectors(vecs, output: Path | None) -> None:
         sink.flush()
 
 
+def _embed_on_ray(items: list[str], address: str, output: Path, *, model: str | None, workers: int | None,
+                  shard_size: int, **options):
+    """`codesift embed --ray`: the corpus on Ray workers (model/distributed.py); the vectors in input order."""
+    from codesift.model.distributed import EmbedSpec, embed_on_ray
+    from codesift.model.loading import default_model
+
+    shards = output.with_name(output.name + ".shards")
+    spec = EmbedSpec(model=str(model or default_model()), **options)
+    result = embed_on_ray(items, spec, shards, address=address, workers=workers, shard_size=shard_size)
+    how = (f"on {result.workers} Ray workers x {result.threads} threads (startup {result.startup_seconds:.1f} s)"
+           if result.workers else "(all shards reused)")
+    typer.echo(f"embedded {len(items)} texts {how} in {result.seconds:.1f} s: {len(result.computed)} shards "
+               f"computed, {len(result.skipped)} reused from {shards}", err=True)
+    return result.vectors, shards
+
+
 def register(app: typer.Typer) -> None:
     """Add the engine's commands to the root app."""
 
@@ -105,6 +121,13 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option("auto"),
         dtype: str = typer.Option("auto", help="auto (bf16 where the hardware has it, else float32), int8 "
                                                 "(encoders on the CPU: ONNX Runtime), float32, bfloat16, float16."),
+        ray: str | None = typer.Option(None, "--ray", help="Embed on Ray workers: 'local' (this machine) or a "
+                                       "cluster's HOST:PORT (e.g. head:6379) or ray://HOST:PORT. Needs --output; "
+                                       "finished shards are kept in OUTPUT.shards/ so a rerun resumes."),
+        workers: int | None = typer.Option(None, help="With --ray: workers (each loads the model once). Default: "
+                                           "one per 4 CPUs of the cluster; the CPUs are split between them."),
+        shard_size: int = typer.Option(512, help="With --ray: texts per shard (the unit of work, retry and resume)."),
+        keep_shards: bool = typer.Option(False, help="With --ray: keep OUTPUT.shards/ after the output is written."),
     ) -> None:
         """Embed texts with a task's query or document prefix."""
         if output is not None and output.suffix and output.suffix not in OUTPUT_SUFFIXES:
@@ -112,15 +135,30 @@ def register(app: typer.Typer) -> None:
                              ".jsonl file (a name without a suffix gets JSONL too)")
         if batch_tokens is not None and batch_tokens < 1:
             raise ValueError(f"--batch-tokens must be at least 1, got {batch_tokens}")
+        if ray is None and (workers is not None or keep_shards):
+            raise ValueError("--workers and --keep-shards go with --ray local|HOST:PORT")
+        if ray is not None and output is None:
+            raise ValueError("--ray needs --output FILE (.npy or .jsonl): finished shards are kept beside it "
+                             "in FILE.shards/ so that an interrupted job resumes")
         items = _read_inputs(texts or [], input_file)
-        emb = load_embedder(model, device=device, dtype=dtype)
-        vecs = emb.encode(items, task=task, role=role or "query", dim=dim, truncate=truncate, batch_tokens=batch_tokens,
-                          show_progress=None)
+        shards = None
+        if ray is not None:
+            vecs, shards = _embed_on_ray(items, ray, output, model=model, task=task, role=role or "query", dim=dim,
+                                         truncate=truncate, batch_tokens=batch_tokens, device=device, dtype=dtype,
+                                         workers=workers, shard_size=shard_size)
+        else:
+            emb = load_embedder(model, device=device, dtype=dtype)
+            vecs = emb.encode(items, task=task, role=role or "query", dim=dim, truncate=truncate,
+                              batch_tokens=batch_tokens, show_progress=None)
         try:
             _write_vectors(vecs, output)
         except OSError as exc:
             raise ValueError(f"could not write the vectors to {output or 'stdout'}: "
                              f"{exc.strerror or type(exc).__name__}") from None
+        if shards is not None and not keep_shards:  # only once the output is safely written
+            import shutil
+
+            shutil.rmtree(shards, ignore_errors=True)
 
     @app.command("models")
     def models(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
