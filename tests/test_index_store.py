@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from codesift.index import IndexConfig, build_index, open_index
-from codesift.index.sqlite_store import SQLiteStore, symbol_names
-from codesift.index.store import ChunkFilter, is_milvus_lite, is_milvus_uri, keyword_text
+from codesift.index.milvus_store import filter_expr
+from codesift.index.sqlite_store import SQLiteStore, filter_sql
+from codesift.index.store import ChunkFilter, is_milvus_lite, is_milvus_uri, keyword_text, symbol_names
 from test_index_ranking import BagOfWords
 
 
@@ -232,10 +233,10 @@ def test_store_choice_and_filter_languages():
     assert not is_milvus_uri(None) and is_milvus_uri("http://milvus.internal:19530") and is_milvus_uri("x/milvus.db")
     assert is_milvus_lite("x/milvus.db") and not is_milvus_lite("https://zilliz.example:443")
     flt = ChunkFilter(language="go", exclude_tests=True, paths=("a.py",), negate_paths=True, exclude_ids=("x",))
-    assert flt.expr() == 'language == "go" and is_test == false and path not in ["a.py"] and id not in ["x"]'
-    cond, args = flt.sql("c")
+    assert filter_expr(flt) == 'language == "go" and is_test == false and path not in ["a.py"] and id not in ["x"]'
+    cond, args = filter_sql(flt, "c")
     assert cond.startswith("c.language = ? AND c.is_test = 0 AND c.path NOT IN") and args == ["go", '["a.py"]', '["x"]']
-    assert ChunkFilter().expr() == "" and ChunkFilter().sql() == ("1", [])
+    assert filter_expr(ChunkFilter()) == "" and filter_sql(ChunkFilter()) == ("1", [])
 
 
 def test_sqlite_and_milvus_lite_agree_through_the_protocol(tmp_path):

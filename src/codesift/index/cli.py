@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -112,20 +111,24 @@ def _render_results(results: list[dict], as_json: bool, files: bool = False) -> 
                              word_wrap=False, theme="ansi_dark"))
 
 
-def _search(index_dir: Path, request: dict, use_server: bool) -> dict:
-    """Run one search through the index's query server (started on demand), else in this process."""
-    from codesift.index import query_server
+def _search(index_dir: Path, request, refresh: bool, use_server: bool) -> dict:
+    """Run one search request through the index's query server (started on demand), else in this process."""
+    from codesift.index import daemon_client
 
-    if use_server and query_server.enabled():
+    if use_server and daemon_client.enabled():
         try:
-            return query_server.request(index_dir, "search", request)
-        except (query_server.QueryServerUnavailable, query_server.QueryServerError) as exc:
+            if refresh:
+                daemon_client.request(index_dir, "refresh")
+            answer = daemon_client.request(index_dir, "search", request.model_dump(exclude_defaults=True))
+            return {**answer, "staleness": None} if refresh else answer
+        except (daemon_client.QueryServerUnavailable, daemon_client.QueryServerError) as exc:
             # an internal failure of the server: said in one line (its log has the details), then searched here
             typer.secho(f"warning: searching in this process ({exc})", fg="yellow", err=True)
+    from codesift.index.query_server import answer
     from codesift.index.search import CodeIndex
 
     with _sqlite_errors(index_dir), CodeIndex(index_dir) as ix:
-        return query_server.run_search(ix, **request)
+        return answer(ix, request, refresh)
 
 
 def register(app: typer.Typer) -> None:
@@ -214,34 +217,28 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print results as a JSON list."),
     ) -> None:
         """Search an index: hybrid dense + BM25 by default, or code similar to FILE:LINE with --like."""
+        from codesift.index.request import SearchRequest
+
         if like and query and path is None:
             query, path = None, query  # `codesift search --like F:L PATH`
-        if not like and (query is None or not query.strip()):
-            raise ValueError("the query is empty; run e.g. `codesift search \"parse a config file\"`")
-        if budget is not None and budget < 1:
-            raise ValueError("--budget must be a positive number of tokens")
-        config = {}
-        for name, value in (("rrf_k", rrf_k), ("dense_weight", dense_weight), ("bm25_weight", bm25_weight)):
-            if value is not None:
-                if not math.isfinite(value) or value < 0:  # nan passes `< 0`
-                    raise ValueError(f"--{name.replace('_', '-')} must be a finite number >= 0, got {value}")
-                config[name] = value
-        request = {"query": query, "like": like, "files": files, "refresh": refresh, "config": config,
-                   "limit": limit, "language": lang, "path_globs": list(path_glob or ()), "exclude_tests": exclude_tests}
-        if not like:
-            request.update(mode=mode, two_stage=two_stage, rerank=not no_rerank, budget=budget)
+        fields = {"query": query, "like": like, "limit": limit, "language": lang, "path_globs": list(path_glob or ()),
+                  "exclude_tests": exclude_tests, "files": files, "budget": budget, "rrf_k": rrf_k,
+                  "dense_weight": dense_weight, "bm25_weight": bm25_weight}
+        if not like:  # --like has its own defaults (SearchRequest)
+            fields.update(mode=mode, two_stage=two_stage, rerank=not no_rerank)
+        request = SearchRequest.of(**{k: v for k, v in fields.items() if v is not None})
         from codesift.index.config import DB_NAME
 
         index_dir = find_index_dir(path, index)
         if not (index_dir / DB_NAME).is_file():
             raise FileNotFoundError(f"no codesift index at {index_dir}; build one with `codesift index PATH`")
-        answer = _search(index_dir, request, use_server=not no_server)
+        answer = _search(index_dir, request, refresh, use_server=not no_server)
         st = answer.get("staleness")
         if st and st["stale"]:
             typer.secho(f"warning: the index is stale ({st['added']} new, {st['changed']} changed, "
                         f"{st['deleted']} deleted, {st['pending']} unfinished files); pass --refresh or run "
                         "`codesift index`", fg="yellow", err=True)
-        _render_results(answer["results"], as_json, files=files and not like)
+        _render_results(answer["results"], as_json, files=files)
 
     @app.command("status")
     def status_cmd(

@@ -28,11 +28,12 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from codesift import __version__
+from codesift.index.request import SearchRequest
 from codesift.model.inputs import printable, text_problem
 from codesift.serve.batcher import BatchKey, QueueFull, ShuttingDown, TokenBudgetBatcher
 from codesift.serve.config import ServeConfig
 from codesift.serve.metrics import ServerMetrics
-from codesift.serve.schemas import EmbeddingRequest, SearchRequest, encode_vectors
+from codesift.serve.schemas import EmbeddingRequest, encode_vectors
 from codesift.tasks import resolve_task
 
 log = logging.getLogger(__name__)
@@ -497,11 +498,7 @@ def create_app(config: ServeConfig, embedder: Any | None = None, on_load_failure
             raise APIError(400, f"limit={body.limit} is over the maximum of {config.max_search_limit}", param="limit")
         index = await _served_index(state)
         try:
-            run = index.search_files if body.files else index.search
-            results = await batcher.run_in_engine(run, body.query, limit=body.limit,
-                                                  language=body.language, path_globs=list(body.path_globs),
-                                                  mode=body.mode, exclude_tests=body.exclude_tests,
-                                                  two_stage=body.two_stage, rerank=body.rerank, budget=body.budget)
+            results = await batcher.run_in_engine(index.run, body)
         except ValueError as exc:
             raise APIError(400, str(exc)) from None
         return json_response({"object": "list", "query": body.query, "mode": body.mode,

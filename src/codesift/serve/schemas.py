@@ -2,7 +2,8 @@
 
 ``/v1/embeddings`` accepts the OpenAI fields (``input``, ``model``, ``encoding_format``,
 ``dimensions``, ``user``) and the hosted code-embedding API's fields (``task``, ``embedding_type``,
-``truncate``). Types are strict: ``"8"`` is not a dimension and ``1`` is not a text.
+``truncate``). Types are strict: ``"8"`` is not a dimension and ``1`` is not a text. ``/v1/search`` takes the
+index's own ``codesift.index.request.SearchRequest``, so its fields are the CLI's and the MCP tools'.
 """
 
 from __future__ import annotations
@@ -42,23 +43,6 @@ class EmbeddingRequest(BaseModel):
                 "send one of them"
             )
         return self.embedding_type or self.encoding_format or "float"
-
-
-class SearchRequest(BaseModel):
-    """POST /v1/search: the search issue's query over HTTP."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    query: StrictStr = Field(min_length=1)
-    limit: StrictInt = Field(default=10, ge=1)
-    language: StrictStr | None = None
-    path_globs: list[StrictStr] = Field(default_factory=list)  # gitignore syntax; "!glob" excludes
-    mode: Literal["hybrid", "dense", "bm25"] = "hybrid"
-    exclude_tests: StrictBool = False
-    two_stage: StrictBool = False  # Matryoshka: scan at the small dim, rerank at full dim
-    files: StrictBool = False      # rank files by the evidence of their chunks
-    rerank: StrictBool = True      # code-aware ranking: definitions first, tests and docs lower
-    budget: StrictInt | None = Field(default=None, ge=1)  # cap on the snippets' total tokens
 
 
 def encode_vectors(vectors: np.ndarray, kind: EmbeddingType) -> list:
