@@ -289,7 +289,7 @@ def test_gguf_path_is_recognised(tmp_path):
 
 
 def test_dtype_auto_and_names(tiny_qwen_dir):
-    from codesift.model.embedder import cpu_has_fast_bf16, pick_dtype
+    from codesift.model.device import cpu_has_fast_bf16, pick_dtype
 
     assert pick_dtype("auto", torch.device("cpu")) == (torch.bfloat16 if cpu_has_fast_bf16() else torch.float32)
     assert pick_dtype("fp32", torch.device("cpu")) == torch.float32

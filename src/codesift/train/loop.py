@@ -414,7 +414,7 @@ def train(cfg: TrainConfig, resume: bool = False, stop_at: float | None = None) 
         raise ValueError("no training data: pass --data pairs.jsonl (or `data:` in the config)")
     if cfg.fsdp and cfg.lora:
         raise ValueError("fsdp with lora is not supported: LoRA already trains in small memory; use one of them")
-    from codesift.model.embedder import pick_device
+    from codesift.model.device import pick_device
 
     out = Path(cfg.out)
     device = pick_device(cfg.device)
