@@ -73,7 +73,7 @@ def default_matryoshka_dims(dimension: int) -> tuple[int, ...]:
 
 
 class Embedder:
-    """A code LLM (or any Hugging Face model) as a task-aware embedding model."""
+    """A code LLM (or any Hugging Face model) as a task-aware embedding model (the ``model.encoder.Encoder`` protocol)."""
 
     def __init__(
         self,
