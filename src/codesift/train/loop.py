@@ -30,7 +30,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -39,6 +39,9 @@ from codesift.train.config import TrainConfig
 from codesift.train.data import Pair, TaskBatchSampler, batch_negatives, load_pairs, shard
 from codesift.train.gradcache import grad_cached_backward, plain_backward
 from codesift.train.loss import LossOutput, dist_info, matryoshka_infonce
+
+if TYPE_CHECKING:
+    from codesift.model.embedder import Embedder
 
 log = logging.getLogger(__name__)
 
@@ -419,7 +422,7 @@ class _Run:
     start_step: int
     pairs: list[Pair]
     sampler: TaskBatchSampler
-    emb: Any
+    emb: Embedder
     dims: list[int]
     named: list[tuple[str, torch.nn.Parameter]]
     optimizer: torch.optim.Optimizer
