@@ -29,12 +29,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from codesift import __version__
 from codesift.index.request import SearchRequest
+from codesift.model.encoder import Encoder, TokenCount
 from codesift.model.inputs import printable, text_problem
 from codesift.serve.batcher import BatchKey, QueueFull, ShuttingDown, TokenBudgetBatcher
 from codesift.serve.config import ServeConfig
 from codesift.serve.metrics import ServerMetrics
 from codesift.serve.schemas import EmbeddingRequest, encode_vectors
-from codesift.tasks import resolve_task
+from codesift.tasks import TASKS, resolve_task
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ class ServerState:
     batcher: TokenBudgetBatcher
     metrics: ServerMetrics
     model_name: str
-    embedder: Any = None
+    embedder: Encoder | None = None
     index: Any = None
     status: str = "loading"  # loading | ready | failed
     error: BaseException | None = None  # why loading failed: for the log and the exit, never for clients
@@ -94,20 +95,20 @@ class ServerState:
     started_at: float = field(default_factory=time.time)
     # Token counting has two lanes, each a thread with its own tokenizer copy: requests of more than
     # config.big_request_chars characters count on the second, so a small request never waits behind them.
-    count_tokens: Any = None
-    count_tokens_big: Any = None
+    count_tokens: TokenCount | None = None
+    count_tokens_big: TokenCount | None = None
     tokenize_executor: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="codesift-tokenize"))
     big_tokenize_executor: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="codesift-tokenize-big"))
 
-    def counting_lane(self, texts: list[str]) -> tuple[ThreadPoolExecutor, Any]:
+    def counting_lane(self, texts: list[str]) -> tuple[ThreadPoolExecutor, TokenCount | None]:
         """(executor, counter) for a request: big ones count on their own lane."""
         if sum(len(t) for t in texts) > self.config.big_request_chars:
             return self.big_tokenize_executor, self.count_tokens_big
         return self.tokenize_executor, self.count_tokens
 
-    def ready_embedder(self) -> Any:
+    def ready_embedder(self) -> Encoder:
         """The model, or a 503 (with Retry-After) while it loads or after it failed."""
         if self.batcher.closing:
             raise APIError(503, "the server is shutting down", type="server_error", code="shutting_down",
@@ -120,7 +121,7 @@ class ServerState:
         return self.embedder
 
 
-def _load_engine(config: ServeConfig) -> Any:
+def _load_engine(config: ServeConfig) -> Encoder:
     from codesift.model.embedder import Embedder
 
     dtype = config.dtype
@@ -131,7 +132,7 @@ def _load_engine(config: ServeConfig) -> Any:
     return Embedder(model=config.model, device=config.device, dtype=dtype, max_length=config.max_length)
 
 
-def _open_index(index_dir: Path, embedder: Any) -> Any:
+def _open_index(index_dir: Path, embedder: Encoder) -> Any:
     from codesift.index import open_index  # the index area; imported only when an index is configured
 
     return open_index(index_dir, embedder)
@@ -155,15 +156,13 @@ async def _served_index(state: ServerState) -> Any:
     return fresh
 
 
-async def _load(state: ServerState, embedder: Any | None) -> None:
+async def _load(state: ServerState, embedder: Encoder | None) -> None:
     try:
         if embedder is None:
             embedder = await state.batcher.run_in_engine(_load_engine, state.config)
         if state.config.index_dir is not None:
             state.index = await state.batcher.run_in_engine(_open_index, state.config.index_dir, embedder)
-        counter = getattr(embedder, "token_counter", None)
-        state.count_tokens = counter() if callable(counter) else embedder.count_tokens
-        state.count_tokens_big = counter() if callable(counter) else embedder.count_tokens
+        state.count_tokens, state.count_tokens_big = embedder.token_counter(), embedder.token_counter()
         state.embedder = state.batcher.engine = embedder
         state.status = "ready"
         state.metrics.ready.set(1)
@@ -270,7 +269,7 @@ async def _wait_for_disconnect(request: Request) -> None:
             return
 
 
-def create_app(config: ServeConfig, embedder: Any | None = None, on_load_failure: Any = None) -> FastAPI:
+def create_app(config: ServeConfig, embedder: Encoder | None = None, on_load_failure: Any = None) -> FastAPI:
     """The ASGI app. With ``embedder`` given it serves that model; otherwise it loads ``config.model``
     in the background (``/health`` answers 503 until it is ready). ``on_load_failure()`` is called if
     loading fails (`codesift serve` then stops and exits non-zero, so that a supervisor restarts it)."""
@@ -364,7 +363,7 @@ def create_app(config: ServeConfig, embedder: Any | None = None, on_load_failure
             "default_task": config.default_task, "index": state.index is not None,
             "embedding_types": ["float", "base64", "binary", "ubinary"],
             "limits": {"max_inputs_per_request": config.max_inputs_per_request, "max_body_bytes": config.max_body_bytes,
-                       "max_input_tokens": getattr(emb, "max_length", config.max_length),
+                       "max_input_tokens": emb.max_length if emb is not None else config.max_length,
                        "max_queue_tokens": config.max_queue_tokens, "max_queue_requests": config.max_queue_requests},
             "batching": {"enabled": config.batching, "max_batch_tokens": config.max_batch_tokens,
                          "max_wait_ms": config.max_wait_ms, "share_tokens": config.share_tokens},
@@ -372,7 +371,7 @@ def create_app(config: ServeConfig, embedder: Any | None = None, on_load_failure
         if emb is not None:
             out.update(dimension=emb.dimension, matryoshka_dims=list(emb.matryoshka_dims), pooling=emb.pooling,
                        fingerprint=emb.fingerprint,
-                       tasks=[f"{t}.{r}" for t in emb.tasks.names() for r in ("query", "passage")])
+                       tasks=[f"{t}.{r}" for t in TASKS.names() for r in ("query", "passage")])  # what resolve_task takes
         return json_response(out)
 
     @app.get("/metrics", dependencies=protected)

@@ -17,7 +17,10 @@ import json
 import logging
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from codesift.model.encoder import Encoder
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +28,7 @@ log = logging.getLogger(__name__)
 class IndexedRoots:
     """The indexes an MCP server may use, opened lazily, one lock each (tools may run concurrently)."""
 
-    def __init__(self, roots: list[str | Path], embedder=None) -> None:
+    def __init__(self, roots: list[str | Path], embedder: Encoder | None = None) -> None:
         from codesift.index.config import DB_NAME
         from codesift.index.indexer import default_index_dir
 
@@ -90,7 +93,7 @@ def _user_errors(fn):
     return wrapper
 
 
-def build_server(roots: list[str | Path], embedder=None):
+def build_server(roots: list[str | Path], embedder: Encoder | None = None):
     """An MCPServer exposing the indexes of ``roots`` as tools."""
     from mcp.server.mcpserver import MCPServer
 
