@@ -68,6 +68,10 @@ class IndexedRoots:
                     return root, full.relative_to(root).as_posix()
         raise ValueError(f"{path} is outside the indexed roots ({', '.join(map(str, self.roots))})")
 
+    def lock(self, root: Path) -> threading.Lock:
+        """The lock to hold while using the index of ``root``."""
+        return self._locks[root]
+
     def label(self, root: Path, rel: str) -> str:
         """How a result path is shown: relative to its root when there is one root, else absolute."""
         return rel if len(self.roots) == 1 else str(root / rel)
@@ -93,47 +97,49 @@ def _user_errors(fn):
     return wrapper
 
 
-def build_server(roots: list[str | Path], embedder: Encoder | None = None):
-    """An MCPServer exposing the indexes of ``roots`` as tools."""
-    from mcp.server.mcpserver import MCPServer
+def _across_roots(indexed: IndexedRoots, request, roots=None) -> dict[str, Any]:
+    """``request`` on every root (or ``roots``), merged best first, cut to its limit and its token budget."""
+    from codesift.index.request import SearchRequest
 
-    indexed = IndexedRoots(roots, embedder)
-    server = MCPServer(
-        "codesift",
-        instructions="Semantic + keyword code search over the indexed repositories. search_code: a description, "
-                     "an identifier or a whole issue text (files=true: which files to open); find_similar: code like "
-                     "a file:line or pasted code; explain_code: the docs/comments for a piece of code; "
-                     "answer_question: docs and code answering a question. budget caps snippet tokens.",
-    )
+    if not isinstance(request, SearchRequest):
+        request = SearchRequest.of(**request)
+    per_root = request.model_copy(update={"budget": None})  # the budget is spent once, on the merged list
+    hits: list = []
+    for root in roots if roots is not None else indexed.roots:
+        with indexed.lock(root):
+            ix = indexed.index(root)
+            if (len(indexed.roots) > 1 and request.language
+                    and request.language not in ix.status(check_staleness=False)["languages"]):
+                continue  # with several roots, a language missing from one of them is not an error
+            hits += [(root, r) for r in ix.run(per_root)]
+    return _merge(indexed, hits, request.limit, request.budget)
 
-    def _across_roots(request, roots=None) -> dict[str, Any]:
-        """``request`` on every root (or ``roots``), merged best first, cut to its limit and its token budget."""
-        from codesift.index.request import SearchRequest
 
-        if not isinstance(request, SearchRequest):
-            request = SearchRequest.of(**request)
-        per_root = request.model_copy(update={"budget": None})  # the budget is spent once, on the merged list
-        hits: list = []
-        for root in roots if roots is not None else indexed.roots:
-            with indexed._locks[root]:
-                ix = indexed.index(root)
-                if (len(indexed.roots) > 1 and request.language
-                        and request.language not in ix.status(check_staleness=False)["languages"]):
-                    continue  # with several roots, a language missing from one of them is not an error
-                hits += [(root, r) for r in ix.run(per_root)]
-        return _merge(hits, request.limit, request.budget)
+def _merge(indexed: IndexedRoots, hits: list, limit: int, budget: int | None) -> dict[str, Any]:
+    """(root, result) pairs best first, cut to ``limit`` and the token budget, paths labelled by root."""
+    from codesift.index.searcher import apply_budget
 
-    def _at(path: str | None, line: int | None, code: str | None) -> tuple[dict, list[Path]]:
-        """The request fields and roots of a piece of code: pasted ``code`` (every root), or the indexed chunk at
-        ``path:line`` (its root)."""
-        if code is not None:
-            if not isinstance(code, str) or not code.strip():
-                raise ValueError("code is empty; paste the code, or pass path and line instead")
-            return {"query": code}, indexed.roots
-        if path is None or line is None:
-            raise ValueError("pass either code, or path and line of indexed code")
-        root, rel = indexed.locate(path)
-        return {"like": f"{rel}:{line}"}, [root]
+    hits.sort(key=lambda t: -t[1].score)
+    top = hits[:limit]
+    kept = apply_budget([r for _, r in top], budget)
+    return {"results": [{**r.to_dict(), "path": indexed.label(root, r.path)} for (root, _), r in zip(top, kept)]}
+
+
+def _at(indexed: IndexedRoots, path: str | None, line: int | None, code: str | None) -> tuple[dict, list[Path]]:
+    """The request fields and roots of a piece of code: pasted ``code`` (every root), or the indexed chunk at
+    ``path:line`` (its root)."""
+    if code is not None:
+        if not isinstance(code, str) or not code.strip():
+            raise ValueError("code is empty; paste the code, or pass path and line instead")
+        return {"query": code}, indexed.roots
+    if path is None or line is None:
+        raise ValueError("pass either code, or path and line of indexed code")
+    root, rel = indexed.locate(path)
+    return {"like": f"{rel}:{line}"}, [root]
+
+
+def _add_search_tools(server, indexed: IndexedRoots) -> None:
+    """The four search tools, one per task: search_code, find_similar, explain_code, answer_question."""
 
     @server.tool(structured_output=True)
     @_user_errors
@@ -146,25 +152,27 @@ def build_server(roots: list[str | Path], embedder: Encoder | None = None):
         (words and punctuation marks). rerank=false turns off code-aware ranking (definitions first, tests
         and docs lower). path_glob: gitignore-style glob, '!glob' excludes. mode: hybrid, dense or bm25.
         """
-        return _across_roots({"query": query, "path_globs": [path_glob] if path_glob else [], "language": language,
-                              "limit": limit, "files": files, "budget": budget, "rerank": rerank, "mode": mode})
+        return _across_roots(indexed, {"query": query, "path_globs": [path_glob] if path_glob else [],
+                                       "language": language, "limit": limit, "files": files, "budget": budget,
+                                       "rerank": rerank, "mode": mode})
 
     @server.tool(structured_output=True)
     @_user_errors
     def find_similar(path: str | None = None, line: int | None = None, code: str | None = None, limit: int = 10,
                      budget: int | None = None) -> dict[str, Any]:
         """Find code similar to a piece of code (code2code): the chunk at path:line, or pasted code."""
-        target, roots = _at(path, line, code)
-        return _across_roots({**target, "task": "code2code", "rerank": False, "limit": limit, "budget": budget}, roots)
+        target, roots = _at(indexed, path, line, code)
+        return _across_roots(indexed, {**target, "task": "code2code", "rerank": False, "limit": limit,
+                                       "budget": budget}, roots)
 
     @server.tool(structured_output=True)
     @_user_errors
     def explain_code(path: str | None = None, line: int | None = None, code: str | None = None, limit: int = 5,
                      budget: int | None = None) -> dict[str, Any]:
         """Find the docs and comments that explain a piece of code (code2nl): the chunk at path:line, or pasted code."""
-        target, roots = _at(path, line, code)
-        return _across_roots({**target, "task": "code2nl", "mode": "hybrid", "rerank": True, "limit": limit,
-                              "budget": budget}, roots)
+        target, roots = _at(indexed, path, line, code)
+        return _across_roots(indexed, {**target, "task": "code2nl", "mode": "hybrid", "rerank": True, "limit": limit,
+                                       "budget": budget}, roots)
 
     @server.tool(structured_output=True)
     @_user_errors
@@ -172,16 +180,11 @@ def build_server(roots: list[str | Path], embedder: Encoder | None = None):
         """Find the docs and code that answer a question about the repository (qa task)."""
         if not isinstance(question, str) or not question.strip():
             raise ValueError("question is empty; ask e.g. 'how do I configure the cache size?'")
-        return _across_roots({"query": question, "task": "qa", "limit": limit, "budget": budget})
+        return _across_roots(indexed, {"query": question, "task": "qa", "limit": limit, "budget": budget})
 
-    def _merge(hits: list, limit: int, budget: int | None) -> dict[str, Any]:
-        """(root, result) pairs best first, cut to ``limit`` and the token budget, paths labelled by root."""
-        from codesift.index.searcher import apply_budget
 
-        hits.sort(key=lambda t: -t[1].score)
-        top = hits[:limit]
-        kept = apply_budget([r for _, r in top], budget)
-        return {"results": [{**r.to_dict(), "path": indexed.label(root, r.path)} for (root, _), r in zip(top, kept)]}
+def _add_index_tools(server, indexed: IndexedRoots) -> None:
+    """The freshness tools: index_status and reindex."""
 
     @server.tool(structured_output=True)
     @_user_errors
@@ -189,7 +192,7 @@ def build_server(roots: list[str | Path], embedder: Encoder | None = None):
         """Files, chunks, model and staleness of each indexed root."""
         out = []
         for root in indexed.roots:
-            with indexed._locks[root]:
+            with indexed.lock(root):
                 out.append(indexed.index(root).status())
         return {"indexes": out}
 
@@ -199,10 +202,25 @@ def build_server(roots: list[str | Path], embedder: Encoder | None = None):
         """Re-index what changed in each root (incremental); returns what each run did."""
         out = []
         for root in indexed.roots:
-            with indexed._locks[root]:
+            with indexed.lock(root):
                 out.append(indexed.index(root).refresh().to_dict())
         return {"reports": out}
 
+
+def build_server(roots: list[str | Path], embedder: Encoder | None = None):
+    """An MCPServer exposing the indexes of ``roots`` as tools."""
+    from mcp.server.mcpserver import MCPServer
+
+    indexed = IndexedRoots(roots, embedder)
+    server = MCPServer(
+        "codesift",
+        instructions="Semantic + keyword code search over the indexed repositories. search_code: a description, "
+                     "an identifier or a whole issue text (files=true: which files to open); find_similar: code like "
+                     "a file:line or pasted code; explain_code: the docs/comments for a piece of code; "
+                     "answer_question: docs and code answering a question. budget caps snippet tokens.",
+    )
+    _add_search_tools(server, indexed)
+    _add_index_tools(server, indexed)
     server._codesift_roots = indexed  # for callers that want to close the indexes
     return server
 
