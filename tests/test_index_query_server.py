@@ -59,6 +59,8 @@ def test_server_is_reused_and_survives_a_stale_socket(bm25_index):
     assert daemon_client.request(index_dir, "ping")["pid"] == pid
     with pytest.raises(ValueError, match="limit"):
         daemon_client.request(index_dir, "search", {"query": "x", "limit": 0})
+    with pytest.raises(ValueError, match="refresh must be true or false"):
+        daemon_client.request(index_dir, "search", {"query": "x", "refresh": "yes"})
     assert daemon_client.request(index_dir, "ping")["pid"] == pid  # a user error does not kill the server
     assert daemon_client.stop(index_dir) and wait_dead(pid) and not path.exists()
 
@@ -127,6 +129,33 @@ def test_cli_search_through_the_server_matches_in_process(tmp_path, tiny_qwen_di
         assert daemon_client.request(root / ".codesift", "ping")["pid"] == pid
     finally:
         daemon_client.stop(root / ".codesift")
+
+
+@pytest.mark.parametrize("fields", [
+    {"query": "parse config", "limit": 5},
+    {"like": "src/parse.py:1"},
+    # explain's request: a `like` request with values that are the fields' defaults but not a `like` request's own
+    {"like": "src/parse.py:1", "task": "code2nl", "mode": "hybrid", "rerank": True},
+])
+def test_the_server_is_sent_the_request_the_cli_built_in_one_round_trip(fields, tmp_path, monkeypatch):
+    from codesift.index import cli as index_cli
+    from codesift.index.request import SearchRequest
+
+    sent = []
+
+    def request(index_dir, op, args=None, start=True):
+        sent.append((op, json.loads(json.dumps(args))))  # as it crosses the socket
+        return {"results": [], "staleness": None}
+
+    monkeypatch.setenv(daemon_client.ENABLE_ENV, "1")
+    monkeypatch.setattr(daemon_client, "request", request)
+    want = SearchRequest.of(**fields)
+    for refresh in (False, True):
+        index_cli._search(tmp_path, want, refresh, use_server=True)
+    assert [op for op, _ in sent] == ["search", "search"]  # --refresh re-indexes in the same request
+    plain, refreshed = sent[0][1], sent[1][1]
+    assert "refresh" not in plain and refreshed.pop("refresh") is True
+    assert SearchRequest.of(**plain) == want == SearchRequest.of(**refreshed)
 
 
 def test_bm25_search_and_the_cli_client_stay_light(bm25_index):

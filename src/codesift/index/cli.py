@@ -111,16 +111,23 @@ def _render_results(results: list[dict], as_json: bool, files: bool = False) -> 
                              word_wrap=False, theme="ansi_dark"))
 
 
+def server_args(request, refresh: bool = False) -> dict:
+    """A search request as the query server's ``search`` op takes it: every field of the ``SearchRequest`` (a field
+    left out is not always its default: a ``like`` request fills absent ones with its own), plus ``refresh`` to
+    re-index what changed first, in the same request."""
+    args = request.model_dump(mode="json")
+    if refresh:
+        args["refresh"] = True
+    return args
+
+
 def _search(index_dir: Path, request, refresh: bool, use_server: bool) -> dict:
     """Run one search request through the index's query server (started on demand), else in this process."""
     from codesift.index import daemon_client
 
     if use_server and daemon_client.enabled():
         try:
-            if refresh:
-                daemon_client.request(index_dir, "refresh")
-            answer = daemon_client.request(index_dir, "search", request.model_dump(exclude_defaults=True))
-            return {**answer, "staleness": None} if refresh else answer
+            return daemon_client.request(index_dir, "search", server_args(request, refresh))
         except (daemon_client.QueryServerUnavailable, daemon_client.QueryServerError) as exc:
             # an internal failure of the server: said in one line (its log has the details), then searched here
             typer.secho(f"warning: searching in this process ({exc})", fg="yellow", err=True)

@@ -215,10 +215,12 @@ class QueryServer:
     def _dispatch(self, op: str, args: dict):
         if op == "ping":
             return {"pid": os.getpid(), "index_dir": str(self.index_dir)}
-        if op == "search":  # args: a SearchRequest as JSON
-            return answer(self.index, SearchRequest.of(**args))
-        if op == "refresh":
-            return self.index.refresh().to_dict()
+        if op == "search":  # args: a SearchRequest as JSON, and "refresh": true to re-index what changed first
+            fields = dict(args)
+            refresh = fields.pop("refresh", False)
+            if not isinstance(refresh, bool):
+                raise ValueError(f"refresh must be true or false, got {refresh!r}")
+            return answer(self.index, SearchRequest.of(**fields), refresh)
         raise ValueError(f"unknown query server request {op!r}")
 
 
