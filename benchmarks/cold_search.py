@@ -31,24 +31,21 @@ from pathlib import Path
 
 import numpy as np
 
+from codesift.testing import ForwardingEncoder
+
 QUERIES = ["parse an email header", "open a socket with a timeout", "TextWrapper", "decode base64 data",
            "read a configuration file and return its sections", "retry a request after an error",
            "format a date as a string", "compress bytes with zlib", "walk a directory tree", "escape html entities"]
 
 
-class RandomVectors:
+class RandomVectors(ForwardingEncoder):
     """The real model's tokenizer, dims and fingerprint; random unit vectors instead of its forward pass."""
 
     def __init__(self, real) -> None:
-        self.real = real
-        self.dimension, self.matryoshka_dims, self.fingerprint = real.dimension, real.matryoshka_dims, real.fingerprint
-        self.max_length = real.max_length
+        super().__init__(real)
         self.rng = np.random.default_rng(0)
 
-    def count_tokens(self, texts, task="nl2code", role="query"):
-        return self.real.count_tokens(texts, task=task, role=role)
-
-    def encode(self, texts, **_):
+    def encode(self, texts, *_, **__):
         v = self.rng.standard_normal((len(texts), self.dimension)).astype(np.float32)
         return v / np.linalg.norm(v, axis=1, keepdims=True)
 

@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from codesift.testing import StandInEncoder
+
 WORDS = ("parse config read write file path json yaml http request response client server cache key value "
          "token stream buffer socket retry timeout error logger handler event queue worker thread lock user "
          "session auth password hash encode decode compress archive index search query result vector").split()
@@ -42,7 +44,7 @@ def pct(xs: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(xs) * 1000, q))
 
 
-class HashEmbedder:
+class HashEmbedder(StandInEncoder):
     """Stands in for the model: a unit vector seeded by the text's hash (the same text, the same vector)."""
 
     def __init__(self, dimension: int = 64, small_dim: int = 64) -> None:
@@ -106,9 +108,10 @@ import json, sys, time
 import numpy as np, torch  # the model's libraries: a real query process has them loaded anyway
 t0 = time.perf_counter()
 from codesift.index.search import CodeIndex
-class Q:
-    fingerprint = sys.argv[2]
-    def encode(self, texts, **_):
+from codesift.testing import StandInEncoder
+class Q(StandInEncoder):
+    fingerprint, dimension = sys.argv[2], int(sys.argv[3])
+    def encode(self, texts, *_, **__):
         v = np.random.default_rng(0).standard_normal((1, int(sys.argv[3]))).astype(np.float32)
         return v / np.linalg.norm(v)
 t1 = time.perf_counter()
@@ -174,13 +177,21 @@ def incremental_at_scale(n_chunks: int, dim: int, small_dim: int, workdir: Path)
     return out
 
 
-class FixedEmbedder:
+class FixedEmbedder(StandInEncoder):
     """Returns pre-made query vectors in turn, so that timing `CodeIndex.search` excludes query embedding."""
 
     fingerprint = "bench"
 
     def __init__(self, vectors: np.ndarray) -> None:
         self.vectors, self.i = vectors, 0
+
+    @property
+    def dimension(self) -> int:
+        return int(self.vectors.shape[1])
+
+    @property
+    def matryoshka_dims(self) -> tuple[int, ...]:
+        return (self.dimension,)
 
     def encode(self, texts, **_):
         v = self.vectors[self.i % len(self.vectors)][None, :]
@@ -252,7 +263,8 @@ def query_latency(n_chunks: int, dim: int, small_dim: int, index_dir: Path, n_qu
 
     import torch  # noqa: F401  (comes with the model; imported before the clocks start)
 
-    ix = CodeIndex(index_dir, embedder=FixedEmbedder(queries))
+    stand_in = FixedEmbedder(queries)
+    ix = CodeIndex(index_dir, embedder=stand_in)
     t = time.perf_counter()
     ix.store.count()
     out["store_open_s"] = round(time.perf_counter() - t, 3)
@@ -303,7 +315,7 @@ def query_latency(n_chunks: int, dim: int, small_dim: int, index_dir: Path, n_qu
     # a filter seen for the first time: the manifest's file list is read and the globs matched against it
     cold = []
     for _ in range(10):
-        ix._files_view = None
+        ix.searcher._files_view = None
         t = time.perf_counter()
         ix.build_filter(**filters["filter_lang_notest_path"])
         cold.append(time.perf_counter() - t)
@@ -311,9 +323,9 @@ def query_latency(n_chunks: int, dim: int, small_dim: int, index_dir: Path, n_qu
     # two-stage against exact full-dim search (synthetic vectors: no Matryoshka structure, so a lower bound)
     rec = []
     for i in range(100):
-        ix._embedder.i = i
+        stand_in.i = i
         exact = {r.id for r in ix.search("q", limit=10, mode="dense")}
-        ix._embedder.i = i
+        stand_in.i = i
         rec.append(len(exact & {r.id for r in ix.search("q", limit=10, mode="dense", two_stage=True)}) / 10)
     out["two_stage_recall@10_vs_full_synthetic"] = round(float(np.mean(rec)), 3)
     out["bm25_engine_vs_fts5"] = fts5_side_by_side(ix, texts, index_dir.parent / "fts5-side.sqlite")

@@ -20,11 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
+from codesift.testing import StandInEncoder
 
-class FixedEmbedder:
-    fingerprint = None
 
-    def __init__(self, dim: int) -> None:
+class FixedEmbedder(StandInEncoder):
+    """Random unit query vectors in turn, standing in for the index's model (its dim and fingerprint)."""
+
+    def __init__(self, dim: int, fingerprint: str) -> None:
+        self.dimension, self.matryoshka_dims, self.fingerprint = dim, (dim,), fingerprint
         rng = np.random.default_rng(0)
         v = rng.standard_normal((64, dim)).astype(np.float32)
         self.vectors, self.i = v / np.linalg.norm(v, axis=1, keepdims=True), 0
@@ -45,10 +48,9 @@ def main() -> None:
     words = "parse read write config header socket timeout retry error cache encode decode file path".split()
     rng = np.random.default_rng(1)
     texts = [" ".join(rng.choice(words, 4)) for _ in range(args.queries)]
-    with CodeIndex(args.index) as ix:
-        dim = ix.manifest.get_meta()["dim"]
-        ix._embedder = FixedEmbedder(dim)
-        ix._embedder.fingerprint = ix.manifest.get_meta().get("fingerprint")  # stands in for the index's model
+    with CodeIndex(args.index) as probe:
+        meta = probe.manifest.get_meta()
+    with CodeIndex(args.index, embedder=FixedEmbedder(meta["dim"], meta.get("fingerprint"))) as ix:
         symbols = [r["symbol"] for r in ix.store.rows(["symbol"]) if r["symbol"] and "," not in r["symbol"]]
         idents = [f"why does {symbols[int(rng.integers(len(symbols)))].rsplit('.', 1)[-1]}() fail on {t}" for t in texts]
         out = {"command": " ".join(sys.argv), "chunks": ix.store.count()}

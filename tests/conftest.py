@@ -38,12 +38,12 @@ def tiny_bert_dir(tmp_path_factory) -> Path:
 def bm25_index(tmp_path, monkeypatch):
     """An index of test_index_ranking's REPO built with a stand-in model, its query server enabled (it answers
     BM25 without a model); (root, index folder). The server is stopped afterwards."""
-    from codesift.index import IndexConfig, build_index, query_server
+    from codesift.index import IndexConfig, build_index, daemon_client
     from test_index_ranking import REPO, BagOfWords, make_repo
 
-    monkeypatch.setenv(query_server.ENABLE_ENV, "1")
+    monkeypatch.setenv(daemon_client.ENABLE_ENV, "1")
     root = tmp_path / "repo"
     make_repo(root, REPO)
     build_index(root, config=IndexConfig(model="bag-of-words"), embedder=BagOfWords())
     yield root, root / ".codesift"
-    query_server.stop(root / ".codesift")
+    daemon_client.stop(root / ".codesift")

@@ -12,6 +12,8 @@ import pytest
 from codesift.eval.data import load_beir_task
 from codesift.eval.report import compare_table, load_results, markdown_report
 from codesift.eval.runner import EvalConfig, default_label, run_eval
+from codesift.model.encoder import Encoder
+from codesift.testing import StandInEncoder
 
 DOCS = {
     "d1": "def add(a, b): return a + b",
@@ -37,11 +39,12 @@ def write_beir(root: Path, name: str = "toy", task_json: dict | None = None) -> 
     return d
 
 
-class CountingEmbedder:
-    """A stand-in Embedder: hashed bag of words, and a log of every encode call."""
+class CountingEmbedder(StandInEncoder):
+    """A stand-in Encoder: hashed bag of words, and a log of every encode call."""
 
     fingerprint = "counting-v1"
     dimension = 64
+    matryoshka_dims = (32, 64)
     max_length = 512
     pooling = "mean"
     name = "counting"
@@ -217,3 +220,7 @@ def test_interrupted_run_keeps_finished_datasets(tmp_path):
 def test_config_rejects_shallow_top_k(toy):
     with pytest.raises(ValueError, match="top-k"):
         EvalConfig(model="bm25", data=[toy], top_k=10)
+
+
+def test_the_stand_in_is_an_encoder():
+    assert isinstance(CountingEmbedder(), Encoder)  # the runner reads only what the protocol names

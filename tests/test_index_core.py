@@ -12,7 +12,7 @@ import pytest
 from codesift.data.files import is_test_path
 from codesift.data.walk import walk_files
 from codesift.index import IndexConfig, build_index, open_index
-from codesift.index.search import rrf_fuse
+from codesift.index.searcher import rrf_fuse
 from codesift.index.store import keyword_text
 
 PARSE = 'def parse_config(path):\n    """Read a config file."""\n    with open(path) as fh:\n        return fh.read()\n'

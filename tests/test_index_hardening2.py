@@ -118,15 +118,15 @@ def test_sqlite_failures_are_named(repo, tiny_qwen_dir, tmp_path, monkeypatch, c
 
 
 def test_a_failing_query_server_falls_back_in_process(repo, tiny_qwen_dir, monkeypatch, capsys):
-    from codesift.index import query_server
+    from codesift.index import daemon_client
 
     index(repo, tiny_qwen_dir, monkeypatch, capsys)
 
     def broken(*args, **kwargs):
-        raise query_server.QueryServerError("RuntimeError: boom (log: x.log)")
+        raise daemon_client.QueryServerError("RuntimeError: boom (log: x.log)")
 
-    monkeypatch.setattr(query_server, "request", broken)
-    monkeypatch.setattr(query_server, "enabled", lambda: True)
+    monkeypatch.setattr(daemon_client, "request", broken)
+    monkeypatch.setattr(daemon_client, "enabled", lambda: True)
     code, out, err = run_main(["search", "parse config", str(repo), "--json"], monkeypatch, capsys)
     assert code == 0 and "Traceback" not in err, err
     assert "boom" in err and json.loads(out)[0]["path"] == "src/conf.py"

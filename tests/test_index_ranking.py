@@ -23,16 +23,17 @@ from codesift.index.ranking import (
     rerank,
     snippet_tokens,
 )
+from codesift.testing import StandInEncoder
 
 
-class BagOfWords:
+class BagOfWords(StandInEncoder):
     """A deterministic stand-in model: a text's vector is its hashed bag of lowercase words; one token per word.
 
     Similar words mean similar vectors, so where a query's words sit (inside or past the model's limit) decides
     what dense search can find, which is what the long-query tests need.
     """
 
-    dimension, matryoshka_dims, fingerprint = 256, (64, 256), "bag-of-words-256"
+    name, dimension, matryoshka_dims, fingerprint = "bag-of-words", 256, (64, 256), "bag-of-words-256"
 
     def __init__(self, max_length: int = 4096) -> None:
         self.max_length = max_length

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from codesift.index import IndexConfig, build_index, open_index
-from codesift.index.sqlite_store import SQLiteStore, symbol_names
-from codesift.index.store import ChunkFilter, is_milvus_lite, is_milvus_uri, keyword_text
+from codesift.index.milvus_store import filter_expr
+from codesift.index.sqlite_store import SQLiteStore, filter_sql
+from codesift.index.store import ChunkFilter, is_milvus_lite, is_milvus_uri, keyword_text, symbol_names
 from test_index_ranking import BagOfWords
 
 
@@ -232,10 +233,10 @@ def test_store_choice_and_filter_languages():
     assert not is_milvus_uri(None) and is_milvus_uri("http://milvus.internal:19530") and is_milvus_uri("x/milvus.db")
     assert is_milvus_lite("x/milvus.db") and not is_milvus_lite("https://zilliz.example:443")
     flt = ChunkFilter(language="go", exclude_tests=True, paths=("a.py",), negate_paths=True, exclude_ids=("x",))
-    assert flt.expr() == 'language == "go" and is_test == false and path not in ["a.py"] and id not in ["x"]'
-    cond, args = flt.sql("c")
+    assert filter_expr(flt) == 'language == "go" and is_test == false and path not in ["a.py"] and id not in ["x"]'
+    cond, args = filter_sql(flt, "c")
     assert cond.startswith("c.language = ? AND c.is_test = 0 AND c.path NOT IN") and args == ["go", '["a.py"]', '["x"]']
-    assert ChunkFilter().expr() == "" and ChunkFilter().sql() == ("1", [])
+    assert filter_expr(ChunkFilter()) == "" and filter_sql(ChunkFilter()) == ("1", [])
 
 
 def test_sqlite_and_milvus_lite_agree_through_the_protocol(tmp_path):
@@ -264,3 +265,68 @@ def test_sqlite_and_milvus_lite_agree_through_the_protocol(tmp_path):
             assert like and all(r.path != "src/m1.py" for r in like)
         top = [next(h.path for h in store.search("compute_5", limit=3)) for store in (mil, lite)]
         assert top[0] == top[1]
+
+
+@pytest.fixture(params=["sqlite", "milvus-lite"])
+def engine(request, tmp_path):
+    """An empty store of each engine (8-dim vectors, 4-dim small ones), closed afterwards."""
+    from codesift.index.manifest import Manifest
+
+    if request.param == "sqlite":
+        store = SQLiteStore(Manifest(tmp_path / "s.sqlite"), 8, 4)
+    else:
+        pytest.importorskip("milvus_lite")
+        from codesift.index.milvus_store import MilvusStore
+
+        store = MilvusStore(str(tmp_path / "m.db"), "chunks", 8, 4)
+    yield store
+    store.close()
+
+
+def protocol_rows(start: int, n: int, path: str | None = None) -> list[dict]:
+    rows = synthetic_rows(start, n, path=path)
+    for r in rows:
+        r["vector_small"] = r["vector"][:4] / np.linalg.norm(r["vector"][:4])
+    return rows
+
+
+def test_every_store_method_means_the_same_on_both_engines(engine):
+    """The Store protocol, method by method, on SQLite and Milvus Lite: the same answers (set-wise where the
+    engines may order ties differently)."""
+    rows = protocol_rows(0, 12)
+    rows[1].update(symbol="Stack.push, Stack.pop", path="src/stack.py")  # a merged chunk: two definitions
+    rows[2].update(symbol="parse_config", path="src/conf.py")
+    engine.replace_files([], rows)
+    engine.flush()
+    assert isinstance(engine.describe(), str) and engine.count() == 12
+    assert engine.paths() == {r["path"] for r in rows}
+    assert {r["id"] for r in engine.rows(["path"])} == {r["id"] for r in rows}
+    got = engine.get(["c3", "c4", "absent"], ["path", "symbol"])
+    assert set(got) == {"c3", "c4"} and got["c3"]["path"] == rows[3]["path"] and got["c4"]["symbol"] == "f4"
+    assert {r["id"] for r in engine.chunks_of("src/stack.py")} == {"c1"}
+
+    q = rows[5]["vector"]
+    top = engine.dense(q, 3, ChunkFilter())
+    assert top[0]["id"] == "c5" and abs(top[0]["distance"] - 1.0) < 2e-3 and len(top) == 3
+    assert {"path", "language", "symbol", "kind", "start_line", "end_line"} <= set(top[0])
+    assert "c5" not in {r["id"] for r in engine.dense(q, 3, ChunkFilter(exclude_ids=("c5",)))}
+    assert engine.dense(q, 3, ChunkFilter(), two_stage=True, depth=100)[0]["id"] == "c5"
+    assert all(not rows[int(r["id"][1:])]["is_test"] for r in engine.dense(q, 12, ChunkFilter(exclude_tests=True)))
+
+    hits = engine.bm25("parse config", 12, ChunkFilter(exclude_tests=True))
+    want = {r["id"] for r in rows if not r["is_test"] and {"parse", "config"} & set(r["terms"].split())}
+    assert {h["id"] for h in hits} == want and all(h["distance"] > 0 for h in hits)
+
+    for names, ids in (({"pop"}, {"c1"}), ({"Stack.push"}, {"c1"}), ({"Stack"}, set()), ({"parse_config"}, {"c2"}),
+                       ({"f7", "push"}, {"c1", "c7"}), ({"parseconfig"}, set())):
+        assert {r["id"] for r in engine.defining(names, ChunkFilter(), 10)} == ids, names
+    assert engine.defining({"pop"}, ChunkFilter(paths=("src/stack.py",), negate_paths=True), 10) == []
+    assert len(engine.defining({"f3", "f4", "f6"}, ChunkFilter(), 2)) == 2
+
+    engine.replace_files(["src/stack.py"], protocol_rows(100, 2, path="src/stack.py"))
+    engine.delete_paths(["src/conf.py"])
+    engine.flush()
+    assert engine.count() == 12 and "src/conf.py" not in engine.paths()
+    assert {r["id"] for r in engine.chunks_of("src/stack.py")} == {"c100", "c101"}
+    assert engine.defining({"pop"}, ChunkFilter(), 10) == []
+    assert engine.damage() is None and engine.repair() == []

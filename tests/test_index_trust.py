@@ -13,7 +13,7 @@ from typing import ClassVar
 
 import pytest
 
-from codesift.index import IndexConfig, build_index, query_server
+from codesift.index import IndexConfig, build_index, daemon_client, query_server
 from test_index_query_server import wait_dead
 from test_index_ranking import REPO, BagOfWords, make_repo
 from test_model_hardening import run_main
@@ -32,18 +32,18 @@ def test_a_socket_folder_open_to_others_is_refused(tmp_path, monkeypatch):
     planted = tmp_path / "run" / f"codesift-{os.getuid()}"
     planted.mkdir()
     planted.chmod(0o777)  # what another user leaves for us to use
-    with pytest.raises(query_server.QueryServerUnavailable, match="mode 0777"):
-        query_server.socket_path(_long_index_dir(tmp_path))
+    with pytest.raises(daemon_client.QueryServerUnavailable, match="mode 0777"):
+        daemon_client.socket_path(_long_index_dir(tmp_path))
 
 
 def test_a_socket_folder_of_another_owner_is_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
     deep = _long_index_dir(tmp_path)
-    query_server.socket_path(deep)  # made by this process, 0700 ...
+    daemon_client.socket_path(deep)  # made by this process, 0700 ...
     monkeypatch.setattr(os, "getuid", lambda: os.geteuid() + 4242)
     (tmp_path / f"codesift-{os.getuid()}").mkdir(mode=0o700)  # ... but this one is not the "user"'s
-    with pytest.raises(query_server.QueryServerUnavailable, match="owned by"):
-        query_server.socket_path(deep)
+    with pytest.raises(daemon_client.QueryServerUnavailable, match="owned by"):
+        daemon_client.socket_path(deep)
 
 
 def test_a_socket_folder_that_is_a_symlink_is_refused(tmp_path, monkeypatch):
@@ -51,12 +51,12 @@ def test_a_socket_folder_that_is_a_symlink_is_refused(tmp_path, monkeypatch):
     elsewhere = tmp_path / "attacker"
     elsewhere.mkdir(mode=0o700)
     (tmp_path / f"codesift-{os.getuid()}").symlink_to(elsewhere)
-    with pytest.raises(query_server.QueryServerUnavailable, match="symbolic link"):
-        query_server.socket_path(_long_index_dir(tmp_path))
+    with pytest.raises(daemon_client.QueryServerUnavailable, match="symbolic link"):
+        daemon_client.socket_path(_long_index_dir(tmp_path))
 
 
 def test_search_falls_back_in_process_when_the_socket_folder_is_not_private(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv(query_server.ENABLE_ENV, "1")
+    monkeypatch.setenv(daemon_client.ENABLE_ENV, "1")
     root = _long_index_dir(tmp_path) / "repo"  # too long a path for a socket in the index: the per-user folder
     make_repo(root, REPO)
     build_index(root, config=IndexConfig(model="bag-of-words"), embedder=BagOfWords())
@@ -75,30 +75,30 @@ def test_planted_lock_and_log_symlinks_are_not_followed(bm25_index, tmp_path, mo
     _root, index_dir = bm25_index
     victim = tmp_path / "bashrc"
     victim.write_text("# mine\n")
-    (index_dir / query_server.LOG_NAME).symlink_to(victim)
-    lock = query_server.socket_path(index_dir).with_suffix(".lock")
+    (index_dir / daemon_client.LOG_NAME).symlink_to(victim)
+    lock = daemon_client.socket_path(index_dir).with_suffix(".lock")
     created = tmp_path / "created-by-victim"
     lock.symlink_to(created)
-    with pytest.raises(query_server.QueryServerUnavailable, match="symbolic link"):
-        query_server.request(index_dir, "ping")
+    with pytest.raises(daemon_client.QueryServerUnavailable, match="symbolic link"):
+        daemon_client.request(index_dir, "ping")
     assert victim.read_text() == "# mine\n" and not created.exists()
 
 
 def test_a_planted_socket_symlink_is_never_dialled(bm25_index, tmp_path, monkeypatch):
     _root, index_dir = bm25_index
-    monkeypatch.setattr(query_server, "REQUEST_TIMEOUT_S", 5.0)  # the fake never answers
+    monkeypatch.setattr(daemon_client, "REQUEST_TIMEOUT_S", 5.0)  # the fake never answers
     fake = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # someone else's server, answering anything
     fake.bind(str(tmp_path / "fake.sock"))
     fake.listen(8)
     fake.setblocking(False)
-    (index_dir / query_server.SOCKET_NAME).symlink_to(tmp_path / "fake.sock")
+    (index_dir / daemon_client.SOCKET_NAME).symlink_to(tmp_path / "fake.sock")
     try:
-        pid = query_server.request(index_dir, "ping")["pid"]
+        pid = daemon_client.request(index_dir, "ping")["pid"]
         with pytest.raises(BlockingIOError):
             fake.accept()  # no client ever connected to it
-        path = query_server.socket_path(index_dir)
+        path = daemon_client.socket_path(index_dir)
         assert stat.S_ISSOCK(os.lstat(path).st_mode)  # our own server replaced the link
-        assert query_server.stop(index_dir) and wait_dead(pid)
+        assert daemon_client.stop(index_dir) and wait_dead(pid)
     finally:
         fake.close()
 
@@ -152,13 +152,13 @@ def test_the_query_server_notices_a_manifest_restored_from_a_backup(bm25_index, 
     src, dst = sqlite3.connect(index_dir / "manifest.sqlite"), sqlite3.connect(backup)
     src.backup(dst)
     src.close(), dst.close()
-    pid = query_server.request(index_dir, "ping")["pid"]  # the server holds the file open
+    pid = daemon_client.request(index_dir, "ping")["pid"]  # the server holds the file open
     for p in index_dir.glob("manifest.sqlite*"):
         p.unlink()
     shutil.copy2(backup, index_dir / "manifest.sqlite")  # the documented restore: a new file at the same name
     (root / "src/fresh.py").write_text("def brand_new_helper():\n    return 1\n")
     build_index(root, embedder=BagOfWords())
-    hits = query_server.request(index_dir, "search", {"query": "brand_new_helper", "mode": "bm25", "limit": 3})
+    hits = daemon_client.request(index_dir, "search", {"query": "brand_new_helper", "mode": "bm25", "limit": 3})
     assert hits["results"] and hits["results"][0]["path"] == "src/fresh.py"
     assert wait_dead(pid)  # the server that read the deleted file made way for a fresh one
 
@@ -181,28 +181,28 @@ def _raw(path, payload: bytes, timeout: float = 10.0) -> bytes:
 
 def test_the_query_server_survives_bad_messages(bm25_index):
     _root, index_dir = bm25_index
-    pid = query_server.request(index_dir, "ping")["pid"]
-    path = query_server.socket_path(index_dir)
+    pid = daemon_client.request(index_dir, "ping")["pid"]
+    path = daemon_client.socket_path(index_dir)
     for payload in (b"", b"[1,2,3]\n", b"null\n", b'"op"\n', b"[" * 100_000 + b"\n", b'{"op": 5, "args": []}\n'):
         answer = _raw(path, payload)
         if payload:
             assert json.loads(answer)["ok"] is False, (payload[:20], answer)
-        assert query_server.request(index_dir, "ping")["pid"] == pid, payload[:20]
-    answer = _raw(path, b"x" * (query_server.MAX_REQUEST_BYTES + (1 << 20)))  # no newline, ever
+        assert daemon_client.request(index_dir, "ping")["pid"] == pid, payload[:20]
+    answer = _raw(path, b"x" * (daemon_client.MAX_REQUEST_BYTES + (1 << 20)))  # no newline, ever
     assert answer == b"" or "too long" in json.loads(answer)["error"]
-    assert query_server.request(index_dir, "ping")["pid"] == pid
+    assert daemon_client.request(index_dir, "ping")["pid"] == pid
 
 
 def test_a_stalled_client_does_not_hold_up_others(bm25_index):
     import time
 
     _root, index_dir = bm25_index
-    pid = query_server.request(index_dir, "ping")["pid"]
+    pid = daemon_client.request(index_dir, "ping")["pid"]
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as stalled:
-        stalled.connect(str(query_server.socket_path(index_dir)))
+        stalled.connect(str(daemon_client.socket_path(index_dir)))
         stalled.sendall(b'{"op": "pi')  # and then nothing
         t0 = time.monotonic()
-        assert query_server.request(index_dir, "ping")["pid"] == pid
+        assert daemon_client.request(index_dir, "ping")["pid"] == pid
         assert time.monotonic() - t0 < 5.0
 
 
@@ -214,12 +214,12 @@ def test_a_bad_idle_setting_falls_back_to_the_default(bm25_index, monkeypatch, i
 
 
 def bm25_query(index_dir):
-    return query_server.request(index_dir, "search", {"query": "parse_config", "mode": "bm25", "limit": 3})["results"]
+    return daemon_client.request(index_dir, "search", {"query": "parse_config", "mode": "bm25", "limit": 3})["results"]
 
 
 def test_a_directory_at_the_socket_path_falls_back_in_process(bm25_index, monkeypatch, capsys):
     root, index_dir = bm25_index
-    (index_dir / query_server.SOCKET_NAME).mkdir()
+    (index_dir / daemon_client.SOCKET_NAME).mkdir()
     code, out, err = run_main(["search", "parse_config", str(root), "--json", "--mode", "bm25"], monkeypatch, capsys)
     assert code == 0, err
     assert "searching in this process" in err and json.loads(out)[0]["path"] == "src/parse.py"

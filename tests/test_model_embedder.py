@@ -10,6 +10,7 @@ from transformers import AutoModel, AutoTokenizer
 
 from codesift import Embedder
 from codesift.model.embedder import InputTooLongError
+from codesift.model.encoder import Encoder
 from codesift.model.loading import ModelNotAvailableError
 from codesift.tasks import BUILTIN_TASKS, prefix_for
 
@@ -104,6 +105,11 @@ def test_matryoshka_truncation_renormalises(emb):
 def test_invalid_dim_is_a_clear_error(emb, bad):
     with pytest.raises(ValueError, match="dim must be an integer between 1 and 64"):
         emb.encode(["x"], dim=bad)
+
+
+def test_the_embedder_is_an_encoder(emb):
+    assert isinstance(emb, Encoder)
+    assert emb.token_counter()(["def f(): pass"]) == emb.count_tokens(["def f(): pass"])
 
 
 def test_empty_input_gives_empty_array(emb):
@@ -289,7 +295,7 @@ def test_gguf_path_is_recognised(tmp_path):
 
 
 def test_dtype_auto_and_names(tiny_qwen_dir):
-    from codesift.model.embedder import cpu_has_fast_bf16, pick_dtype
+    from codesift.model.device import cpu_has_fast_bf16, pick_dtype
 
     assert pick_dtype("auto", torch.device("cpu")) == (torch.bfloat16 if cpu_has_fast_bf16() else torch.float32)
     assert pick_dtype("fp32", torch.device("cpu")) == torch.float32

@@ -13,6 +13,7 @@ pytest.importorskip("onnxruntime")
 from codesift.index import IndexConfig, build_index, open_index
 from codesift.model import int8
 from codesift.model.embedder import Embedder
+from codesift.model.encoder import Encoder
 from codesift.testing import make_tiny_bert
 
 TEXTS = ["def add(a, b):\n    return a + b", "open a file and read every line",
@@ -48,6 +49,7 @@ def test_int8_agrees_with_float32(bert_dir):
     ref = Embedder(bert_dir, device="cpu", dtype="float32")
     fast = Embedder(bert_dir, device="cpu", dtype="int8")
     assert fast.precision == "int8" and fast.engine is not None and ref.engine is None
+    assert isinstance(fast, Encoder) and isinstance(ref, Encoder)  # both paths are the one protocol
     for role in ("query", "document"):
         a = ref.encode(TEXTS, role=role)
         b = fast.encode(TEXTS, role=role)

@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 
 from codesift.serve.batcher import BatchKey, QueueFull, ShuttingDown, TokenBudgetBatcher
+from codesift.testing import StandInEncoder
 
 KEY = BatchKey("nl2code", "query", False)
 
 
-class FakeEngine:
+class FakeEngine(StandInEncoder):
     """Vector of a text = [hash-ish code, len]; records every batch it ran; can be held on an Event."""
 
     def __init__(self) -> None:
@@ -23,7 +24,7 @@ class FakeEngine:
         self.started = threading.Event()
         self.fail = False
 
-    def encode(self, texts, *, task, role, dim=None, truncate=False):
+    def encode(self, texts, task="nl2code", role="query", dim=None, normalize=True, truncate=False, **_):
         self.started.set()
         self.gate.wait(10)
         if self.fail:

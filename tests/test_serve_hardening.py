@@ -18,6 +18,7 @@ pytest.importorskip("fastapi")
 from codesift.serve.app import create_app
 from codesift.serve.config import ServeConfig
 from codesift.serve.local import background_server
+from codesift.testing import ForwardingEncoder
 
 
 @pytest.fixture(scope="module")
@@ -186,14 +187,11 @@ def test_serve_exits_non_zero_when_the_model_cannot_load(tmp_path, monkeypatch, 
 
 
 def test_engine_failures_do_not_leak_exception_text(emb, tiny_qwen_dir):
-    class Broken:
-        def __getattr__(self, name):
-            return getattr(emb, name)
-
-        def encode(self, texts, **kw):
+    class Broken(ForwardingEncoder):
+        def encode(self, texts, *args, **kw):
             raise RuntimeError("/home/someone/private/weights.bin is corrupt")
 
-    app = create_app(ServeConfig(model=str(tiny_qwen_dir), max_length=256), embedder=Broken())
+    app = create_app(ServeConfig(model=str(tiny_qwen_dir), max_length=256), embedder=Broken(emb))
     with background_server(app) as (url, _):
         r = post(url, {"input": "x"})
     assert r.status_code == 500 and "private" not in r.text and "RuntimeError" not in r.text

@@ -21,6 +21,7 @@ pytest.importorskip("fastapi")
 
 from codesift.serve.app import create_app
 from codesift.serve.config import ServeConfig
+from codesift.testing import ForwardingEncoder
 
 SLOW_SERVER = textwrap.dedent("""
     import sys, time, uvicorn
@@ -44,22 +45,20 @@ SLOW_SERVER = textwrap.dedent("""
 """)
 
 
-class SlowRecorder:
+class SlowRecorder(ForwardingEncoder):
     """The real Embedder, with a fixed delay per forward pass and a record of the texts it embedded."""
 
     def __init__(self, emb, delay: float) -> None:
-        self.emb, self.delay, self.seen = emb, delay, []
-
-    def __getattr__(self, name):
-        return getattr(self.emb, name)
+        super().__init__(emb)
+        self.delay, self.seen = delay, []
 
     in_flight = False
 
-    def encode(self, texts, **kw):
+    def encode(self, texts, *args, **kw):
         self.in_flight = True
         time.sleep(self.delay)
         self.seen.extend(texts)
-        return self.emb.encode(texts, **kw)
+        return super().encode(texts, *args, **kw)
 
 
 def _free_port() -> int:

@@ -162,6 +162,95 @@ def make_tiny_bert(out: str | Path, hidden_size: int = 32, seed: int = 0) -> Pat
     return out
 
 
+class StandInEncoder:
+    """The plain parts of the ``Encoder`` protocol (``codesift.model.encoder``) for stand-in models in tests
+    and benchmarks; a subclass writes ``encode`` and overrides the sizes it needs.
+
+    One token per whitespace-separated word plus two special tokens, no instruction prefixes, and no
+    character offsets (``token_spans`` is None, so an indexer counts each piece with ``count_tokens``).
+    """
+
+    name = "stand-in"
+    fingerprint = "stand-in"
+    precision = "float32"
+    pooling = "mean"
+    dimension = 64
+    matryoshka_dims: tuple[int, ...] = (64,)
+    max_length = 8192
+
+    def count_tokens(self, texts, task: str = "nl2code", role: str | None = "query") -> list[int]:
+        """Words plus two special tokens per text."""
+        return [len(t.split()) + 2 for t in texts]
+
+    def token_counter(self):
+        """``count_tokens`` itself: a stand-in has no tokenizer state to copy."""
+        return self.count_tokens
+
+    def token_spans(self, text: str, task: str = "nl2code",
+                    role: str | None = "query") -> tuple[list[tuple[int, int]], int] | None:
+        """None (no offsets): callers count pieces with ``count_tokens``."""
+        return None
+
+    def prefix(self, task: str = "nl2code", role: str | None = "query") -> str:
+        """No instruction prefixes."""
+        return ""
+
+
+class ForwardingEncoder:
+    """An ``Encoder`` that hands every member to ``inner``: subclass it to change one part of a real model
+    (slow its ``encode`` down, count its tokenizer calls, drop its offsets) without touching the model."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    @property
+    def fingerprint(self) -> str:
+        return self.inner.fingerprint
+
+    @property
+    def precision(self) -> str:
+        return self.inner.precision
+
+    @property
+    def pooling(self) -> str:
+        return self.inner.pooling
+
+    @property
+    def dimension(self) -> int:
+        return self.inner.dimension
+
+    @property
+    def matryoshka_dims(self) -> tuple[int, ...]:
+        return self.inner.matryoshka_dims
+
+    @property
+    def max_length(self) -> int:
+        return self.inner.max_length
+
+    def encode(self, texts, *args, **kwargs):
+        return self.inner.encode(texts, *args, **kwargs)
+
+    def count_tokens(self, texts, task: str = "nl2code", role: str | None = "query") -> list[int]:
+        return self.inner.count_tokens(texts, task=task, role=role)
+
+    def token_counter(self):
+        return self.inner.token_counter()
+
+    def token_spans(self, text: str, task: str = "nl2code",
+                    role: str | None = "query") -> tuple[list[tuple[int, int]], int] | None:
+        return self.inner.token_spans(text, task=task, role=role)
+
+    def prefix(self, task: str = "nl2code", role: str | None = "query") -> str:
+        return self.inner.prefix(task, role)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.inner!r})"
+
+
 class GitRepoBuilder:
     """A throwaway git repository for tests: ``commit(message, {path: text or None})`` returns the new sha."""
 

@@ -79,10 +79,7 @@ def mine(
     hard negatives; ``data.commit_chunks``) instead of message -> diff; these are deduped as whole pairs (one
     message leads to several chunks) and their negatives are decontaminated too. No history of SWE-bench's
     twelve, of the localization benchmark, or of a repository listed in a ``refuse`` file is read."""
-    from tqdm.auto import tqdm
-
-    from codesift.data.commit_chunks import changed_chunk_pairs
-    from codesift.data.commits import commit_pairs, open_repository, refuse_reserved, reserved_repositories
+    from codesift.data.commits import open_repository, refuse_reserved, reserved_repositories
     from codesift.data.decontam import DecontamConfig, Decontaminator
 
     cfg = cfg or MineConfig()
@@ -100,55 +97,18 @@ def mine(
     ]
     report = MineReport()
     candidates: list[Pair] = list(extra_pairs)
-    bar = tqdm(total=len(files), unit="file", desc="mining", disable=not progress)
-    if workers > 1 and len(files) > 50:
-        import multiprocessing
-
-        with multiprocessing.get_context("spawn").Pool(workers) as pool:
-            for pairs, part in pool.imap(_mine_one, files, chunksize=16):
-                candidates.extend(pairs)
-                _merge(report, part)
-                bar.update()
-    else:
-        for item in files:
-            pairs, part = _mine_one(item)
-            candidates.extend(pairs)
-            _merge(report, part)
-            bar.update()
-    bar.close()
-    localization: list[Pair] = []
-    for name, repo, rev in histories:
-        if changed_chunks is None:
-            candidates.extend(commit_pairs(repo, name, commit_cfg, report, progress=progress, rev=rev))
-        else:
-            localization.extend(changed_chunk_pairs(
-                repo, name, changed_chunks.config, report, counter=changed_chunks.counter,
-                make_index=changed_chunks.make_index, progress=progress, rev=rev, reserved=reserved))
+    candidates += _mine_files(files, report, workers, progress)
+    from_commits, localization = _mine_histories(histories, report, commit_cfg, changed_chunks, reserved, progress)
+    candidates += from_commits
     n_candidates = len(candidates) + len(localization)
 
-    deduper = Deduper()
-    whole_pairs: set[tuple[str, str]] = set()
-    unique = [p for p in candidates if deduper.keep(p)]
-    for pair in localization:
-        key = (text_hash(pair.query), text_hash(pair.document))
-        if key not in whole_pairs:
-            whole_pairs.add(key)
-            unique.append(pair)
+    unique = _dedupe(candidates, localization)
     report.drop("duplicate", n_candidates - len(unique))
     capped = cap_per_source(unique, cfg.max_per_source, cfg.seed)
     report.drop("per-source cap", len(unique) - len(capped))
-    kept = capped
-    contaminated: list[dict[str, str]] = []
+    kept, contaminated = capped, []
     if decontam is not None:
-        kept = []
-        for pair in tqdm(capped, desc="decontaminating", unit="pair", disable=not progress):
-            hit = decontam.contaminated(pair.query, pair.document)
-            if hit is None:
-                clean = tuple(n for n in pair.negatives if decontam.match(n) is None)
-                report.drop("negative decontaminated", len(pair.negatives) - len(clean))
-                kept.append(replace(pair, negatives=clean) if len(clean) < len(pair.negatives) else pair)
-            elif len(contaminated) < 200:
-                contaminated.append({"task": pair.task, "source": pair.source, "symbol": pair.symbol, "match": hit})
+        kept, contaminated = _decontaminate(capped, decontam, report, progress)
         report.drop("decontaminated", len(capped) - len(kept))
     stats = compute_stats(kept, report, n_candidates)
     if histories:
@@ -164,6 +124,82 @@ def mine(
         "examples": contaminated[:20],
     }
     return MineResult(kept, stats)
+
+
+def _mine_files(files: list[tuple[Path, str, MineConfig]], report: MineReport, workers: int,
+                progress: bool) -> list[Pair]:
+    """The pairs of every source file (``workers`` processes for more than 50 files), their counts into ``report``."""
+    from tqdm.auto import tqdm
+
+    found: list[Pair] = []
+    bar = tqdm(total=len(files), unit="file", desc="mining", disable=not progress)
+    if workers > 1 and len(files) > 50:
+        import multiprocessing
+
+        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+            for pairs, part in pool.imap(_mine_one, files, chunksize=16):
+                found.extend(pairs)
+                _merge(report, part)
+                bar.update()
+    else:
+        for item in files:
+            pairs, part = _mine_one(item)
+            found.extend(pairs)
+            _merge(report, part)
+            bar.update()
+    bar.close()
+    return found
+
+
+def _mine_histories(histories: list[tuple[str | None, Path, str | None]], report: MineReport,
+                    commit_cfg: CommitConfig | None, changed_chunks: ChunkMining | None, reserved,
+                    progress: bool) -> tuple[list[Pair], list[Pair]]:
+    """(message -> diff pairs, localization pairs) of the git histories; localization only with ``changed_chunks``."""
+    from codesift.data.commit_chunks import changed_chunk_pairs
+    from codesift.data.commits import commit_pairs
+
+    from_commits: list[Pair] = []
+    localization: list[Pair] = []
+    for name, repo, rev in histories:
+        if changed_chunks is None:
+            from_commits.extend(commit_pairs(repo, name, commit_cfg, report, progress=progress, rev=rev))
+        else:
+            localization.extend(changed_chunk_pairs(
+                repo, name, changed_chunks.config, report, counter=changed_chunks.counter,
+                make_index=changed_chunks.make_index, progress=progress, rev=rev, reserved=reserved))
+    return from_commits, localization
+
+
+def _dedupe(candidates: list[Pair], localization: list[Pair]) -> list[Pair]:
+    """Candidates deduped by ``Deduper``; localization pairs deduped as whole (query, document) pairs, since one
+    message leads to several chunks."""
+    deduper = Deduper()
+    whole_pairs: set[tuple[str, str]] = set()
+    unique = [p for p in candidates if deduper.keep(p)]
+    for pair in localization:
+        key = (text_hash(pair.query), text_hash(pair.document))
+        if key not in whole_pairs:
+            whole_pairs.add(key)
+            unique.append(pair)
+    return unique
+
+
+def _decontaminate(pairs: list[Pair], decontam, report: MineReport,
+                   progress: bool) -> tuple[list[Pair], list[dict[str, str]]]:
+    """(clean pairs, the first 200 contaminated ones' descriptions); negatives matching an eval text are dropped."""
+    from tqdm.auto import tqdm
+
+    kept: list[Pair] = []
+    contaminated: list[dict[str, str]] = []
+    for pair in tqdm(pairs, desc="decontaminating", unit="pair", disable=not progress):
+        hit = decontam.contaminated(pair.query, pair.document)
+        if hit is None:
+            clean = tuple(n for n in pair.negatives if decontam.match(n) is None)
+            report.drop("negative decontaminated", len(pair.negatives) - len(clean))
+            kept.append(replace(pair, negatives=clean) if len(clean) < len(pair.negatives) else pair)
+        elif len(contaminated) < 200:
+            contaminated.append({"task": pair.task, "source": pair.source, "symbol": pair.symbol, "match": hit})
+    return kept, contaminated
 
 
 @dataclass

@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from mteb.models.abs_encoder import AbsEncoder
 from mteb.models.model_meta import ModelMeta
 from mteb.types import PromptType
+
+if TYPE_CHECKING:
+    from codesift.model.encoder import Encoder
 
 logger = logging.getLogger(__name__)
 
@@ -79,11 +82,11 @@ def instruction_task_for(task_name: str, overrides: Mapping[str, str] | None = N
 
 
 class MtebEncoder(AbsEncoder):
-    """An mteb encoder over a codesift ``Embedder``: task-aware prefixes, optional Matryoshka ``dim``."""
+    """An mteb encoder over a codesift ``Encoder`` (the ``Embedder``): task-aware prefixes, optional Matryoshka ``dim``."""
 
     def __init__(
         self,
-        embedder: Any,
+        embedder: Encoder,
         *,
         task_map: Mapping[str, str] | None = None,
         default_task: str = "nl2code",
@@ -102,17 +105,17 @@ class MtebEncoder(AbsEncoder):
         self.dim = dim
         self.batch_tokens = batch_tokens
         self.truncate = truncate
-        label = name or str(getattr(embedder, "name", None) or "model")
+        label = name or embedder.name or "model"
         self.mteb_model_meta = ModelMeta(
             loader=None,
             name=label if "/" in label else f"codesift/{label}",
-            revision=(getattr(embedder, "fingerprint", None) or "unknown")[:40],
+            revision=(embedder.fingerprint or "unknown")[:40],
             release_date=None,
             languages=None,
             n_parameters=None,
             memory_usage_mb=None,
-            max_tokens=getattr(embedder, "max_length", None),
-            embed_dim=dim or getattr(embedder, "dimension", None),
+            max_tokens=embedder.max_length,
+            embed_dim=dim or embedder.dimension,
             license=None,
             open_weights=True,
             public_training_code=None,

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -17,6 +17,9 @@ from codesift.eval.data import RetrievalTask, load_beir_task
 from codesift.eval.metrics import evaluate_run
 from codesift.eval.search import exact_top_k, to_run
 from codesift.model.norm import truncate_normalize
+
+if TYPE_CHECKING:
+    from codesift.model.encoder import Encoder
 
 logger = logging.getLogger(__name__)
 
@@ -76,12 +79,12 @@ class Progress:
 
 
 def _embed(
-    embedder: Any, texts: list[str], task: str, role: str, config: EvalConfig, cache: EmbeddingCache | None
+    embedder: Encoder, texts: list[str], task: str, role: str, config: EvalConfig, cache: EmbeddingCache | None
 ) -> tuple[np.ndarray, bool]:
     """Full-dimension normalised embeddings of ``texts``; from the cache when present."""
     key = None
     if cache is not None:
-        fp = f"{embedder.fingerprint}|max_length={getattr(embedder, 'max_length', None)}"
+        fp = f"{embedder.fingerprint}|max_length={embedder.max_length}"
         key = cache.key(fp, task, role, None, texts)
         hit = cache.get(key)
         if hit is not None and hit.shape[0] == len(texts):
@@ -97,7 +100,7 @@ def _embed(
 
 
 def evaluate_dense(
-    task: RetrievalTask, embedder: Any, config: EvalConfig, label: str, log: Callable[[str], None] = logger.info
+    task: RetrievalTask, embedder: Encoder, config: EvalConfig, label: str, log: Callable[[str], None] = logger.info
 ) -> list[dict]:
     """Rows of metrics for one dataset and each requested Matryoshka dimension."""
     cache = EmbeddingCache(config.cache_dir) if config.use_cache else None
@@ -153,7 +156,7 @@ def _row(task: RetrievalTask, label: str, dim: int | None, metrics: dict, second
     }
 
 
-def load_embedder(config: EvalConfig) -> Any:
+def load_embedder(config: EvalConfig) -> Encoder:
     """Load the model named in ``config`` as a codesift ``Embedder``."""
     from codesift import Embedder
 
@@ -163,7 +166,7 @@ def load_embedder(config: EvalConfig) -> Any:
     return Embedder(model=config.model, **kwargs)
 
 
-def run_eval(config: EvalConfig, embedder: Any = None) -> dict:
+def run_eval(config: EvalConfig, embedder: Encoder | None = None) -> dict:
     """Evaluate one model on every dataset of ``config``; return (and, with ``config.out``, write) the results."""
     log = Progress(config.show_progress)
     tasks = [load_beir_task(p, task=config.task) for p in config.data]
@@ -177,7 +180,7 @@ def run_eval(config: EvalConfig, embedder: Any = None) -> dict:
     if not is_bm25 and embedder is None:
         log(f"loading {config.model}")
         embedder = load_embedder(config)
-    full = getattr(embedder, "dimension", None) if not is_bm25 else None
+    full = embedder.dimension if embedder is not None else None
     if full and config.dims and max(config.dims) > full:
         raise ValueError(f"--dims {config.dims} exceed the model's dimension {full}; use values up to {full}")
     rows: list[dict] = []
@@ -191,9 +194,9 @@ def run_eval(config: EvalConfig, embedder: Any = None) -> dict:
         if config.out is not None and i < len(tasks):  # partial results survive an interrupted run
             from codesift.eval.report import write_outputs
 
-            write_outputs(_results_doc(config, label, embedder, is_bm25, rows, tasks[:i], t0, complete=False),
+            write_outputs(_results_doc(config, label, embedder, rows, tasks[:i], t0, complete=False),
                           Path(config.out))
-    doc = _results_doc(config, label, embedder, is_bm25, rows, tasks, t0, complete=True)
+    doc = _results_doc(config, label, embedder, rows, tasks, t0, complete=True)
     if config.out is not None:
         from codesift.eval.report import write_outputs
 
@@ -202,15 +205,16 @@ def run_eval(config: EvalConfig, embedder: Any = None) -> dict:
 
 
 def _results_doc(
-    config: EvalConfig, label: str, embedder: Any, is_bm25: bool, rows: list[dict], tasks: list[RetrievalTask],
+    config: EvalConfig, label: str, embedder: Encoder | None, rows: list[dict], tasks: list[RetrievalTask],
     t0: float, complete: bool,
 ) -> dict:
+    """The results document; ``embedder`` None: a BM25 run."""
     return {
         "model": label,
         "model_path": config.model,
-        "fingerprint": None if is_bm25 else getattr(embedder, "fingerprint", None),
-        "pooling": None if is_bm25 else getattr(embedder, "pooling", None),
-        "dimension": None if is_bm25 else getattr(embedder, "dimension", None),
+        "fingerprint": None if embedder is None else embedder.fingerprint,
+        "pooling": None if embedder is None else embedder.pooling,
+        "dimension": None if embedder is None else embedder.dimension,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "codesift_version": _version(),
         "seconds": round(time.perf_counter() - t0, 3),

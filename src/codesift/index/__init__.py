@@ -9,17 +9,21 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-__all__ = ["CodeIndex", "FileResult", "IndexConfig", "IndexReport", "Indexer", "SearchConfig", "SearchResult",
+__all__ = ["CodeIndex", "FileResult", "IndexConfig", "IndexReport", "Indexer", "SearchConfig", "SearchRequest",
+           "SearchResult",
            "build_index", "default_index_dir", "open_index", "stored_dtype"]
 
 _WHERE = {"IndexConfig": "config", "SearchConfig": "config", "Indexer": "indexer", "IndexReport": "indexer",
-          "default_index_dir": "indexer", "CodeIndex": "search", "FileResult": "search", "SearchResult": "search",
+          "default_index_dir": "indexer", "CodeIndex": "search", "FileResult": "searcher", "SearchResult": "searcher",
+          "SearchRequest": "request",
           "open_index": "search", "stored_dtype": "search"}
 
 if TYPE_CHECKING:
     from codesift.index.config import IndexConfig, SearchConfig
     from codesift.index.indexer import Indexer, IndexReport, default_index_dir
-    from codesift.index.search import CodeIndex, FileResult, SearchResult, open_index, stored_dtype
+    from codesift.index.request import SearchRequest
+    from codesift.index.search import CodeIndex, open_index, stored_dtype
+    from codesift.index.searcher import FileResult, SearchResult
 
 
 def __getattr__(name: str):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -112,177 +111,187 @@ def _render_results(results: list[dict], as_json: bool, files: bool = False) -> 
                              word_wrap=False, theme="ansi_dark"))
 
 
-def _search(index_dir: Path, request: dict, use_server: bool) -> dict:
-    """Run one search through the index's query server (started on demand), else in this process."""
-    from codesift.index import query_server
+def server_args(request, refresh: bool = False) -> dict:
+    """A search request as the query server's ``search`` op takes it: every field of the ``SearchRequest`` (a field
+    left out is not always its default: a ``like`` request fills absent ones with its own), plus ``refresh`` to
+    re-index what changed first, in the same request."""
+    args = request.model_dump(mode="json")
+    if refresh:
+        args["refresh"] = True
+    return args
 
-    if use_server and query_server.enabled():
+
+def _search(index_dir: Path, request, refresh: bool, use_server: bool) -> dict:
+    """Run one search request through the index's query server (started on demand), else in this process."""
+    from codesift.index import daemon_client
+
+    if use_server and daemon_client.enabled():
         try:
-            return query_server.request(index_dir, "search", request)
-        except (query_server.QueryServerUnavailable, query_server.QueryServerError) as exc:
+            return daemon_client.request(index_dir, "search", server_args(request, refresh))
+        except (daemon_client.QueryServerUnavailable, daemon_client.QueryServerError) as exc:
             # an internal failure of the server: said in one line (its log has the details), then searched here
             typer.secho(f"warning: searching in this process ({exc})", fg="yellow", err=True)
+    from codesift.index.query_server import answer
     from codesift.index.search import CodeIndex
 
     with _sqlite_errors(index_dir), CodeIndex(index_dir) as ix:
-        return query_server.run_search(ix, **request)
+        return answer(ix, request, refresh)
+
+
+def index_command(
+    path: str = typer.Argument(".", help="Root of the source tree."),
+    model: str = typer.Option(None, "--model", "-m", help="Embedding model (default: the index's, else $CODESIFT_MODEL, else jina-code-embeddings-0.5b with a GPU, codesift-mini without)."),
+    index: str = typer.Option(None, "--index", help="Index directory (default PATH/.codesift)."),
+    store_uri: str = typer.Option(None, "--store-uri", help="Milvus server URI, e.g. http://host:19530, or a Milvus Lite file (*.db) (default: SQLite in the index dir)."),
+    store_token: str = typer.Option(None, "--store-token", envvar="CODESIFT_STORE_TOKEN",
+                                    help="Milvus server credentials, user:password or an API key."),
+    max_tokens: int = typer.Option(None, "--max-tokens", help="Chunk size cap in tokens (default 512)."),
+    dtype: str = typer.Option(None, "--dtype", help="Model precision of a new index: auto (default: int8 on a CPU "
+                              "where it keeps quality, else bf16/fp32), int8, float32, bfloat16. Search uses the index's."),
+    rebuild: bool = typer.Option(False, "--rebuild", help="Delete the index first (e.g. to change the model)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the run summary as JSON."),
+) -> None:
+    """Build or update the search index of a source tree (incremental)."""
+    from dataclasses import replace
+
+    from codesift.index.config import DB_NAME, IndexConfig, installed_tuned_model
+    from codesift.index.indexer import Indexer, clear_index, default_index_dir
+    from codesift.index.manifest import Manifest
+
+    root = Path(path)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{path} is not a directory; pass the root of the source tree to index")
+    if max_tokens is not None and max_tokens < 1:  # checked before anything is stored
+        raise ValueError(f"--max-tokens must be a positive number of tokens (e.g. 512), got {max_tokens}")
+    index_dir = Path(index) if index else default_index_dir(root)
+    if rebuild and index_dir.exists():
+        clear_index(index_dir)  # keeps a model that `codesift tune` installed (pass --model to use it)
+    config = None
+    if (index_dir / DB_NAME).is_file():
+        m = Manifest(index_dir / DB_NAME)
+        with _sqlite_errors(index_dir):
+            config = IndexConfig.from_meta(m.get_meta())
+        m.close()
+        if config is not None and dtype and dtype != config.dtype:
+            raise ValueError(f"index {index_dir} holds {config.dtype} vectors, not {dtype}; "
+                             "pass --rebuild to re-embed it with --dtype " + dtype)
+    if config is None:  # a new (or rebuilt) index: --model, else a model `codesift tune` installed here,
+        from codesift.model.loading import default_model  # else $CODESIFT_MODEL, else the default
+
+        config = IndexConfig(model=installed_tuned_model(index_dir) or default_model())
+    overrides = {k: v for k, v in (("model", model), ("store_uri", store_uri), ("store_token", store_token),
+                                   ("max_tokens", max_tokens), ("dtype", dtype)) if v is not None}
+    config = replace(config, **overrides)
+    bar, progress = _progress_printer(sys.stderr.isatty() and not as_json)
+    with _sqlite_errors(index_dir):
+        ix = Indexer(root, index_dir, config)
+        try:
+            if bar:
+                with bar:
+                    report = ix.update(progress)
+            else:
+                report = ix.update(progress)
+        finally:
+            ix.close()
+    _print_report(report.to_dict(), as_json)
+
+
+def search_command(
+    query: str = typer.Argument(None, help="What to look for: words, an identifier, or a whole issue text (omit with --like)."),
+    path: str = typer.Argument(None, help="Indexed source root (default: the nearest .codesift above the cwd)."),
+    index: str = typer.Option(None, "--index", help="Index directory."),
+    limit: int = typer.Option(10, "--limit", "-k", help="Number of results."),
+    lang: str = typer.Option(None, "--lang", "-l", help="Only this language (e.g. python)."),
+    path_glob: list[str] = typer.Option(None, "--path", "-p", help="Path glob (gitignore syntax); '!GLOB' excludes. Repeatable."),
+    exclude_tests: bool = typer.Option(False, "--exclude-tests", help="Leave out test files."),
+    like: str = typer.Option(None, "--like", help="FILE:LINE: find code similar to the chunk there (code2code)."),
+    files: bool = typer.Option(False, "--files", help="Rank files (by the evidence of their chunks) instead of chunks."),
+    budget: int = typer.Option(None, "--budget", help="Cap the snippets' total tokens (words and punctuation marks)."),
+    no_rerank: bool = typer.Option(False, "--no-rerank", help="Plain fusion order: no code-aware ranking "
+                                   "(definitions first, exact identifiers, tests and docs lower)."),
+    mode: str = typer.Option("hybrid", "--mode", help="hybrid, dense or bm25."),
+    two_stage: bool = typer.Option(False, "--two-stage", help="Matryoshka: scan at the small dim, rerank at full dim."),
+    rrf_k: float = typer.Option(None, "--rrf-k", help="RRF constant (default 60)."),
+    dense_weight: float = typer.Option(None, "--dense-weight", help="Weight of the dense list in fusion (default 1)."),
+    bm25_weight: float = typer.Option(None, "--bm25-weight", help="Weight of the BM25 list in fusion (default 1)."),
+    refresh: bool = typer.Option(False, "--refresh", help="Re-index changed files before searching."),
+    no_server: bool = typer.Option(False, "--no-server", help="Search in this process, not through the index's "
+                                   "background query server (also CODESIFT_QUERY_SERVER=0)."),
+    as_json: bool = typer.Option(False, "--json", help="Print results as a JSON list."),
+) -> None:
+    """Search an index: hybrid dense + BM25 by default, or code similar to FILE:LINE with --like."""
+    from codesift.index.request import SearchRequest
+
+    if like and query and path is None:
+        query, path = None, query  # `codesift search --like F:L PATH`
+    fields = {"query": query, "like": like, "limit": limit, "language": lang, "path_globs": list(path_glob or ()),
+              "exclude_tests": exclude_tests, "files": files, "budget": budget, "rrf_k": rrf_k,
+              "dense_weight": dense_weight, "bm25_weight": bm25_weight}
+    if not like:  # --like has its own defaults (SearchRequest)
+        fields.update(mode=mode, two_stage=two_stage, rerank=not no_rerank)
+    request = SearchRequest.of(**{k: v for k, v in fields.items() if v is not None})
+    from codesift.index.config import DB_NAME
+
+    index_dir = find_index_dir(path, index)
+    if not (index_dir / DB_NAME).is_file():
+        raise FileNotFoundError(f"no codesift index at {index_dir}; build one with `codesift index PATH`")
+    answer = _search(index_dir, request, refresh, use_server=not no_server)
+    st = answer.get("staleness")
+    if st and st["stale"]:
+        typer.secho(f"warning: the index is stale ({st['added']} new, {st['changed']} changed, "
+                    f"{st['deleted']} deleted, {st['pending']} unfinished files); pass --refresh or run "
+                    "`codesift index`", fg="yellow", err=True)
+    _render_results(answer["results"], as_json, files=files)
+
+
+def status_command(
+    path: str = typer.Argument(None, help="Indexed source root (default: the nearest .codesift above the cwd)."),
+    index: str = typer.Option(None, "--index", help="Index directory."),
+    as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
+) -> None:
+    """Files, chunks, model and staleness of an index."""
+    from codesift.index.search import CodeIndex
+
+    index_dir = find_index_dir(path, index)
+    with _sqlite_errors(index_dir), CodeIndex(index_dir) as ix:
+        st = ix.status()
+    if as_json:
+        typer.echo(json.dumps(st, indent=2))
+        return
+    s = st["staleness"]
+    if st.get("problem"):
+        typer.secho(f"warning: {st['problem']}", fg="yellow", err=True)
+    typer.echo(f"root      {st['root']}\nindex     {st['index_dir']}\nstore     {st['store']} ({st['engine']})\n"
+               f"model     {st['model']} (dim {st['dim']}, two-stage dim {st['small_dim']})\n"
+               + (f"tuned     from {st['tuned']['base_model']} by `codesift tune` (held-out Acc@5 "
+                  f"{st['tuned']['before']['acc@5']:.2f} -> {st['tuned']['after']['acc@5']:.2f})\n"
+                  if st.get("tuned") else "") +
+               f"files     {st['files']} indexed, {st['files_skipped']} skipped, {st['files_pending']} unfinished\n"
+               f"chunks    {st['chunks']}\nlanguages {', '.join(f'{k} {v}' for k, v in st['languages'].items())}\n"
+               f"stale     {'yes' if s['stale'] else 'no'} ({s['added']} new, {s['changed']} changed, "
+               f"{s['deleted']} deleted)")
+
+
+def _print_reindexed(report) -> None:
+    d = report.to_dict()
+    typer.echo(f"re-indexed: {d['files_changed']} changed, {d['files_deleted']} deleted, "
+               f"{d['chunks_embedded']} chunks embedded ({d['seconds']:.1f} s)", err=True)
+
+
+def watch_command(
+    path: str = typer.Argument(".", help="Root of the source tree."),
+    index: str = typer.Option(None, "--index", help="Index directory (default PATH/.codesift)."),
+    debounce_ms: int = typer.Option(1000, "--debounce", help="Wait this long after the last change (ms)."),
+) -> None:
+    """Keep the index current: re-index (incrementally) whenever files change."""
+    from codesift.index.watch import watch_and_index
+
+    watch_and_index(path, index, debounce_ms=debounce_ms, on_report=_print_reindexed)
 
 
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the root app (heavy imports go inside the commands)."""
-
-    @app.command("index")
-    def index_cmd(
-        path: str = typer.Argument(".", help="Root of the source tree."),
-        model: str = typer.Option(None, "--model", "-m", help="Embedding model (default: the index's, else $CODESIFT_MODEL, else jina-code-embeddings-0.5b with a GPU, codesift-mini without)."),
-        index: str = typer.Option(None, "--index", help="Index directory (default PATH/.codesift)."),
-        store_uri: str = typer.Option(None, "--store-uri", help="Milvus server URI, e.g. http://host:19530, or a Milvus Lite file (*.db) (default: SQLite in the index dir)."),
-        store_token: str = typer.Option(None, "--store-token", envvar="CODESIFT_STORE_TOKEN",
-                                        help="Milvus server credentials, user:password or an API key."),
-        max_tokens: int = typer.Option(None, "--max-tokens", help="Chunk size cap in tokens (default 512)."),
-        dtype: str = typer.Option(None, "--dtype", help="Model precision of a new index: auto (default: int8 on a CPU "
-                                  "where it keeps quality, else bf16/fp32), int8, float32, bfloat16. Search uses the index's."),
-        rebuild: bool = typer.Option(False, "--rebuild", help="Delete the index first (e.g. to change the model)."),
-        as_json: bool = typer.Option(False, "--json", help="Print the run summary as JSON."),
-    ) -> None:
-        """Build or update the search index of a source tree (incremental)."""
-        from dataclasses import replace
-
-        from codesift.index.config import DB_NAME, IndexConfig, installed_tuned_model
-        from codesift.index.indexer import Indexer, clear_index, default_index_dir
-        from codesift.index.manifest import Manifest
-
-        root = Path(path)
-        if not root.is_dir():
-            raise FileNotFoundError(f"{path} is not a directory; pass the root of the source tree to index")
-        if max_tokens is not None and max_tokens < 1:  # checked before anything is stored
-            raise ValueError(f"--max-tokens must be a positive number of tokens (e.g. 512), got {max_tokens}")
-        index_dir = Path(index) if index else default_index_dir(root)
-        if rebuild and index_dir.exists():
-            clear_index(index_dir)  # keeps a model that `codesift tune` installed (pass --model to use it)
-        config = None
-        if (index_dir / DB_NAME).is_file():
-            m = Manifest(index_dir / DB_NAME)
-            with _sqlite_errors(index_dir):
-                config = IndexConfig.from_meta(m.get_meta())
-            m.close()
-            if config is not None and dtype and dtype != config.dtype:
-                raise ValueError(f"index {index_dir} holds {config.dtype} vectors, not {dtype}; "
-                                 "pass --rebuild to re-embed it with --dtype " + dtype)
-        if config is None:  # a new (or rebuilt) index: --model, else a model `codesift tune` installed here,
-            from codesift.model.loading import default_model  # else $CODESIFT_MODEL, else the default
-
-            config = IndexConfig(model=installed_tuned_model(index_dir) or default_model())
-        overrides = {k: v for k, v in (("model", model), ("store_uri", store_uri), ("store_token", store_token),
-                                                  ("max_tokens", max_tokens), ("dtype", dtype)) if v is not None}
-        config = replace(config, **overrides)
-        bar, progress = _progress_printer(sys.stderr.isatty() and not as_json)
-        with _sqlite_errors(index_dir):
-            ix = Indexer(root, index_dir, config)
-            try:
-                if bar:
-                    with bar:
-                        report = ix.update(progress)
-                else:
-                    report = ix.update(progress)
-            finally:
-                ix.close()
-        _print_report(report.to_dict(), as_json)
-
-    @app.command("search")
-    def search_cmd(
-        query: str = typer.Argument(None, help="What to look for: words, an identifier, or a whole issue text (omit with --like)."),
-        path: str = typer.Argument(None, help="Indexed source root (default: the nearest .codesift above the cwd)."),
-        index: str = typer.Option(None, "--index", help="Index directory."),
-        limit: int = typer.Option(10, "--limit", "-k", help="Number of results."),
-        lang: str = typer.Option(None, "--lang", "-l", help="Only this language (e.g. python)."),
-        path_glob: list[str] = typer.Option(None, "--path", "-p", help="Path glob (gitignore syntax); '!GLOB' excludes. Repeatable."),
-        exclude_tests: bool = typer.Option(False, "--exclude-tests", help="Leave out test files."),
-        like: str = typer.Option(None, "--like", help="FILE:LINE: find code similar to the chunk there (code2code)."),
-        files: bool = typer.Option(False, "--files", help="Rank files (by the evidence of their chunks) instead of chunks."),
-        budget: int = typer.Option(None, "--budget", help="Cap the snippets' total tokens (words and punctuation marks)."),
-        no_rerank: bool = typer.Option(False, "--no-rerank", help="Plain fusion order: no code-aware ranking "
-                                       "(definitions first, exact identifiers, tests and docs lower)."),
-        mode: str = typer.Option("hybrid", "--mode", help="hybrid, dense or bm25."),
-        two_stage: bool = typer.Option(False, "--two-stage", help="Matryoshka: scan at the small dim, rerank at full dim."),
-        rrf_k: float = typer.Option(None, "--rrf-k", help="RRF constant (default 60)."),
-        dense_weight: float = typer.Option(None, "--dense-weight", help="Weight of the dense list in fusion (default 1)."),
-        bm25_weight: float = typer.Option(None, "--bm25-weight", help="Weight of the BM25 list in fusion (default 1)."),
-        refresh: bool = typer.Option(False, "--refresh", help="Re-index changed files before searching."),
-        no_server: bool = typer.Option(False, "--no-server", help="Search in this process, not through the index's "
-                                       "background query server (also CODESIFT_QUERY_SERVER=0)."),
-        as_json: bool = typer.Option(False, "--json", help="Print results as a JSON list."),
-    ) -> None:
-        """Search an index: hybrid dense + BM25 by default, or code similar to FILE:LINE with --like."""
-        if like and query and path is None:
-            query, path = None, query  # `codesift search --like F:L PATH`
-        if not like and (query is None or not query.strip()):
-            raise ValueError("the query is empty; run e.g. `codesift search \"parse a config file\"`")
-        if budget is not None and budget < 1:
-            raise ValueError("--budget must be a positive number of tokens")
-        config = {}
-        for name, value in (("rrf_k", rrf_k), ("dense_weight", dense_weight), ("bm25_weight", bm25_weight)):
-            if value is not None:
-                if not math.isfinite(value) or value < 0:  # nan passes `< 0`
-                    raise ValueError(f"--{name.replace('_', '-')} must be a finite number >= 0, got {value}")
-                config[name] = value
-        request = {"query": query, "like": like, "files": files, "refresh": refresh, "config": config,
-                   "limit": limit, "language": lang, "path_globs": list(path_glob or ()), "exclude_tests": exclude_tests}
-        if not like:
-            request.update(mode=mode, two_stage=two_stage, rerank=not no_rerank, budget=budget)
-        from codesift.index.config import DB_NAME
-
-        index_dir = find_index_dir(path, index)
-        if not (index_dir / DB_NAME).is_file():
-            raise FileNotFoundError(f"no codesift index at {index_dir}; build one with `codesift index PATH`")
-        answer = _search(index_dir, request, use_server=not no_server)
-        st = answer.get("staleness")
-        if st and st["stale"]:
-            typer.secho(f"warning: the index is stale ({st['added']} new, {st['changed']} changed, "
-                        f"{st['deleted']} deleted, {st['pending']} unfinished files); pass --refresh or run "
-                        "`codesift index`", fg="yellow", err=True)
-        _render_results(answer["results"], as_json, files=files and not like)
-
-    @app.command("status")
-    def status_cmd(
-        path: str = typer.Argument(None, help="Indexed source root (default: the nearest .codesift above the cwd)."),
-        index: str = typer.Option(None, "--index", help="Index directory."),
-        as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
-    ) -> None:
-        """Files, chunks, model and staleness of an index."""
-        from codesift.index.search import CodeIndex
-
-        index_dir = find_index_dir(path, index)
-        with _sqlite_errors(index_dir), CodeIndex(index_dir) as ix:
-            st = ix.status()
-        if as_json:
-            typer.echo(json.dumps(st, indent=2))
-            return
-        s = st["staleness"]
-        if st.get("problem"):
-            typer.secho(f"warning: {st['problem']}", fg="yellow", err=True)
-        typer.echo(f"root      {st['root']}\nindex     {st['index_dir']}\nstore     {st['store']} ({st['engine']})\n"
-                   f"model     {st['model']} (dim {st['dim']}, two-stage dim {st['small_dim']})\n"
-                   + (f"tuned     from {st['tuned']['base_model']} by `codesift tune` (held-out Acc@5 "
-                      f"{st['tuned']['before']['acc@5']:.2f} -> {st['tuned']['after']['acc@5']:.2f})\n"
-                      if st.get("tuned") else "") +
-                   f"files     {st['files']} indexed, {st['files_skipped']} skipped, {st['files_pending']} unfinished\n"
-                   f"chunks    {st['chunks']}\nlanguages {', '.join(f'{k} {v}' for k, v in st['languages'].items())}\n"
-                   f"stale     {'yes' if s['stale'] else 'no'} ({s['added']} new, {s['changed']} changed, "
-                   f"{s['deleted']} deleted)")
-
-    @app.command("watch")
-    def watch_cmd(
-        path: str = typer.Argument(".", help="Root of the source tree."),
-        index: str = typer.Option(None, "--index", help="Index directory (default PATH/.codesift)."),
-        debounce_ms: int = typer.Option(1000, "--debounce", help="Wait this long after the last change (ms)."),
-    ) -> None:
-        """Keep the index current: re-index (incrementally) whenever files change."""
-        from codesift.index.watch import watch_and_index
-
-        def show(report) -> None:
-            d = report.to_dict()
-            typer.echo(f"re-indexed: {d['files_changed']} changed, {d['files_deleted']} deleted, "
-                       f"{d['chunks_embedded']} chunks embedded ({d['seconds']:.1f} s)", err=True)
-
-        watch_and_index(path, index, debounce_ms=debounce_ms, on_report=show)
+    app.command("index")(index_command)
+    app.command("search")(search_command)
+    app.command("status")(status_command)
+    app.command("watch")(watch_command)

@@ -24,8 +24,9 @@ import numpy as np
 from codesift.data.files import is_test_path
 from codesift.data.walk import FileStat, walk_files
 from codesift.index.config import DB_NAME, INDEX_DIRNAME, IndexConfig
+from codesift.index.engines import open_store
 from codesift.index.manifest import FileRecord, Manifest, damaged_message
-from codesift.index.store import Store, is_milvus_lite, is_milvus_uri, make_row, open_store
+from codesift.index.store import Store, is_milvus_uri, make_row
 from codesift.model.loading import canonical_model_name
 
 log = logging.getLogger(__name__)
@@ -119,13 +120,13 @@ def ignore_itself(index_dir: Path) -> None:
 def clear_index(index_dir: str | Path) -> None:
     """Delete an index's data (its SQLite file, a Milvus Lite file, the query server's files), keeping what
     ``KEPT_ON_REBUILD`` names; refuses a folder that holds no codesift index."""
-    from codesift.index import query_server
     from codesift.index.config import KEPT_ON_REBUILD
+    from codesift.index.engines import stop_holder
 
     index_dir = Path(index_dir)
     if not (index_dir / DB_NAME).is_file():
         raise ValueError(f"{index_dir} does not look like a codesift index; refusing to delete it")
-    query_server.stop(index_dir)  # a server holding the old store or model must not answer from it
+    stop_holder(index_dir)  # a process holding the old store or model must not answer from it
     for entry in index_dir.iterdir():
         if entry.name in KEPT_ON_REBUILD:
             continue
@@ -148,7 +149,8 @@ class Indexer:
     """Keeps one index directory in step with one source tree."""
 
     def __init__(self, root: str | Path, index_dir: str | Path | None = None, config: IndexConfig | None = None,
-                 embedder=None, manifest: Manifest | None = None, store: Store | None = None) -> None:
+                 embedder=None, manifest: Manifest | None = None, store: Store | None = None,
+                 release_holder: bool = True) -> None:
         self.root = Path(root).resolve()
         if not self.root.is_dir():
             raise FileNotFoundError(f"{root} is not a directory; pass the root of the source tree to index")
@@ -179,6 +181,7 @@ class Indexer:
         self.config = config
         self._embedder = embedder
         self._store = store
+        self._release_holder = release_holder  # see engines.open_store
 
     # lazily built parts: an unchanged tree never loads the model nor opens the store
     @property
@@ -225,11 +228,8 @@ class Indexer:
             meta = self.manifest.get_meta()
             dim = meta.get("dim") or self.embedder.dimension
             small = meta.get("small_dim") or pick_small_dim(dim, self.embedder.matryoshka_dims, self.config.small_dim)
-            if is_milvus_lite(self.config.store_uri):  # one process per Milvus Lite file
-                from codesift.index import query_server
-
-                query_server.stop(self.index_dir)
-            self._store = open_store(self.index_dir, self.config, self.manifest, dim, small)
+            self._store = open_store(self.index_dir, self.config, self.manifest, dim, small,
+                                     release_holder=self._release_holder)
             if not meta.get("dim"):
                 self.manifest.set_meta(dim=dim, small_dim=small, fingerprint=self.embedder.fingerprint)
         return self._store

@@ -9,10 +9,11 @@ transaction, so the indexer marks files ``pending`` before touching them (see ``
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -22,30 +23,59 @@ from codesift.index.store import (
     OUTPUT_FIELDS,
     ChunkFilter,
     StoreLockedError,
-    in_list,
     is_milvus_lite,
     keyword_text,
-    quote,
+    symbol_names,
 )
 from codesift.model.norm import l2_normalize
 
 log = logging.getLogger(__name__)
 
 
+def quote(value: str) -> str:
+    """A string literal for a Milvus filter expression."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def in_list(field: str, values: Sequence[str], negate: bool = False) -> str:
+    """``field in [...]`` (or ``not in``) as a Milvus filter expression."""
+    return f"{field} {'not in' if negate else 'in'} [{', '.join(quote(v) for v in values)}]"
+
+
+def filter_expr(flt: ChunkFilter) -> str:
+    """The constraints as a Milvus filter expression ('' when there are none)."""
+    parts: list[str] = []
+    if flt.language:
+        parts.append(f"language == {quote(flt.language)}")
+    if flt.exclude_tests:
+        parts.append("is_test == false")
+    if flt.paths is not None:
+        parts.append(in_list("path", flt.paths, negate=flt.negate_paths))
+    if flt.exclude_ids:
+        parts.append(in_list("id", flt.exclude_ids, negate=True))
+    return " and ".join(parts)
+
+
 class MilvusStore:
     """Chunks of one index in a Milvus collection (Milvus server URI or Milvus Lite file)."""
 
     def __init__(self, uri: str, collection: str, dim: int, small_dim: int, token: str | None = None,
-                 vector_index: str = "HNSW") -> None:
+                 vector_index: str | None = None, release: Callable[[], object] | None = None) -> None:
+        """``vector_index``: HNSW or FLAT (default: FLAT for Milvus Lite, the server-free trial of this engine, which
+        skips its slow HNSW build; HNSW for a server). ``release``: asks the process that may hold a Milvus Lite file
+        (the index's query server) to let go; called before opening one, as such a file admits one process."""
         # gRPC's C core logs keepalive chatter ("GOAWAY ... too_many_pings") from Milvus Lite's socket to stderr;
         # it is not an error for us. Must be set before grpc loads; a user's own GRPC_VERBOSITY wins.
         os.environ.setdefault("GRPC_VERBOSITY", "NONE")
         from pymilvus import MilvusClient
 
+        self.uri, self.collection, self.dim, self.small_dim = uri, collection, dim, small_dim
+        vector_index = vector_index or ("FLAT" if self.is_local else "HNSW")
         if vector_index not in ("HNSW", "FLAT"):
             raise ValueError(f"vector_index must be HNSW or FLAT, got {vector_index!r}")
-        self.uri, self.collection, self.dim, self.small_dim = uri, collection, dim, small_dim
         self.vector_index = vector_index
+        if self.is_local and release is not None:
+            release()
         for attempt in range(3):
             try:
                 with _quiet_milvus_lite():  # a locked file is logged with two tracebacks before it raises
@@ -155,8 +185,8 @@ class MilvusStore:
         """Nearest chunks by inner product (cosine on normalised vectors), best first; HNSW, filter inside the search."""
         qv = np.asarray(vector, dtype=np.float32)
         if not two_stage:
-            return self._search(qv, limit, flt.expr(), "vector", META_FIELDS)
-        rows = self._search(l2_normalize(qv[:self.small_dim]), depth, flt.expr(), "vector_small", [*META_FIELDS, "vector"])
+            return self._search(qv, limit, filter_expr(flt), "vector", META_FIELDS)
+        rows = self._search(l2_normalize(qv[:self.small_dim]), depth, filter_expr(flt), "vector_small", [*META_FIELDS, "vector"])
         if not rows:
             return []
         full = np.asarray([r.pop("vector") for r in rows], dtype=np.float32) @ qv
@@ -167,7 +197,7 @@ class MilvusStore:
     def bm25(self, query: str, limit: int, flt: ChunkFilter) -> list[dict]:
         """Chunks ranked by Milvus' BM25 over the identifier-split terms, best first (positive scores)."""
         res = self.client.search(self.collection, data=[keyword_text(query)], anns_field="sparse", limit=limit,
-                                 filter=flt.expr(), output_fields=list(META_FIELDS), search_params={"metric_type": "BM25"})
+                                 filter=filter_expr(flt), output_fields=list(META_FIELDS), search_params={"metric_type": "BM25"})
         rows = [_flat(h) for h in res[0]]
         for r in rows:  # Milvus Lite reports BM25 as a negated distance
             r["distance"] = abs(r["distance"])
@@ -185,9 +215,17 @@ class MilvusStore:
         return self._query(f"path == {quote(path)}", ["path", "start_line", "end_line", "text"])
 
     def defining(self, names: set[str], flt: ChunkFilter, limit: int) -> list[dict]:
-        """Chunks whose symbol is exactly one of ``names``."""
-        expr = " and ".join(p for p in (f"({in_list('symbol', sorted(names))})", flt.expr()) if p)
-        return self._query(expr, META_FIELDS, limit)
+        """Chunks whose symbol is one of ``names`` (one of a merged chunk's ``", "``-separated symbols, whole or by
+        its last dotted part, as ``symbol_names`` reads them), filter applied.
+
+        Milvus has no table of names: a substring match (``like``; its ``_`` wildcard matches ``_`` too) finds the
+        chunks that may define one, and ``symbol_names`` keeps those that do."""
+        if not names:
+            return []
+        found = " or ".join(f"symbol like {quote('%' + n + '%')}" for n in sorted(names))
+        expr = " and ".join(p for p in (f"({found})", filter_expr(flt)) if p)
+        rows = [r for r in self._query(expr, META_FIELDS) if symbol_names(r.get("symbol") or "") & names]
+        return rows[:limit]
 
     def rows(self, fields: Sequence[str], batch_size: int = 4096) -> Iterator[dict]:
         """Every row (id and ``fields``)."""

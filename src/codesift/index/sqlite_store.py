@@ -26,9 +26,17 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from codesift.index import sqlite_terms
 from codesift.index.manifest import Manifest, damaged_message
-from codesift.index.store import META_FIELDS, OUTPUT_FIELDS, SQL_IN, ChunkFilter, StoreDamagedError, keyword_text
+from codesift.index.sqlite_terms import SCHEMA as TERMS_SCHEMA
+from codesift.index.sqlite_terms import SQL_IN, add_chunks, bm25_scores, delete_chunks, length_norm, locate
+from codesift.index.store import (
+    META_FIELDS,
+    OUTPUT_FIELDS,
+    ChunkFilter,
+    StoreDamagedError,
+    keyword_text,
+    symbol_names,
+)
 from codesift.model.norm import l2_normalize
 
 log = logging.getLogger(__name__)
@@ -47,13 +55,26 @@ CREATE TABLE IF NOT EXISTS chunk_symbols (name TEXT NOT NULL, seq INTEGER NOT NU
 CREATE INDEX IF NOT EXISTS chunk_symbols_by_name ON chunk_symbols (name);
 CREATE INDEX IF NOT EXISTS chunk_symbols_by_seq ON chunk_symbols (seq);
 CREATE TABLE IF NOT EXISTS store_state (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-""" + sqlite_terms.SCHEMA
+""" + TERMS_SCHEMA
 COLUMNS = ("id", "path", "language", "is_test", "symbol", "kind", "start_line", "end_line", "content_hash", "text")
 
 
-def symbol_names(symbol: str) -> set[str]:
-    """The names a chunk defines: each of its symbols (", "-separated) whole and by its last dotted part."""
-    return {key for part in (symbol.split(", ") if symbol else ()) for key in (part, part.rsplit(".", 1)[-1])}
+def filter_sql(flt: ChunkFilter, table: str = "chunks") -> tuple[str, list]:
+    """The constraints as an SQL condition over ``table`` and its parameters ('1' when there are none)."""
+    parts: list[str] = []
+    args: list = []
+    if flt.language:
+        parts.append(f"{table}.language = ?")
+        args.append(flt.language)
+    if flt.exclude_tests:
+        parts.append(f"{table}.is_test = 0")
+    if flt.paths is not None:
+        parts.append(f"{table}.path {'NOT IN' if flt.negate_paths else 'IN'} {SQL_IN}")
+        args.append(json.dumps(list(flt.paths)))
+    if flt.exclude_ids:
+        parts.append(f"{table}.id NOT IN {SQL_IN}")
+        args.append(json.dumps(list(flt.exclude_ids)))
+    return (" AND ".join(parts) or "1"), args
 
 
 class MemoryRows:
@@ -99,7 +120,7 @@ class MemoryRows:
     def update(self, live: np.ndarray, seq: np.ndarray, lengths: np.ndarray, vecs: np.ndarray) -> None:
         """Mark rows whose seq is not in ``live`` (ascending) dead; append the new rows (seqs above ``last_seq``)."""
         if self.n:
-            _, found = sqlite_terms.locate(live, self.seq)
+            _, found = locate(live, self.seq)
             self._alive[:self.n] &= found
             self.dead = self.n - int(np.count_nonzero(self._alive[:self.n]))
         if self.dead * 4 > self.n:
@@ -116,7 +137,7 @@ class MemoryRows:
         self.n = end
         alive = self._alive[:self.n]
         avg = float(self._lengths[:self.n][alive].mean()) if alive.any() else 1.0
-        self.norm = sqlite_terms.length_norm(self._lengths[:self.n], avg)
+        self.norm = length_norm(self._lengths[:self.n], avg)
 
     def _grow(self, capacity: int) -> None:
         def grown(a: np.ndarray) -> np.ndarray:
@@ -163,7 +184,7 @@ class SQLiteStore:
             return
         with self.manifest.transaction() as db:
             if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'chunk_terms'").fetchone():  # not moved meanwhile
-                sqlite_terms.add_chunks(db, db.execute("SELECT rowid, terms FROM chunk_terms").fetchall())
+                add_chunks(db, db.execute("SELECT rowid, terms FROM chunk_terms").fetchall())
                 db.execute("DROP TABLE chunk_terms")
                 self._bump(db)
 
@@ -183,7 +204,7 @@ class SQLiteStore:
                 db.execute("INSERT INTO chunk_vectors VALUES (?, ?)", (seq, np.asarray(r["vector"], np.float16).tobytes()))
                 terms.append((seq, r["terms"]))
                 db.executemany("INSERT INTO chunk_symbols VALUES (?, ?)", [(n, seq) for n in symbol_names(r["symbol"])])
-            sqlite_terms.add_chunks(db, terms)
+            add_chunks(db, terms)
             self._bump(db)
 
     def delete_paths(self, paths: Sequence[str]) -> None:
@@ -196,7 +217,7 @@ class SQLiteStore:
     def _delete(db, paths: Sequence[str]) -> None:
         arg = (json.dumps(list(paths)),)
         seqs = f"SELECT seq FROM chunks WHERE path IN {SQL_IN}"
-        sqlite_terms.delete_chunks(db, seqs, arg)
+        delete_chunks(db, seqs, arg)
         db.execute(f"DELETE FROM chunk_vectors WHERE seq IN ({seqs})", arg)
         db.execute(f"DELETE FROM chunk_symbols WHERE seq IN ({seqs})", arg)
         db.execute(f"DELETE FROM chunks WHERE path IN {SQL_IN}", arg)
@@ -254,7 +275,7 @@ class SQLiteStore:
                 "OR seq IN (SELECT seq FROM chunk_vectors WHERE length(vector) != ?)", (2 * self.dim,))]
             self._delete(db, paths)
             orphans = "SELECT seq FROM {} WHERE seq NOT IN (SELECT seq FROM chunks)"
-            sqlite_terms.delete_chunks(db, orphans.format("chunk_bags"), ())
+            delete_chunks(db, orphans.format("chunk_bags"), ())
             db.execute(f"DELETE FROM chunk_vectors WHERE seq IN ({orphans.format('chunk_vectors')})")
             db.execute(f"DELETE FROM chunk_symbols WHERE seq IN ({orphans.format('chunk_symbols')})")
             self._bump(db)
@@ -301,7 +322,7 @@ class SQLiteStore:
         if flt not in self._masks:
             if len(self._masks) >= 64:
                 self._masks.clear()
-            cond, args = flt.sql()
+            cond, args = filter_sql(flt)
             allowed = np.fromiter((r[0] for r in self.db.execute(
                 f"SELECT seq FROM chunks INDEXED BY chunks_by_path WHERE {cond}", args)), dtype=np.int64)
             self._masks[flt] = np.isin(self._rows.seq, allowed)  # a dead row's seq is not in the table
@@ -343,7 +364,7 @@ class SQLiteStore:
             return []
         self._sync()
         rows = self._rows
-        scores = sqlite_terms.bm25_scores(self.db, terms, rows.seq, rows.norm, rows.alive)
+        scores = bm25_scores(self.db, terms, rows.seq, rows.norm, rows.alive)
         mask = scores > 0
         flt_mask = self._mask(flt)
         if flt_mask is not None:
@@ -366,7 +387,7 @@ class SQLiteStore:
 
     def defining(self, names: set[str], flt: ChunkFilter, limit: int) -> list[dict]:
         """Chunks whose symbol is one of ``names`` (whole or last dotted part), filter applied."""
-        cond, args = flt.sql("chunks")
+        cond, args = filter_sql(flt, "chunks")
         cur = self.db.execute(
             f"SELECT {self._select(META_FIELDS)} FROM chunks WHERE seq IN (SELECT seq FROM chunk_symbols WHERE name IN "
             f"{SQL_IN}) AND {cond} ORDER BY seq LIMIT ?", (json.dumps(sorted(names)), *args, limit))

@@ -31,8 +31,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from codesift.index.store import SQL_IN
-
+SQL_IN = "(SELECT value FROM json_each(?))"  # an SQL list from one JSON array parameter: `x IN {SQL_IN}`
 K1, B = 1.2, 0.75
 FANOUT = 4
 MAX_TF = 65535

@@ -1,4 +1,5 @@
-"""The chunk store behind an index: one ``Store`` protocol, two engines, picked by the configured URI.
+"""The chunk store behind an index: the ``Store`` protocol and what its two engines share (this module imports
+neither; ``engines.py`` picks one by the configured URI):
 
 - no URI (the default): ``SQLiteStore`` (``sqlite_store.py``), the chunks, their float16 vectors and a BM25
   keyword index (``sqlite_terms.py``) inside the index's own SQLite file, next to the manifest tables, so that a batch of files
@@ -6,34 +7,28 @@
 - ``http(s)://``, ``tcp://`` or ``unix:`` (a Milvus server, cluster or Zilliz Cloud), or a local ``*.db`` file
   (Milvus Lite, for trying that engine without a server): ``MilvusStore`` (``milvus_store.py``), HNSW + BM25.
 
-Both take the same ``ChunkFilter`` and apply it BEFORE the top-k cut, never to a cut list. The keyword
-terms (``keyword_text``) and the row layout (``make_row``) are shared, so both engines rank the same words.
+Both take the same ``ChunkFilter`` and apply it BEFORE the top-k cut, never to a cut list, each in its own query
+dialect (``milvus_store.filter_expr``, ``sqlite_store.filter_sql``). The keyword terms (``keyword_text``) and the row
+layout (``make_row``) are shared, so both engines rank the same words.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import numpy as np
 
 from codesift.data.terms import keyword_text
 from codesift.model.norm import l2_normalize
 
-if TYPE_CHECKING:
-    from codesift.index.config import IndexConfig
-    from codesift.index.manifest import Manifest
-
 MAX_VARCHAR = 65535
 OUTPUT_FIELDS = ["path", "language", "symbol", "kind", "start_line", "end_line", "text"]
 META_FIELDS = ["path", "language", "symbol", "kind", "start_line", "end_line"]   # a candidate's features, no text
 REMOTE_SCHEMES = ("http://", "https://", "tcp://", "unix:")
-SQL_IN = "(SELECT value FROM json_each(?))"  # an SQL list from one JSON array parameter: `x IN {SQL_IN}`
+
 
 def clip_utf8(text: str, max_bytes: int = MAX_VARCHAR - 16) -> str:
     """Cut a string so that its UTF-8 encoding fits in ``max_bytes``."""
@@ -50,16 +45,6 @@ def chunk_id(path: str, start_line: int, content_hash: str, repeat: int = 0) -> 
     return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
-def quote(value: str) -> str:
-    """A string literal for a Milvus filter expression."""
-    return json.dumps(value, ensure_ascii=False)
-
-
-def in_list(field: str, values: Sequence[str], negate: bool = False) -> str:
-    """``field in [...]`` (or ``not in``) as a Milvus filter expression."""
-    return f"{field} {'not in' if negate else 'in'} [{', '.join(quote(v) for v in values)}]"
-
-
 def is_milvus_uri(uri: str | None) -> bool:
     """True for a Milvus server URI or a Milvus Lite file (``*.db``); None (the default) is SQLite."""
     return bool(uri) and (uri.startswith(REMOTE_SCHEMES) or uri.endswith(".db"))
@@ -68,6 +53,11 @@ def is_milvus_uri(uri: str | None) -> bool:
 def is_milvus_lite(uri: str | None) -> bool:
     """True for a Milvus Lite file: one process at a time may open it."""
     return is_milvus_uri(uri) and not uri.startswith(REMOTE_SCHEMES)
+
+
+def symbol_names(symbol: str) -> set[str]:
+    """The names a chunk defines: each of its symbols (", "-separated) whole and by its last dotted part."""
+    return {key for part in (symbol.split(", ") if symbol else ()) for key in (part, part.rsplit(".", 1)[-1])}
 
 
 class StoreLockedError(ValueError):
@@ -88,36 +78,6 @@ class ChunkFilter:
     paths: tuple[str, ...] | None = None    # None: any path
     negate_paths: bool = False              # True: ``paths`` are the ones to leave out
     exclude_ids: tuple[str, ...] = ()
-
-    def expr(self) -> str:
-        """The constraints as a Milvus filter expression ('' when there are none)."""
-        parts: list[str] = []
-        if self.language:
-            parts.append(f"language == {quote(self.language)}")
-        if self.exclude_tests:
-            parts.append("is_test == false")
-        if self.paths is not None:
-            parts.append(in_list("path", self.paths, negate=self.negate_paths))
-        if self.exclude_ids:
-            parts.append(in_list("id", self.exclude_ids, negate=True))
-        return " and ".join(parts)
-
-    def sql(self, table: str = "chunks") -> tuple[str, list]:
-        """The constraints as an SQL condition over ``table`` and its parameters ('1' when there are none)."""
-        parts: list[str] = []
-        args: list = []
-        if self.language:
-            parts.append(f"{table}.language = ?")
-            args.append(self.language)
-        if self.exclude_tests:
-            parts.append(f"{table}.is_test = 0")
-        if self.paths is not None:
-            parts.append(f"{table}.path {'NOT IN' if self.negate_paths else 'IN'} {SQL_IN}")
-            args.append(json.dumps(list(self.paths)))
-        if self.exclude_ids:
-            parts.append(f"{table}.id NOT IN {SQL_IN}")
-            args.append(json.dumps(list(self.exclude_ids)))
-        return (" AND ".join(parts) or "1"), args
 
 
 class Store(Protocol):
@@ -194,24 +154,3 @@ def make_row(chunk, vector: np.ndarray, small_dim: int, is_test: bool, repeat: i
         "vector": vector,
         "vector_small": l2_normalize(vector[:small_dim]),
     }
-
-
-def store_location(index_dir: Path, config: IndexConfig) -> str:
-    """The configured Milvus URI, else the index's SQLite file."""
-    from codesift.index.config import DB_NAME
-
-    return config.store_uri or str(Path(index_dir) / DB_NAME)
-
-
-def open_store(index_dir: Path, config: IndexConfig, manifest: Manifest, dim: int, small_dim: int) -> Store:
-    """The store of an index: SQLite inside the manifest's database, or Milvus for a Milvus URI."""
-    if is_milvus_uri(config.store_uri):
-        from codesift.index.milvus_store import MilvusStore
-
-        # Milvus Lite is the server-free trial of this engine: FLAT (exact) skips its slow HNSW build
-        kind = "FLAT" if is_milvus_lite(config.store_uri) else "HNSW"
-        token = config.store_token or os.environ.get("CODESIFT_STORE_TOKEN")  # never stored in the index
-        return MilvusStore(config.store_uri, config.collection, dim, small_dim, token=token, vector_index=kind)
-    from codesift.index.sqlite_store import SQLiteStore
-
-    return SQLiteStore(manifest, dim, small_dim)

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from codesift.model.device import pick_device, pick_dtype
 from codesift.model.inputs import check_text
 from codesift.model.loading import (
     CODESIFT_CONFIG,
@@ -65,56 +66,6 @@ class _Batch:
     width: int         # padded length
 
 
-def pick_device(device: str = "auto") -> torch.device:
-    """``auto`` -> cuda, then mps, then cpu; ValueError for a device this machine does not have."""
-    if device != "auto":
-        try:
-            dev = torch.device(device)
-        except RuntimeError:
-            raise ValueError(f"unknown device {device!r}; valid: auto, cpu, cuda, cuda:N, mps") from None
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} is not available here (no CUDA GPU, or torch built without CUDA); "
-                             "use --device cpu or auto")
-        if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"device {device!r} does not exist; this machine has {torch.cuda.device_count()} CUDA GPUs")
-        if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-            raise ValueError(f"device {device!r} is not available here; use --device cpu or auto")
-        return dev
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def cpu_has_fast_bf16() -> bool:
-    """True when the CPU has native bf16 matmul instructions (AVX-512 BF16 or AMX)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            flags = fh.read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def pick_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
-    """``auto``: bf16 where the hardware runs it well (CUDA with bf16, CPUs with AVX-512 BF16/AMX), else fp32."""
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    named = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-             "float16": torch.float16, "fp16": torch.float16}
-    if dtype != "auto":
-        try:
-            return named[dtype]
-        except KeyError:
-            raise ValueError(f"unknown dtype {dtype!r}; valid: auto, int8, {', '.join(named)}") from None
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
-    if device.type == "cpu" and cpu_has_fast_bf16():
-        return torch.bfloat16
-    return torch.float32
-
-
 def default_matryoshka_dims(dimension: int) -> tuple[int, ...]:
     """Powers of two from 64 below ``dimension``, then ``dimension`` (the paper's 0.5B: 64..512, 896)."""
     dims = [d for d in (64, 128, 256, 512, 1024, 2048, 4096) if d < dimension]
@@ -122,7 +73,7 @@ def default_matryoshka_dims(dimension: int) -> tuple[int, ...]:
 
 
 class Embedder:
-    """A code LLM (or any Hugging Face model) as a task-aware embedding model."""
+    """A code LLM (or any Hugging Face model) as a task-aware embedding model (the ``model.encoder.Encoder`` protocol)."""
 
     def __init__(
         self,
@@ -244,10 +195,10 @@ class Embedder:
 
     def _int8_engine(self):
         """The ONNX Runtime session of this model's int8 export (exported once, then read from the cache)."""
-        from codesift.model.int8 import OnnxEncoder, cached_int8_model
+        from codesift.model.int8 import OnnxBackbone, cached_int8_model
 
         takes_types = "token_type_ids" in getattr(self.tokenizer, "model_input_names", ())
-        return OnnxEncoder(cached_int8_model(self.model, weights_fingerprint(self.source), takes_types))
+        return OnnxBackbone(cached_int8_model(self.model, weights_fingerprint(self.source), takes_types))
 
     def _latent_pooler(self, config) -> torch.nn.Module:
         if self.source.pooling_module_dir is not None:
@@ -637,4 +588,4 @@ def _write_json(path: Path, obj) -> None:
         fh.write("\n")
 
 
-__all__ = ["Embedder", "InputTooLongError", "finish_vectors", "pick_device", "pick_dtype"]
+__all__ = ["Embedder", "InputTooLongError", "TokenCounter", "finish_vectors"]

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from codesift.model.device import pick_device
 from codesift.model.loading import ModelSource, codesift_cache_dir, resolve_model
 
 log = logging.getLogger(__name__)
@@ -77,8 +78,6 @@ def int8_keeps_quality(source: ModelSource) -> bool:
 def fastest_dtype(model: str | os.PathLike | None, device: str = "auto") -> str:
     """The dtype of the fastest path that keeps quality: ``int8`` on a CPU for a model whose int8 loss was
     measured within the limit (and ONNX Runtime installed), else ``auto`` (the torch dtype the hardware runs best)."""
-    from codesift.model.embedder import pick_device
-
     if pick_device(device).type != "cpu" or not onnxruntime_available():
         return "auto"
     return "int8" if int8_keeps_quality(resolve_model(model)) else "auto"
@@ -158,8 +157,8 @@ def quantize_int8(fp32: Path, out: Path, ffn_output_shape: tuple[int, int] | Non
         root.setLevel(level)
 
 
-class OnnxEncoder:
-    """An int8 ONNX encoder behind the torch module's call: ids and mask in, the last hidden state out."""
+class OnnxBackbone:
+    """The int8 ONNX backbone in place of the torch module: ids and mask in, the last hidden state out (pooling stays in torch)."""
 
     def __init__(self, path: str | os.PathLike, threads: int | None = None) -> None:
         import onnxruntime as ort
@@ -184,6 +183,6 @@ class OnnxEncoder:
         return torch.from_numpy(self.session.run(["last_hidden_state"], arrays)[0])
 
 
-__all__ = ["MAX_NDCG_LOSS", "RECIPE", "Int8Unavailable", "OnnxEncoder", "cached_int8_model", "check_int8_supported",
+__all__ = ["MAX_NDCG_LOSS", "RECIPE", "Int8Unavailable", "OnnxBackbone", "cached_int8_model", "check_int8_supported",
            "export_onnx", "fastest_dtype", "int8_cache_path", "int8_keeps_quality", "onnxruntime_available",
            "quantize_int8"]

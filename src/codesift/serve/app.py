@@ -18,6 +18,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +29,14 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from codesift import __version__
-from codesift.model.inputs import printable, text_problem
+from codesift.index.request import SearchRequest
+from codesift.model.encoder import Encoder, TokenCount
+from codesift.model.inputs import printable
 from codesift.serve.batcher import BatchKey, QueueFull, ShuttingDown, TokenBudgetBatcher
 from codesift.serve.config import ServeConfig
 from codesift.serve.metrics import ServerMetrics
-from codesift.serve.schemas import EmbeddingRequest, SearchRequest, encode_vectors
-from codesift.tasks import resolve_task
+from codesift.serve.schemas import INPUT_ERROR, EmbeddingRequest, encode_vectors
+from codesift.tasks import TASKS, resolve_task
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +88,7 @@ class ServerState:
     batcher: TokenBudgetBatcher
     metrics: ServerMetrics
     model_name: str
-    embedder: Any = None
+    embedder: Encoder | None = None
     index: Any = None
     status: str = "loading"  # loading | ready | failed
     error: BaseException | None = None  # why loading failed: for the log and the exit, never for clients
@@ -93,20 +96,20 @@ class ServerState:
     started_at: float = field(default_factory=time.time)
     # Token counting has two lanes, each a thread with its own tokenizer copy: requests of more than
     # config.big_request_chars characters count on the second, so a small request never waits behind them.
-    count_tokens: Any = None
-    count_tokens_big: Any = None
+    count_tokens: TokenCount | None = None
+    count_tokens_big: TokenCount | None = None
     tokenize_executor: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="codesift-tokenize"))
     big_tokenize_executor: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="codesift-tokenize-big"))
 
-    def counting_lane(self, texts: list[str]) -> tuple[ThreadPoolExecutor, Any]:
+    def counting_lane(self, texts: list[str]) -> tuple[ThreadPoolExecutor, TokenCount | None]:
         """(executor, counter) for a request: big ones count on their own lane."""
         if sum(len(t) for t in texts) > self.config.big_request_chars:
             return self.big_tokenize_executor, self.count_tokens_big
         return self.tokenize_executor, self.count_tokens
 
-    def ready_embedder(self) -> Any:
+    def ready_embedder(self) -> Encoder:
         """The model, or a 503 (with Retry-After) while it loads or after it failed."""
         if self.batcher.closing:
             raise APIError(503, "the server is shutting down", type="server_error", code="shutting_down",
@@ -119,7 +122,7 @@ class ServerState:
         return self.embedder
 
 
-def _load_engine(config: ServeConfig) -> Any:
+def _load_engine(config: ServeConfig) -> Encoder:
     from codesift.model.embedder import Embedder
 
     dtype = config.dtype
@@ -130,7 +133,7 @@ def _load_engine(config: ServeConfig) -> Any:
     return Embedder(model=config.model, device=config.device, dtype=dtype, max_length=config.max_length)
 
 
-def _open_index(index_dir: Path, embedder: Any) -> Any:
+def _open_index(index_dir: Path, embedder: Encoder) -> Any:
     from codesift.index import open_index  # the index area; imported only when an index is configured
 
     return open_index(index_dir, embedder)
@@ -154,15 +157,13 @@ async def _served_index(state: ServerState) -> Any:
     return fresh
 
 
-async def _load(state: ServerState, embedder: Any | None) -> None:
+async def _load(state: ServerState, embedder: Encoder | None) -> None:
     try:
         if embedder is None:
             embedder = await state.batcher.run_in_engine(_load_engine, state.config)
         if state.config.index_dir is not None:
             state.index = await state.batcher.run_in_engine(_open_index, state.config.index_dir, embedder)
-        counter = getattr(embedder, "token_counter", None)
-        state.count_tokens = counter() if callable(counter) else embedder.count_tokens
-        state.count_tokens_big = counter() if callable(counter) else embedder.count_tokens
+        state.count_tokens, state.count_tokens_big = embedder.token_counter(), embedder.token_counter()
         state.embedder = state.batcher.engine = embedder
         state.status = "ready"
         state.metrics.ready.set(1)
@@ -269,7 +270,277 @@ async def _wait_for_disconnect(request: Request) -> None:
             return
 
 
-def create_app(config: ServeConfig, embedder: Any | None = None, on_load_failure: Any = None) -> FastAPI:
+# -- what every route shares ---------------------------------------------------------------------------
+def server_state(request: Request) -> ServerState:
+    """The ``ServerState`` of the app serving ``request`` (built by ``create_app``)."""
+    return request.app.state.codesift
+
+
+def authorize(request: Request) -> None:
+    """A 401 unless the request carries one of the configured API keys (when keys are required)."""
+    config = server_state(request).config
+    if not config.auth_required:
+        return
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or not any(
+            hmac.compare_digest(token.encode(), key.encode()) for key in config.api_keys):
+        raise APIError(401, "missing or invalid API key: send 'Authorization: Bearer <key>'",
+                       type="authentication_error", code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+
+
+PROTECTED = [Depends(authorize)]
+
+
+# -- errors --------------------------------------------------------------------------------------------
+async def api_error_response(request: Request, exc: APIError) -> Response:
+    """An ``APIError`` as OpenAI's error body."""
+    # printable(): a message that quotes the client's invalid text must still be valid JSON
+    return json_response({"error": {"message": printable(exc.message), "type": exc.type, "param": exc.param,
+                                    "code": exc.code}}, exc.status, exc.headers)
+
+
+async def invalid_request_response(request: Request, exc: RequestValidationError) -> Response:
+    """A body that is not JSON, or that its request model refused, as a 400 naming the field."""
+    errors = exc.errors()
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return await api_error_response(request, APIError(400, "request body is not valid JSON", code="invalid_json"))
+    for e in errors:  # a check of the request model that names its own param and code (schemas.input_error)
+        if e.get("type") == INPUT_ERROR:
+            ctx = e["ctx"]
+            return await api_error_response(request, APIError(400, ctx["message"], param=ctx["param"],
+                                                              code=ctx["code"]))
+    parts, param = [], None
+    for e in errors[:5]:
+        loc = [str(x) for x in e.get("loc", ()) if x != "body"]
+        # pydantic reports each member of a union; keep the first message per field
+        name = ".".join(x for x in loc if not x.startswith(("str", "list[", "function-", "literal[")))
+        param = param or name or None
+        if not any(p.startswith(f"{name}:") for p in parts):
+            parts.append(f"{name or 'body'}: {e.get('msg')}")
+    return await api_error_response(request, APIError(400, "invalid request: " + "; ".join(parts), param=param,
+                                                      code="invalid_request"))
+
+
+async def http_error_response(request: Request, exc: StarletteHTTPException) -> Response:
+    """Starlette's own errors (an unknown route, a wrong method) in the same shape."""
+    return await api_error_response(request, APIError(exc.status_code, str(exc.detail),
+                                                      code="not_found" if exc.status_code == 404 else None))
+
+
+# -- routes (registered by create_app, from ROUTES) -----------------------------------------------------
+async def health(request: Request) -> Response:
+    """200 when the model is ready; 503 while it loads, after it failed, or while the server drains."""
+    state = server_state(request)
+    if state.batcher.closing:
+        return json_response({"status": "draining"}, 503)
+    if state.status != "ready":  # never the error itself: it may hold local paths
+        return json_response({"status": state.status}, 503, {"Retry-After": str(state.config.retry_after_s * 5)})
+    return json_response({"status": "ok"})
+
+
+async def models(request: Request) -> Response:
+    """The one model served, as OpenAI lists models."""
+    state = server_state(request)
+    return json_response({"object": "list", "data": [{"id": state.model_name, "object": "model",
+                                                      "created": int(state.started_at), "owned_by": "codesift"}]})
+
+
+async def info(request: Request) -> Response:
+    """Version, model, limits and batching settings (TEI's /info)."""
+    state = server_state(request)
+    config, emb = state.config, state.embedder
+    out: dict[str, Any] = {
+        "version": __version__, "model": state.model_name, "status": state.status,
+        "default_task": config.default_task, "index": state.index is not None,
+        "embedding_types": ["float", "base64", "binary", "ubinary"],
+        "limits": {"max_inputs_per_request": config.max_inputs_per_request, "max_body_bytes": config.max_body_bytes,
+                   "max_input_tokens": emb.max_length if emb is not None else config.max_length,
+                   "max_queue_tokens": config.max_queue_tokens, "max_queue_requests": config.max_queue_requests},
+        "batching": {"enabled": config.batching, "max_batch_tokens": config.max_batch_tokens,
+                     "max_wait_ms": config.max_wait_ms, "share_tokens": config.share_tokens},
+    }
+    if emb is not None:
+        out.update(dimension=emb.dimension, matryoshka_dims=list(emb.matryoshka_dims), pooling=emb.pooling,
+                   fingerprint=emb.fingerprint,
+                   tasks=[f"{t}.{r}" for t in TASKS.names() for r in ("query", "passage")])  # what resolve_task takes
+    return json_response(out)
+
+
+async def prometheus(request: Request) -> Response:
+    """Prometheus metrics."""
+    return Response(server_state(request).metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+async def embeddings(body: EmbeddingRequest, request: Request) -> Response:
+    """Vectors of the inputs (the body checked itself: ``EmbeddingRequest``), batched by tokens on the engine."""
+    state = server_state(request)
+    config = state.config
+    emb = state.ready_embedder()
+    if body.model is not None and body.model not in (state.model_name, config.model):
+        raise APIError(404, f"model {body.model!r} is not served here; this server serves {state.model_name!r} "
+                            "(see GET /v1/models)", param="model", code="model_not_found")
+    texts = body.texts()
+    if len(texts) > config.max_inputs_per_request:
+        raise APIError(413, f"input has {len(texts)} items, more than the limit of "
+                            f"{config.max_inputs_per_request} per request; split it into several requests",
+                       param="input", code="too_many_inputs")
+    try:
+        task, role = resolve_task(body.task or config.default_task)
+    except ValueError as exc:
+        raise APIError(400, str(exc), param="task") from None
+    if body.dimensions is not None and body.dimensions > emb.dimension:
+        raise APIError(400, f"dimensions={body.dimensions} is larger than the model's {emb.dimension}; "
+                            f"Matryoshka dims: {list(emb.matryoshka_dims)}", param="dimensions")
+    counts = await _count_tokens(state, texts, task.name, role, body.truncate)
+    if await request.is_disconnected():  # gone while its tokens were counted: queue nothing
+        state.metrics.cancelled.inc()
+        raise APIError(499, "client closed the request", code="client_closed")
+    ticket = _submit(state, texts, counts, BatchKey(task.name, role, body.truncate))
+    vectors = await _wait(state, request, ticket)
+    if body.dimensions is not None:
+        from codesift.model.embedder import finish_vectors
+
+        vectors = finish_vectors(vectors, body.dimensions, normalize=True)
+    data = [{"object": "embedding", "index": i, "embedding": v}
+            for i, v in enumerate(encode_vectors(vectors, body.output_type()))]
+    total = sum(counts)
+    return json_response({"object": "list", "data": data, "model": state.model_name,
+                          "usage": {"prompt_tokens": total, "total_tokens": total}})
+
+
+async def _count_tokens(state: ServerState, texts: list[str], task: str, role: str, truncate: bool) -> list[int]:
+    """Token counts of ``texts`` (each at most the model's limit), or the 400/413/503 that admission answers."""
+    try:
+        if state.batcher.closing:
+            raise ShuttingDown("the server is shutting down")
+        # Counting runs on its own thread with its own tokenizer copy, so admission (and 429s) never waits behind a
+        # forward pass on the engine thread; long texts are counted only as far as the limit needs
+        # (Embedder.count_tokens).
+        executor, count = state.counting_lane(texts)
+        counts = await asyncio.get_running_loop().run_in_executor(executor, lambda: count(texts, task=task, role=role))
+    except ShuttingDown as exc:
+        raise APIError(503, str(exc), type="server_error") from None
+    limit = state.embedder.max_length
+    too_long = [i for i, n in enumerate(counts) if n > limit]
+    if too_long and not truncate:
+        i = too_long[0]
+        more = f" ({len(too_long) - 1} more inputs are too long too)" if len(too_long) > 1 else ""
+        raise APIError(400, f"input[{i}] is over the limit of {limit} tokens ({counts[i]} counted){more}; shorten or "
+                            "split it, or send \"truncate\": true to cut it", param=f"input[{i}]", code="input_too_long")
+    counts = [min(n, limit) for n in counts]
+    total, most = sum(counts), state.config.max_queue_tokens
+    if total > most:
+        raise APIError(413, f"the request has {total} tokens, more than this server can queue ({most}); split it into "
+                            "several requests", param="input", code="request_too_large")
+    return counts
+
+
+def _submit(state: ServerState, texts: list[str], counts: list[int], key: BatchKey) -> Any:
+    """Queue ``texts`` on the batcher; a 429 when the queue is full, a 503 while shutting down."""
+    retry = {"Retry-After": str(state.config.retry_after_s)}
+    try:
+        return state.batcher.submit(texts, counts, key)
+    except QueueFull as exc:
+        state.metrics.rejected.labels("queue_full").inc()
+        raise APIError(429, f"{exc}; retry later", type="server_error", code="queue_full", headers=retry) from None
+    except ShuttingDown as exc:
+        state.metrics.rejected.labels("shutting_down").inc()
+        raise APIError(503, str(exc), type="server_error", code="shutting_down", headers=retry) from None
+
+
+async def _wait(state: ServerState, request: Request, ticket: Any) -> np.ndarray:
+    """The ticket's vectors; drops its queued work if the client disconnects or the timeout passes."""
+    batcher, timeout_s = state.batcher, state.config.request_timeout_s
+    watcher = asyncio.ensure_future(_wait_for_disconnect(request))
+    try:
+        done, _ = await asyncio.wait({ticket.future, watcher}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:  # the server gave up on this request (shutdown timeout)
+        batcher.cancel(ticket)
+        raise
+    finally:
+        watcher.cancel()
+    if ticket.future in done:
+        exc = ticket.future.exception()
+        if isinstance(exc, ShuttingDown):
+            raise APIError(503, str(exc), type="server_error", code="shutting_down")
+        if exc is not None:
+            log.error("request failed on the engine: %s: %s", type(exc).__name__, exc)
+            raise APIError(500, "the engine failed on this request; the server log says why", type="server_error",
+                           code="engine_error")
+        return ticket.future.result()
+    batcher.cancel(ticket)
+    if watcher in done:
+        state.metrics.cancelled.inc()
+        raise APIError(499, "client closed the request", code="client_closed")
+    raise APIError(504, f"the request took longer than {timeout_s:g} s; send fewer inputs", type="server_error",
+                   code="timeout")
+
+
+def _require_index(state: ServerState) -> None:
+    """A 503 until the model is ready, a 404 when the server has no index."""
+    state.ready_embedder()
+    if state.index is None:
+        raise APIError(404, "no index is configured on this server; start it with `codesift serve --index DIR`",
+                       code="no_index")
+
+
+async def search(body: SearchRequest, request: Request) -> Response:
+    """One ``SearchRequest`` on the served index, run on the engine thread."""
+    state = server_state(request)
+    _require_index(state)
+    if body.limit > state.config.max_search_limit:
+        raise APIError(400, f"limit={body.limit} is over the maximum of {state.config.max_search_limit}", param="limit")
+    index = await _served_index(state)
+    try:
+        results = await state.batcher.run_in_engine(index.run, body)
+    except ValueError as exc:
+        raise APIError(400, str(exc)) from None
+    return json_response({"object": "list", "query": body.query, "mode": body.mode,
+                          "results": [r.to_dict() for r in results]})
+
+
+async def refresh_index(request: Request) -> Response:
+    """Re-index what changed in the served index's tree (incremental), on the engine thread."""
+    state = server_state(request)
+    _require_index(state)
+    index = await _served_index(state)
+    try:
+        report = await state.batcher.run_in_engine(index.refresh)
+    except ValueError as exc:
+        raise APIError(409, printable(str(exc)), code="refresh_failed") from None
+    return json_response({"object": "index.refresh", "report": report.to_dict()})
+
+
+ROUTES = (  # path, method, handler, whether it needs an API key (when keys are configured)
+    ("/health", "GET", health, False),
+    ("/v1/models", "GET", models, True),
+    ("/info", "GET", info, True),
+    ("/metrics", "GET", prometheus, True),
+    ("/v1/embeddings", "POST", embeddings, True),
+    ("/v1/search", "POST", search, True),
+    ("/v1/index/refresh", "POST", refresh_index, True),
+)
+
+
+# -- the app ---------------------------------------------------------------------------------------------
+@asynccontextmanager
+async def _lifespan(app: FastAPI, embedder: Encoder | None = None):
+    """Start the batcher and load the model (``embedder``, else ``config.model``) in the background; on the way
+    out (uvicorn has already let in-flight requests finish: SIGTERM drain), stop the engine."""
+    state: ServerState = app.state.codesift
+    state.batcher.start()
+    loading = asyncio.create_task(_load(state, embedder))
+    try:
+        yield
+    finally:
+        loading.cancel()
+        await state.batcher.close(timeout=state.config.drain_timeout_s)
+        state.tokenize_executor.shutdown(wait=False, cancel_futures=True)
+        state.big_tokenize_executor.shutdown(wait=False, cancel_futures=True)
+
+
+def create_app(config: ServeConfig, embedder: Encoder | None = None, on_load_failure: Any = None) -> FastAPI:
     """The ASGI app. With ``embedder`` given it serves that model; otherwise it loads ``config.model``
     in the background (``/health`` answers 503 until it is ready). ``on_load_failure()`` is called if
     loading fails (`codesift serve` then stops and exits non-zero, so that a supervisor restarts it)."""
@@ -280,247 +551,15 @@ def create_app(config: ServeConfig, embedder: Any | None = None, on_load_failure
         batching=config.batching, on_batch=metrics.observe_batch,
     )
     metrics.watch_queue(lambda: batcher.queued_requests, lambda: batcher.queued_tokens)
-    state = ServerState(config=config, batcher=batcher, metrics=metrics, model_name=served_name(config),
-                        on_load_failure=on_load_failure)
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI):
-        batcher.start()
-        loading = asyncio.create_task(_load(state, embedder))
-        try:
-            yield
-        finally:
-            # uvicorn has already let in-flight requests finish (SIGTERM drain); stop the engine.
-            loading.cancel()
-            await batcher.close(timeout=config.drain_timeout_s)
-            state.tokenize_executor.shutdown(wait=False, cancel_futures=True)
-            state.big_tokenize_executor.shutdown(wait=False, cancel_futures=True)
-
-    app = FastAPI(title="codesift", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
-                  openapi_url=None)
-    app.state.codesift = state
-
-    def authorize(request: Request) -> None:
-        if not config.auth_required:
-            return
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not token or not any(
-                hmac.compare_digest(token.encode(), key.encode()) for key in config.api_keys):
-            raise APIError(401, "missing or invalid API key: send 'Authorization: Bearer <key>'",
-                           type="authentication_error", code="invalid_api_key",
-                           headers={"WWW-Authenticate": "Bearer"})
-
-    protected = [Depends(authorize)]
-
-    # -- errors ----------------------------------------------------------------------------------
-    @app.exception_handler(APIError)
-    async def _api_error(request: Request, exc: APIError) -> Response:
-        # printable(): a message that quotes the client's invalid text must still be valid JSON
-        return json_response({"error": {"message": printable(exc.message), "type": exc.type, "param": exc.param,
-                                        "code": exc.code}}, exc.status, exc.headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
-        errors = exc.errors()
-        if any(e.get("type") == "json_invalid" for e in errors):
-            return await _api_error(request, APIError(400, "request body is not valid JSON", code="invalid_json"))
-        parts, param = [], None
-        for e in errors[:5]:
-            loc = [str(x) for x in e.get("loc", ()) if x != "body"]
-            # pydantic reports each member of a union; keep the first message per field
-            name = ".".join(x for x in loc if not x.startswith(("str", "list[", "function-", "literal[")))
-            param = param or name or None
-            if not any(p.startswith(f"{name}:") for p in parts):
-                parts.append(f"{name or 'body'}: {e.get('msg')}")
-        return await _api_error(request, APIError(400, "invalid request: " + "; ".join(parts), param=param,
-                                                  code="invalid_request"))
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        return await _api_error(request, APIError(exc.status_code, str(exc.detail), code="not_found"
-                                                  if exc.status_code == 404 else None))
-
-    # -- routes ----------------------------------------------------------------------------------
-    @app.get("/health")
-    async def health() -> Response:
-        if batcher.closing:
-            return json_response({"status": "draining"}, 503)
-        if state.status != "ready":  # never the error itself: it may hold local paths
-            return json_response({"status": state.status}, 503, {"Retry-After": str(config.retry_after_s * 5)})
-        return json_response({"status": "ok"})
-
-    @app.get("/v1/models", dependencies=protected)
-    async def models() -> Response:
-        return json_response({"object": "list", "data": [{"id": state.model_name, "object": "model",
-                                                          "created": int(state.started_at), "owned_by": "codesift"}]})
-
-    @app.get("/info", dependencies=protected)
-    async def info() -> Response:
-        emb = state.embedder
-        out: dict[str, Any] = {
-            "version": __version__, "model": state.model_name, "status": state.status,
-            "default_task": config.default_task, "index": state.index is not None,
-            "embedding_types": ["float", "base64", "binary", "ubinary"],
-            "limits": {"max_inputs_per_request": config.max_inputs_per_request, "max_body_bytes": config.max_body_bytes,
-                       "max_input_tokens": getattr(emb, "max_length", config.max_length),
-                       "max_queue_tokens": config.max_queue_tokens, "max_queue_requests": config.max_queue_requests},
-            "batching": {"enabled": config.batching, "max_batch_tokens": config.max_batch_tokens,
-                         "max_wait_ms": config.max_wait_ms, "share_tokens": config.share_tokens},
-        }
-        if emb is not None:
-            out.update(dimension=emb.dimension, matryoshka_dims=list(emb.matryoshka_dims), pooling=emb.pooling,
-                       fingerprint=emb.fingerprint,
-                       tasks=[f"{t}.{r}" for t in emb.tasks.names() for r in ("query", "passage")])
-        return json_response(out)
-
-    @app.get("/metrics", dependencies=protected)
-    async def prometheus() -> Response:
-        return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
-
-    @app.post("/v1/embeddings", dependencies=protected)
-    async def embeddings(body: EmbeddingRequest, request: Request) -> Response:
-        emb = state.ready_embedder()
-        try:
-            kind = body.output_type()
-        except ValueError as exc:
-            raise APIError(400, str(exc), param="embedding_type") from None
-        if body.model is not None and body.model not in (state.model_name, config.model):
-            raise APIError(404, f"model {body.model!r} is not served here; this server serves {state.model_name!r} "
-                                "(see GET /v1/models)", param="model", code="model_not_found")
-        texts = body.texts()
-        if not texts:
-            raise APIError(400, "input is an empty list; send at least one string", param="input")
-        for i, text in enumerate(texts):
-            name = "input" if isinstance(body.input, str) else f"input[{i}]"
-            if not text:
-                raise APIError(400, f"{name} is an empty string; every input needs at least one character",
-                               param=name, code="empty_input")
-            problem = text_problem(text)
-            if problem is not None:
-                raise APIError(400, f"{name} is not valid UTF-8 text: {problem}; send UTF-8 text", param=name,
-                               code="invalid_text")
-        if len(texts) > config.max_inputs_per_request:
-            raise APIError(413, f"input has {len(texts)} items, more than the limit of "
-                                f"{config.max_inputs_per_request} per request; split it into several requests",
-                           param="input", code="too_many_inputs")
-        task_name = body.task or config.default_task
-        try:
-            task, role = resolve_task(task_name)
-        except ValueError as exc:
-            raise APIError(400, str(exc), param="task") from None
-        if body.dimensions is not None and body.dimensions > emb.dimension:
-            raise APIError(400, f"dimensions={body.dimensions} is larger than the model's {emb.dimension}; "
-                                f"Matryoshka dims: {list(emb.matryoshka_dims)}", param="dimensions")
-        try:
-            if batcher.closing:
-                raise ShuttingDown("the server is shutting down")
-            # Counting runs on its own thread with its own tokenizer copy, so admission (and 429s)
-            # never waits behind a forward pass on the engine thread; long texts are counted only as
-            # far as the limit needs (Embedder.count_tokens).
-            executor, count = state.counting_lane(texts)
-            counts = await asyncio.get_running_loop().run_in_executor(
-                executor, lambda: count(texts, task=task.name, role=role))
-        except ShuttingDown as exc:
-            raise APIError(503, str(exc), type="server_error") from None
-        limit = emb.max_length
-        too_long = [i for i, n in enumerate(counts) if n > limit]
-        if too_long and not body.truncate:
-            i = too_long[0]
-            more = f" ({len(too_long) - 1} more inputs are too long too)" if len(too_long) > 1 else ""
-            raise APIError(400, f"input[{i}] is over the limit of {limit} tokens ({counts[i]} counted){more}; shorten or "
-                                "split it, or send \"truncate\": true to cut it", param=f"input[{i}]",
-                           code="input_too_long")
-        counts = [min(n, limit) for n in counts]
-        total = sum(counts)
-        if total > config.max_queue_tokens:
-            raise APIError(413, f"the request has {total} tokens, more than this server can queue "
-                                f"({config.max_queue_tokens}); split it into several requests", param="input",
-                           code="request_too_large")
-        if await request.is_disconnected():  # gone while its tokens were counted: queue nothing
-            metrics.cancelled.inc()
-            raise APIError(499, "client closed the request", code="client_closed")
-        try:
-            ticket = batcher.submit(texts, counts, BatchKey(task.name, role, body.truncate))
-        except QueueFull as exc:
-            metrics.rejected.labels("queue_full").inc()
-            raise APIError(429, f"{exc}; retry later", type="server_error", code="queue_full",
-                           headers={"Retry-After": str(config.retry_after_s)}) from None
-        except ShuttingDown as exc:
-            metrics.rejected.labels("shutting_down").inc()
-            raise APIError(503, str(exc), type="server_error", code="shutting_down",
-                           headers={"Retry-After": str(config.retry_after_s)}) from None
-        vectors = await _wait(request, ticket)
-        if body.dimensions is not None:
-            from codesift.model.embedder import finish_vectors
-
-            vectors = finish_vectors(vectors, body.dimensions, normalize=True)
-        data = [{"object": "embedding", "index": i, "embedding": v}
-                for i, v in enumerate(encode_vectors(vectors, kind))]
-        return json_response({"object": "list", "data": data, "model": state.model_name,
-                              "usage": {"prompt_tokens": total, "total_tokens": total}})
-
-    async def _wait(request: Request, ticket: Any) -> np.ndarray:
-        """The ticket's vectors; drops its queued work if the client disconnects or the timeout passes."""
-        watcher = asyncio.ensure_future(_wait_for_disconnect(request))
-        try:
-            done, _ = await asyncio.wait({ticket.future, watcher}, timeout=config.request_timeout_s,
-                                         return_when=asyncio.FIRST_COMPLETED)
-        except asyncio.CancelledError:  # the server gave up on this request (shutdown timeout)
-            batcher.cancel(ticket)
-            raise
-        finally:
-            watcher.cancel()
-        if ticket.future in done:
-            exc = ticket.future.exception()
-            if isinstance(exc, ShuttingDown):
-                raise APIError(503, str(exc), type="server_error", code="shutting_down")
-            if exc is not None:
-                log.error("request failed on the engine: %s: %s", type(exc).__name__, exc)
-                raise APIError(500, "the engine failed on this request; the server log says why", type="server_error",
-                               code="engine_error")
-            return ticket.future.result()
-        batcher.cancel(ticket)
-        if watcher in done:
-            metrics.cancelled.inc()
-            raise APIError(499, "client closed the request", code="client_closed")
-        raise APIError(504, f"the request took longer than {config.request_timeout_s:g} s; send fewer inputs",
-                       type="server_error", code="timeout")
-
-    @app.post("/v1/search", dependencies=protected)
-    async def search(body: SearchRequest) -> Response:
-        state.ready_embedder()
-        if state.index is None:
-            raise APIError(404, "no index is configured on this server; start it with `codesift serve --index DIR`",
-                           code="no_index")
-        if body.limit > config.max_search_limit:
-            raise APIError(400, f"limit={body.limit} is over the maximum of {config.max_search_limit}", param="limit")
-        index = await _served_index(state)
-        try:
-            run = index.search_files if body.files else index.search
-            results = await batcher.run_in_engine(run, body.query, limit=body.limit,
-                                                  language=body.language, path_globs=list(body.path_globs),
-                                                  mode=body.mode, exclude_tests=body.exclude_tests,
-                                                  two_stage=body.two_stage, rerank=body.rerank, budget=body.budget)
-        except ValueError as exc:
-            raise APIError(400, str(exc)) from None
-        return json_response({"object": "list", "query": body.query, "mode": body.mode,
-                              "results": [r.to_dict() for r in results]})
-
-    @app.post("/v1/index/refresh", dependencies=protected)
-    async def refresh_index() -> Response:
-        """Re-index what changed in the served index's tree (incremental), on the engine thread."""
-        state.ready_embedder()
-        if state.index is None:
-            raise APIError(404, "no index is configured on this server; start it with `codesift serve --index DIR`",
-                           code="no_index")
-        index = await _served_index(state)
-        try:
-            report = await batcher.run_in_engine(index.refresh)
-        except ValueError as exc:
-            raise APIError(409, printable(str(exc)), code="refresh_failed") from None
-        return json_response({"object": "index.refresh", "report": report.to_dict()})
-
+    app = FastAPI(title="codesift", version=__version__, lifespan=partial(_lifespan, embedder=embedder),
+                  docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.codesift = ServerState(config=config, batcher=batcher, metrics=metrics, model_name=served_name(config),
+                                     on_load_failure=on_load_failure)
+    app.add_exception_handler(APIError, api_error_response)
+    app.add_exception_handler(RequestValidationError, invalid_request_response)
+    app.add_exception_handler(StarletteHTTPException, http_error_response)
+    for path, method, handler, protected in ROUTES:
+        app.add_api_route(path, handler, methods=[method], dependencies=PROTECTED if protected else None)
     # The last middleware added is the outermost: metrics see every answer, 413s included.
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes, timeout_s=config.body_timeout_s)
     if config.cors_origins:

@@ -17,18 +17,13 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
+from codesift.model.encoder import Encoder
+
 log = logging.getLogger(__name__)
-
-
-class Engine(Protocol):
-    """What the queue needs from a model: the ``Embedder`` satisfies it."""
-
-    def encode(self, texts: list[str], *, task: str, role: str, dim: int | None = None,
-               truncate: bool = False) -> np.ndarray: ...
 
 
 class QueueFull(Exception):
@@ -99,7 +94,7 @@ class TokenBudgetBatcher:
         self.max_queue_requests = max_queue_requests
         self.batching = batching
         self.on_batch = on_batch
-        self.engine: Engine | None = None
+        self.engine: Encoder | None = None  # the queue calls only its encode
         self.queued_tokens = 0  # tokens waiting, not yet in a batch
         self.in_flight = 0  # texts on the engine now
         self._active: collections.deque[Ticket] = collections.deque()

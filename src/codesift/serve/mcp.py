@@ -17,7 +17,10 @@ import json
 import logging
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from codesift.model.encoder import Encoder
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +28,7 @@ log = logging.getLogger(__name__)
 class IndexedRoots:
     """The indexes an MCP server may use, opened lazily, one lock each (tools may run concurrently)."""
 
-    def __init__(self, roots: list[str | Path], embedder=None) -> None:
+    def __init__(self, roots: list[str | Path], embedder: Encoder | None = None) -> None:
         from codesift.index.config import DB_NAME
         from codesift.index.indexer import default_index_dir
 
@@ -65,6 +68,10 @@ class IndexedRoots:
                     return root, full.relative_to(root).as_posix()
         raise ValueError(f"{path} is outside the indexed roots ({', '.join(map(str, self.roots))})")
 
+    def lock(self, root: Path) -> threading.Lock:
+        """The lock to hold while using the index of ``root``."""
+        return self._locks[root]
+
     def label(self, root: Path, rel: str) -> str:
         """How a result path is shown: relative to its root when there is one root, else absolute."""
         return rel if len(self.roots) == 1 else str(root / rel)
@@ -90,39 +97,49 @@ def _user_errors(fn):
     return wrapper
 
 
-def build_server(roots: list[str | Path], embedder=None):
-    """An MCPServer exposing the indexes of ``roots`` as tools."""
-    from mcp.server.mcpserver import MCPServer
+def _across_roots(indexed: IndexedRoots, request, roots=None) -> dict[str, Any]:
+    """``request`` on every root (or ``roots``), merged best first, cut to its limit and its token budget."""
+    from codesift.index.request import SearchRequest
 
-    indexed = IndexedRoots(roots, embedder)
-    server = MCPServer(
-        "codesift",
-        instructions="Semantic + keyword code search over the indexed repositories. search_code: a description, "
-                     "an identifier or a whole issue text (files=true: which files to open); find_similar: code like "
-                     "a file:line or pasted code; explain_code: the docs/comments for a piece of code; "
-                     "answer_question: docs and code answering a question. budget caps snippet tokens.",
-    )
+    if not isinstance(request, SearchRequest):
+        request = SearchRequest.of(**request)
+    per_root = request.model_copy(update={"budget": None})  # the budget is spent once, on the merged list
+    hits: list = []
+    for root in roots if roots is not None else indexed.roots:
+        with indexed.lock(root):
+            ix = indexed.index(root)
+            if (len(indexed.roots) > 1 and request.language
+                    and request.language not in ix.status(check_staleness=False)["languages"]):
+                continue  # with several roots, a language missing from one of them is not an error
+            hits += [(root, r) for r in ix.run(per_root)]
+    return _merge(indexed, hits, request.limit, request.budget)
 
-    def _across_roots(run, language: str | None, limit: int, budget: int | None, roots=None) -> dict[str, Any]:
-        """``run(index)`` on every root (or ``roots``), merged best first, cut to ``limit`` and to the token budget."""
-        hits: list = []
-        for root in roots if roots is not None else indexed.roots:
-            with indexed._locks[root]:
-                ix = indexed.index(root)
-                if (len(indexed.roots) > 1 and language
-                        and language.strip().lower() not in ix.status(check_staleness=False)["languages"]):
-                    continue  # with several roots, a language missing from one of them is not an error
-                hits += [(root, r) for r in run(ix)]
-        return _merge(hits, limit, budget)
 
-    def _one_root(path: str | None, line: int | None, code: str | None) -> list[Path]:
-        if code is not None:
-            if not isinstance(code, str) or not code.strip():
-                raise ValueError("code is empty; paste the code, or pass path and line instead")
-            return indexed.roots
-        if path is None or line is None:
-            raise ValueError("pass either code, or path and line of indexed code")
-        return [indexed.locate(path)[0]]
+def _merge(indexed: IndexedRoots, hits: list, limit: int, budget: int | None) -> dict[str, Any]:
+    """(root, result) pairs best first, cut to ``limit`` and the token budget, paths labelled by root."""
+    from codesift.index.searcher import apply_budget
+
+    hits.sort(key=lambda t: -t[1].score)
+    top = hits[:limit]
+    kept = apply_budget([r for _, r in top], budget)
+    return {"results": [{**r.to_dict(), "path": indexed.label(root, r.path)} for (root, _), r in zip(top, kept)]}
+
+
+def _at(indexed: IndexedRoots, path: str | None, line: int | None, code: str | None) -> tuple[dict, list[Path]]:
+    """The request fields and roots of a piece of code: pasted ``code`` (every root), or the indexed chunk at
+    ``path:line`` (its root)."""
+    if code is not None:
+        if not isinstance(code, str) or not code.strip():
+            raise ValueError("code is empty; paste the code, or pass path and line instead")
+        return {"query": code}, indexed.roots
+    if path is None or line is None:
+        raise ValueError("pass either code, or path and line of indexed code")
+    root, rel = indexed.locate(path)
+    return {"like": f"{rel}:{line}"}, [root]
+
+
+def _add_search_tools(server, indexed: IndexedRoots) -> None:
+    """The four search tools, one per task: search_code, find_similar, explain_code, answer_question."""
 
     @server.tool(structured_output=True)
     @_user_errors
@@ -135,37 +152,27 @@ def build_server(roots: list[str | Path], embedder=None):
         (words and punctuation marks). rerank=false turns off code-aware ranking (definitions first, tests
         and docs lower). path_glob: gitignore-style glob, '!glob' excludes. mode: hybrid, dense or bm25.
         """
-        if not isinstance(query, str) or not query.strip():
-            raise ValueError("query is empty; describe the code you are looking for")
-        globs = [path_glob] if path_glob else ()
-        opts = {"limit": limit, "language": language or None, "path_globs": globs, "mode": mode, "rerank": rerank}
-        if files:
-            return _across_roots(lambda ix: ix.search_files(query, **opts), language, limit, budget)
-        return _across_roots(lambda ix: ix.search(query, **opts), language, limit, budget)
+        return _across_roots(indexed, {"query": query, "path_globs": [path_glob] if path_glob else [],
+                                       "language": language, "limit": limit, "files": files, "budget": budget,
+                                       "rerank": rerank, "mode": mode})
 
     @server.tool(structured_output=True)
     @_user_errors
     def find_similar(path: str | None = None, line: int | None = None, code: str | None = None, limit: int = 10,
                      budget: int | None = None) -> dict[str, Any]:
         """Find code similar to a piece of code (code2code): the chunk at path:line, or pasted code."""
-        def run(ix):
-            if code is None:
-                return ix.like(indexed.locate(path)[1], line, limit=limit)
-            return ix.search(code, limit=limit, task="code2code", rerank=False)
-
-        return _across_roots(run, None, limit, budget, _one_root(path, line, code))
+        target, roots = _at(indexed, path, line, code)
+        return _across_roots(indexed, {**target, "task": "code2code", "rerank": False, "limit": limit,
+                                       "budget": budget}, roots)
 
     @server.tool(structured_output=True)
     @_user_errors
     def explain_code(path: str | None = None, line: int | None = None, code: str | None = None, limit: int = 5,
                      budget: int | None = None) -> dict[str, Any]:
         """Find the docs and comments that explain a piece of code (code2nl): the chunk at path:line, or pasted code."""
-        def run(ix):
-            if code is not None:
-                return ix.explain(code=code, limit=limit)
-            return ix.explain(path=indexed.locate(path)[1], line=line, limit=limit)
-
-        return _across_roots(run, None, limit, budget, _one_root(path, line, code))
+        target, roots = _at(indexed, path, line, code)
+        return _across_roots(indexed, {**target, "task": "code2nl", "mode": "hybrid", "rerank": True, "limit": limit,
+                                       "budget": budget}, roots)
 
     @server.tool(structured_output=True)
     @_user_errors
@@ -173,16 +180,11 @@ def build_server(roots: list[str | Path], embedder=None):
         """Find the docs and code that answer a question about the repository (qa task)."""
         if not isinstance(question, str) or not question.strip():
             raise ValueError("question is empty; ask e.g. 'how do I configure the cache size?'")
-        return _across_roots(lambda ix: ix.search(question, limit=limit, task="qa"), None, limit, budget)
+        return _across_roots(indexed, {"query": question, "task": "qa", "limit": limit, "budget": budget})
 
-    def _merge(hits: list, limit: int, budget: int | None) -> dict[str, Any]:
-        """(root, result) pairs best first, cut to ``limit`` and the token budget, paths labelled by root."""
-        from codesift.index.search import apply_budget
 
-        hits.sort(key=lambda t: -t[1].score)
-        top = hits[:limit]
-        kept = apply_budget([r for _, r in top], budget)
-        return {"results": [{**r.to_dict(), "path": indexed.label(root, r.path)} for (root, _), r in zip(top, kept)]}
+def _add_index_tools(server, indexed: IndexedRoots) -> None:
+    """The freshness tools: index_status and reindex."""
 
     @server.tool(structured_output=True)
     @_user_errors
@@ -190,7 +192,7 @@ def build_server(roots: list[str | Path], embedder=None):
         """Files, chunks, model and staleness of each indexed root."""
         out = []
         for root in indexed.roots:
-            with indexed._locks[root]:
+            with indexed.lock(root):
                 out.append(indexed.index(root).status())
         return {"indexes": out}
 
@@ -200,10 +202,25 @@ def build_server(roots: list[str | Path], embedder=None):
         """Re-index what changed in each root (incremental); returns what each run did."""
         out = []
         for root in indexed.roots:
-            with indexed._locks[root]:
+            with indexed.lock(root):
                 out.append(indexed.index(root).refresh().to_dict())
         return {"reports": out}
 
+
+def build_server(roots: list[str | Path], embedder: Encoder | None = None):
+    """An MCPServer exposing the indexes of ``roots`` as tools."""
+    from mcp.server.mcpserver import MCPServer
+
+    indexed = IndexedRoots(roots, embedder)
+    server = MCPServer(
+        "codesift",
+        instructions="Semantic + keyword code search over the indexed repositories. search_code: a description, "
+                     "an identifier or a whole issue text (files=true: which files to open); find_similar: code like "
+                     "a file:line or pasted code; explain_code: the docs/comments for a piece of code; "
+                     "answer_question: docs and code answering a question. budget caps snippet tokens.",
+    )
+    _add_search_tools(server, indexed)
+    _add_index_tools(server, indexed)
     server._codesift_roots = indexed  # for callers that want to close the indexes
     return server
 

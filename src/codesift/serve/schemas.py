@@ -2,7 +2,10 @@
 
 ``/v1/embeddings`` accepts the OpenAI fields (``input``, ``model``, ``encoding_format``,
 ``dimensions``, ``user``) and the hosted code-embedding API's fields (``task``, ``embedding_type``,
-``truncate``). Types are strict: ``"8"`` is not a dimension and ``1`` is not a text.
+``truncate``). Types are strict: ``"8"`` is not a dimension and ``1`` is not a text. A request checks itself: an
+empty or invalid text, an unknown task or two encodings that disagree are refused before any route runs, each as
+an ``INPUT_ERROR`` that names the field (``input[3]``) and the API's error code. ``/v1/search`` takes the index's
+own ``codesift.index.request.SearchRequest``, so its fields are the CLI's and the MCP tools'.
 """
 
 from __future__ import annotations
@@ -11,9 +14,19 @@ import base64
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from codesift.model.inputs import text_problem
+from codesift.tasks import resolve_task
 
 EmbeddingType = Literal["float", "base64", "binary", "ubinary"]
+INPUT_ERROR = "codesift_input"  # the pydantic error type of a check below; its context: message, param, code
+
+
+def input_error(message: str, param: str, code: str | None = None) -> PydanticCustomError:
+    """A request check's error that the HTTP layer answers as a 400 naming ``param`` with ``code``."""
+    return PydanticCustomError(INPUT_ERROR, "{message}", {"message": message, "param": param, "code": code})
 
 
 class EmbeddingRequest(BaseModel):
@@ -30,35 +43,46 @@ class EmbeddingRequest(BaseModel):
     truncate: StrictBool = False
     user: StrictStr | None = None
 
+    @field_validator("input")
+    @classmethod
+    def _texts(cls, value: str | list[str]) -> str | list[str]:
+        texts = [value] if isinstance(value, str) else value
+        if not texts:
+            raise input_error("input is an empty list; send at least one string", "input")
+        for i, text in enumerate(texts):
+            name = "input" if isinstance(value, str) else f"input[{i}]"
+            if not text:
+                raise input_error(f"{name} is an empty string; every input needs at least one character", name,
+                                  "empty_input")
+            problem = text_problem(text)
+            if problem is not None:
+                raise input_error(f"{name} is not valid UTF-8 text: {problem}; send UTF-8 text", name, "invalid_text")
+        return value
+
+    @field_validator("task")
+    @classmethod
+    def _task(cls, task: str | None) -> str | None:
+        if task is not None:
+            try:
+                resolve_task(task)
+            except ValueError as exc:
+                raise input_error(str(exc), "task") from None
+        return task
+
+    @model_validator(mode="after")
+    def _one_encoding(self) -> EmbeddingRequest:
+        if self.encoding_format and self.embedding_type and self.encoding_format != self.embedding_type:
+            raise input_error(f"encoding_format={self.encoding_format!r} and embedding_type={self.embedding_type!r} "
+                              "disagree; send one of them", "embedding_type")
+        return self
+
     def texts(self) -> list[str]:
         """``input`` as a list."""
         return [self.input] if isinstance(self.input, str) else list(self.input)
 
     def output_type(self) -> EmbeddingType:
-        """The vector encoding asked for; ``encoding_format`` and ``embedding_type`` must agree if both are set."""
-        if self.encoding_format and self.embedding_type and self.encoding_format != self.embedding_type:
-            raise ValueError(
-                f"encoding_format={self.encoding_format!r} and embedding_type={self.embedding_type!r} disagree; "
-                "send one of them"
-            )
+        """The vector encoding asked for (the two fields agree when both are set)."""
         return self.embedding_type or self.encoding_format or "float"
-
-
-class SearchRequest(BaseModel):
-    """POST /v1/search: the search issue's query over HTTP."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    query: StrictStr = Field(min_length=1)
-    limit: StrictInt = Field(default=10, ge=1)
-    language: StrictStr | None = None
-    path_globs: list[StrictStr] = Field(default_factory=list)  # gitignore syntax; "!glob" excludes
-    mode: Literal["hybrid", "dense", "bm25"] = "hybrid"
-    exclude_tests: StrictBool = False
-    two_stage: StrictBool = False  # Matryoshka: scan at the small dim, rerank at full dim
-    files: StrictBool = False      # rank files by the evidence of their chunks
-    rerank: StrictBool = True      # code-aware ranking: definitions first, tests and docs lower
-    budget: StrictInt | None = Field(default=None, ge=1)  # cap on the snippets' total tokens
 
 
 def encode_vectors(vectors: np.ndarray, kind: EmbeddingType) -> list:

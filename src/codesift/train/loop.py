@@ -25,10 +25,12 @@ import os
 import resource
 import sys
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -37,6 +39,9 @@ from codesift.train.config import TrainConfig
 from codesift.train.data import Pair, TaskBatchSampler, batch_negatives, load_pairs, shard
 from codesift.train.gradcache import grad_cached_backward, plain_backward
 from codesift.train.loss import LossOutput, dist_info, matryoshka_infonce
+
+if TYPE_CHECKING:
+    from codesift.model.embedder import Embedder
 
 log = logging.getLogger(__name__)
 
@@ -405,16 +410,86 @@ def _save_final(cfg: TrainConfig, out: Path, emb, fsdp: bool, is_main: bool) -> 
         emb.save(out, state_dict=full_backbone)
 
 
+@dataclass
+class _Run:
+    """What the steps of one training run share: where it writes, which rank it is, the model and its optimiser."""
+
+    cfg: TrainConfig
+    out: Path
+    rank: int
+    world: int
+    fsdp: bool
+    start_step: int
+    pairs: list[Pair]
+    sampler: TaskBatchSampler
+    emb: Embedder
+    dims: list[int]
+    named: list[tuple[str, torch.nn.Parameter]]
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    autocast: Callable[[], Any]
+    peak: float
+    metrics: _MetricsLog
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def params(self) -> list[torch.nn.Parameter]:
+        return [p for _, p in self.named]
+
+
+@dataclass
+class _Step:
+    """A finished optimiser step's figures (summed or averaged over ranks)."""
+
+    out_loss: LossOutput
+    tokens: int
+    lr: float
+    grad_norm: float
+    seconds: float
+    first: Pair  # the batch's first pair: its task and dataset go into the log
+
+
 def train(cfg: TrainConfig, resume: bool = False, stop_at: float | None = None) -> Path:
     """Run training as configured; returns the output folder (which holds the final model).
 
     ``stop_at`` (a ``time.time()``): a time budget; the step that ends past it is checkpointed and the model
     saved as it is (``codesift tune`` sizes ``steps`` to end before it; this is the guard)."""
+    run = _start(cfg, resume, stop_at)
+    if run.start_step == 0:
+        _evaluate(run, 0)
+    progress = _progress_bar(run)
+    batches = run.sampler.batches(run.start_step)
+    t_start = time.perf_counter()
+    for step in range(run.start_step, cfg.steps):
+        result = _train_step(run, step, next(batches))
+        done = step + 1
+        _log_step(run, done, result, time.perf_counter() - t_start, progress)
+        if cfg.eval_every and done % cfg.eval_every == 0 and done != cfg.steps:
+            _evaluate(run, done)
+        out_of_time = stop_at is not None and time.time() >= stop_at and done < cfg.steps
+        if (cfg.save_every and (done % cfg.save_every == 0 or done == cfg.steps) or out_of_time) and \
+                (run.is_main or run.fsdp):
+            _checkpoint(run.out, done, cfg, run.emb, run.named, run.optimizer, run.scheduler, run.fsdp, run.is_main)
+        if out_of_time:
+            log.warning("time budget spent after %d of %d steps; saving the model as it is", done, cfg.steps)
+            break
+    if progress is not None:
+        progress.close()
+    _finish(run)
+    return run.out
+
+
+def _start(cfg: TrainConfig, resume: bool, stop_at: float | None) -> _Run:
+    """Check the config, join the process group, and build data, model, optimiser and schedule (a checkpoint's
+    state over them when resuming)."""
     if not cfg.data:
         raise ValueError("no training data: pass --data pairs.jsonl (or `data:` in the config)")
     if cfg.fsdp and cfg.lora:
         raise ValueError("fsdp with lora is not supported: LoRA already trains in small memory; use one of them")
-    from codesift.model.embedder import pick_device
+    from codesift.model.device import pick_device
 
     out = Path(cfg.out)
     device = pick_device(cfg.device)
@@ -426,7 +501,6 @@ def train(cfg: TrainConfig, resume: bool = False, stop_at: float | None = None) 
     is_main = rank == 0
     start_step, state = _resume_state(cfg, out, resume, is_main)
 
-    # setup: data, model, optimiser, schedule, then the checkpoint's state over them
     torch.manual_seed(cfg.seed)  # identical initial pooling-module weights on every rank
     pairs = load_pairs(cfg.data, cfg.group_by)
     sampler = TaskBatchSampler(pairs, cfg.batch_size, cfg.mixing, cfg.seed)
@@ -441,7 +515,6 @@ def train(cfg: TrainConfig, resume: bool = False, stop_at: float | None = None) 
         log.info("fsdp: %d blocks sharded over %d processes", shard_backbone(emb), world)
         emb.inference_mode = False
     named = trainable_parameters(emb)
-    params = [p for _, p in named]
     optimizer = make_optimizer(named, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(lr_factor, cfg=cfg))
     if state is not None:
@@ -455,67 +528,72 @@ def train(cfg: TrainConfig, resume: bool = False, stop_at: float | None = None) 
         out.mkdir(parents=True, exist_ok=True)
         (out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
         log.info("%d pairs in %d datasets; %d trainable parameters; %s matmul peak %.1f GFLOP/s",
-                 len(pairs), len(sampler.groups), sum(p.numel() for p in params), compute_dtype, peak / 1e9)
+                 len(pairs), len(sampler.groups), sum(p.numel() for _, p in named), compute_dtype, peak / 1e9)
     metrics = _MetricsLog(out, cfg, is_main, start_step)
+    return _Run(cfg, out, rank, world, fsdp, start_step, pairs, sampler, emb, dims, named, optimizer, scheduler,
+                autocast, peak, metrics)
 
-    def evaluate(step: int) -> None:
-        if cfg.eval_dir and (is_main or fsdp):  # a sharded forward needs every rank
-            scores = dev_eval(emb, cfg.eval_dir, cfg.eval_max_docs)
-            metrics.emit({"step": step, **{f"eval_{k}": v for k, v in scores.items()}})
-        if world > 1:
-            import torch.distributed as dist
 
-            dist.barrier()
+def _progress_bar(run: _Run):
+    """A tqdm bar on rank 0 when ``cfg.progress`` asks for one, else None."""
+    if not (run.is_main and run.cfg.progress):
+        return None
+    from tqdm.auto import tqdm
 
-    if start_step == 0:
-        evaluate(0)
-    progress = None
-    if is_main and cfg.progress:
-        from tqdm.auto import tqdm
+    return tqdm(total=run.cfg.steps, initial=run.start_step, desc="train", unit="step", file=sys.stderr)
 
-        progress = tqdm(total=cfg.steps, initial=start_step, desc="train", unit="step", file=sys.stderr)
-    batches = sampler.batches(start_step)
-    t_start = time.perf_counter()
-    for step in range(start_step, cfg.steps):  # one step: batch, backward, all-reduce, clip, update, log
-        t0 = time.perf_counter()
-        torch.manual_seed(_rng_seed(cfg, step, rank))
-        local = [pairs[i] for i in shard(next(batches), rank, world)]
-        optimizer.zero_grad(set_to_none=True)
-        out_loss, tokens = step_gradients(emb, local, cfg, dims, autocast)
-        all_reduce_gradients(params, world)
-        grad_norm = clip_gradients(params, cfg.grad_clip) if cfg.grad_clip > 0 else float("nan")
-        lr = scheduler.get_last_lr()[0]
-        optimizer.step()
-        scheduler.step()
-        dt = time.perf_counter() - t0
-        tokens, out_loss = _global_figures(tokens, out_loss, world)
-        done = step + 1
-        if is_main and (done % cfg.log_every == 0 or done == cfg.steps):
-            row = _step_row(cfg, emb, done, out_loss, tokens, lr, grad_norm, dt, time.perf_counter() - t_start,
-                            peak, world, local[0])
-            metrics.emit(row)
-            if progress is not None:
-                progress.set_postfix(loss=f"{row['loss']:.4f}", tok_s=f"{row['tokens_per_s']:.0f}")
+
+def _train_step(run: _Run, step: int, batch: list[int]) -> _Step:
+    """One step: this rank's share of the batch, backward, all-reduce, clip, update."""
+    cfg = run.cfg
+    t0 = time.perf_counter()
+    torch.manual_seed(_rng_seed(cfg, step, run.rank))
+    local = [run.pairs[i] for i in shard(batch, run.rank, run.world)]
+    run.optimizer.zero_grad(set_to_none=True)
+    out_loss, tokens = step_gradients(run.emb, local, cfg, run.dims, run.autocast)
+    all_reduce_gradients(run.params, run.world)
+    grad_norm = clip_gradients(run.params, cfg.grad_clip) if cfg.grad_clip > 0 else float("nan")
+    lr = run.scheduler.get_last_lr()[0]
+    run.optimizer.step()
+    run.scheduler.step()
+    dt = time.perf_counter() - t0
+    tokens, out_loss = _global_figures(tokens, out_loss, run.world)
+    return _Step(out_loss, tokens, lr, grad_norm, dt, local[0])
+
+
+def _log_step(run: _Run, done: int, result: _Step, elapsed: float, progress) -> None:
+    """The step's metrics row (every ``log_every`` steps and the last, rank 0) and the progress bar."""
+    cfg = run.cfg
+    if run.is_main and (done % cfg.log_every == 0 or done == cfg.steps):
+        row = _step_row(cfg, run.emb, done, result.out_loss, result.tokens, result.lr, result.grad_norm,
+                        result.seconds, elapsed, run.peak, run.world, result.first)
+        run.metrics.emit(row)
         if progress is not None:
-            progress.update(1)
-        if cfg.eval_every and done % cfg.eval_every == 0 and done != cfg.steps:
-            evaluate(done)
-        out_of_time = stop_at is not None and time.time() >= stop_at and done < cfg.steps
-        if (cfg.save_every and (done % cfg.save_every == 0 or done == cfg.steps) or out_of_time) and (is_main or fsdp):
-            _checkpoint(out, done, cfg, emb, named, optimizer, scheduler, fsdp, is_main)
-        if out_of_time:
-            log.warning("time budget spent after %d of %d steps; saving the model as it is", done, cfg.steps)
-            break
+            progress.set_postfix(loss=f"{row['loss']:.4f}", tok_s=f"{row['tokens_per_s']:.0f}")
     if progress is not None:
-        progress.close()
-    if cfg.lora:
-        emb.model = emb.model.merge_and_unload()
-    evaluate(cfg.steps)
-    _save_final(cfg, out, emb, fsdp, is_main)
-    metrics.close()
-    if world > 1:
+        progress.update(1)
+
+
+def _evaluate(run: _Run, step: int) -> None:
+    """Dev-set metrics at ``step`` when ``eval_dir`` is set (every rank under FSDP: a sharded forward needs all)."""
+    if run.cfg.eval_dir and (run.is_main or run.fsdp):
+        scores = dev_eval(run.emb, run.cfg.eval_dir, run.cfg.eval_max_docs)
+        run.metrics.emit({"step": step, **{f"eval_{k}": v for k, v in scores.items()}})
+    if run.world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def _finish(run: _Run) -> None:
+    """Merge LoRA, evaluate at the end, save the model and leave the process group."""
+    if run.cfg.lora:
+        run.emb.model = run.emb.model.merge_and_unload()
+    _evaluate(run, run.cfg.steps)
+    _save_final(run.cfg, run.out, run.emb, run.fsdp, run.is_main)
+    run.metrics.close()
+    if run.world > 1:
         import torch.distributed as dist
 
         dist.barrier()
         dist.destroy_process_group()
-    return out

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from codesift.data.chunking import Chunk
 from codesift.index.ranking import Candidate, rank_files
+from codesift.model.encoder import Encoder
 from codesift.tune.history import HeldOutCommit
 
 KS = (1, 5, 10)
@@ -34,7 +35,7 @@ def wins(before: dict[str, float], after: dict[str, float]) -> bool:
     return (after["acc@5"], after["acc@1"]) > (before["acc@5"], before["acc@1"])
 
 
-def evaluate(embedder, chunks: Sequence[Chunk], cases: Sequence[HeldOutCommit]) -> dict[str, float]:
+def evaluate(embedder: Encoder, chunks: Sequence[Chunk], cases: Sequence[HeldOutCommit]) -> dict[str, float]:
     """Acc@k of ``embedder`` on ``cases``, searching ``chunks`` (embedded as the index embeds them)."""
     from codesift.eval.search import exact_top_k
 

@@ -142,18 +142,11 @@ def tune(path: str | Path, index: str | Path | None = None, cfg: TuneConfig | No
          out: str | Path | None = None, echo: Echo = _stderr) -> TuneReport:
     """Tune the index's model on the repository at ``path`` (see the module docstring); a ``RepositoryProblem``
     (nothing changed) when the repository cannot be learned from."""
-    import torch
-
     from codesift.data.mining import MineReport
-    from codesift.data.pipeline import write_pairs
-    from codesift.eval.bm25 import BM25Index
     from codesift.index.indexer import DocumentTokens
     from codesift.model.embedder import Embedder
-    from codesift.train.checkpoint import list_checkpoints
-    from codesift.train.config import TrainConfig
-    from codesift.train.loop import train
     from codesift.tune.evaluate import evaluate, wins
-    from codesift.tune.history import training_pairs, tree_chunks
+    from codesift.tune.history import tree_chunks
 
     cfg = cfg or TuneConfig()
     t0 = time.time()
@@ -167,83 +160,38 @@ def tune(path: str | Path, index: str | Path | None = None, cfg: TuneConfig | No
          f"up to {split.cutoff[:12]}")
 
     work = index_dir / TUNE_WORK_DIRNAME
-    run_dir = work / "run"
-    plan_path = work / PLAN
-    plan = json.loads(plan_path.read_text(encoding="utf-8")) if plan_path.is_file() else None
-    if plan and (plan["head"], plan["base_model"]) != (split.head, base):
-        plan = None  # another commit or another model: start again
-    if plan is None and work.exists():
-        shutil.rmtree(work)
-
+    plan = _saved_plan(work, split.head, base)
     base_emb = Embedder(base, device=cfg.device, dtype="float32")
     counter = DocumentTokens(base_emb)
     index_cap = (_index_config(index_dir) or IndexConfig()).max_tokens
     mining = replace(cfg.split.mining, max_tokens=min(index_cap, base_emb.max_length))  # chunks as the index cuts them
     chunks = tree_chunks(root, split.cutoff, mining, counter)
     if plan is None:
-        echo("mining pairs from the history and the docstrings ...")
-        pairs, counts = training_pairs(root, split, replace(cfg.split, mining=mining), counter, BM25Index, mined)
-        if len(pairs) < 4:
-            raise RepositoryProblem(f"{root} gave {len(pairs)} training pair(s) before its held-out commits; "
-                                    "`codesift tune` needs at least 4")
-        work.mkdir(parents=True, exist_ok=True)
-        write_pairs(pairs, work / "pairs.jsonl")
-        echo(f"{counts['commit_pairs']} commit pairs, {counts['docstring_pairs']} docstring pairs; measuring the base "
-             f"model on {len(split.held_out)} held-out commits ...")
-        te = time.time()
-        before = evaluate(base_emb, chunks, split.held_out)
-        eval_s = time.time() - te
-        batch = max(2, min(cfg.batch_size, len(pairs) // 2))
-        budget = cfg.minutes * 60 - (time.time() - t0) - 2 * eval_s  # the after measure and the re-embed remain
-        steps = _plan_steps(budget, eval_s, len(chunks) + len(split.held_out), len(pairs), cfg, batch)
-        plan = {"head": split.head, "base_model": base, "cutoff": split.cutoff, "pairs": counts, "before": before,
-                "eval_s": eval_s, "batch_size": batch, "steps": steps, "trained": False}
-        plan_path.write_text(json.dumps(plan, indent=2), encoding="utf-8")
+        plan = _new_plan(root, split, replace(cfg.split, mining=mining), counter, mined, base_emb, chunks, cfg, t0,
+                         work, base, echo)
     else:
         echo(f"resuming the tune in {work}")
     report.pairs, report.before, report.steps = plan["pairs"], plan["before"], plan["steps"]
     echo(f"base: Acc@1 {report.before['acc@1']:.2f}  Acc@5 {report.before['acc@5']:.2f}  Acc@10 {report.before['acc@10']:.2f}")
 
+    pooling, max_length = base_emb.pooling, base_emb.max_length
+    del base_emb, counter  # training loads the model again; one copy in memory at a time
     if not plan["trained"]:
-        train_cfg = TrainConfig().replace(
-            model=base, pooling=base_emb.pooling, max_length=min(cfg.max_length, base_emb.max_length),
-            save_max_length=base_emb.max_length, data=[str(work / "pairs.jsonl")], group_by="file",
-            hard_negatives=cfg.hard_negatives, steps=plan["steps"], batch_size=plan["batch_size"],
-            mini_batch_size=min(16, plan["batch_size"]), lr=cfg.lr, bf16=torch.cuda.is_available(),
-            device=cfg.device, out=str(run_dir), save_every=max(1, plan["steps"] // 5), keep_last=1, peak_probe_s=0.0,
-            progress=True)
-        del base_emb, counter
-        found = list_checkpoints(run_dir)
-        report.resumed_from_step = found[-1][0] if found else 0
-        echo(f"training {plan['steps']} steps of {plan['batch_size']} pairs"
-             + (f", from step {report.resumed_from_step}" if found else "") + " ...")
-        train(train_cfg, resume=bool(found), stop_at=t0 + cfg.minutes * 60 - 2 * plan["eval_s"])
-        plan["trained"] = True
-        plan_path.write_text(json.dumps(plan, indent=2), encoding="utf-8")
-    else:
-        del base_emb, counter
+        _train_tune(plan, cfg, base, pooling, max_length, work, t0, report, echo)
 
-    tuned = Embedder(run_dir, device=cfg.device, dtype="float32")
+    tuned = Embedder(work / "run", device=cfg.device, dtype="float32")
     report.after = evaluate(tuned, chunks, split.held_out)
     echo(f"tuned: Acc@1 {report.after['acc@1']:.2f}  Acc@5 {report.after['acc@5']:.2f}  Acc@10 {report.after['acc@10']:.2f}")
     if out is not None:
         report.out = str(tuned.save(Path(out)).resolve())
     if wins(report.before, report.after):
-        target = index_dir / TUNED_MODEL_DIRNAME
-        staging = index_dir / (TUNED_MODEL_DIRNAME + ".new")
-        shutil.rmtree(staging, ignore_errors=True)
-        tuned.save(staging)
-        shutil.rmtree(target, ignore_errors=True)
-        staging.rename(target)
-        record = {"installed": True, "model": str(target.resolve()), "base_model": base, "head": split.head,
-                  "cutoff": split.cutoff, "before": report.before, "after": report.after, "pairs": report.pairs,
-                  "installed_at": time.time()}
-        (index_dir / TUNE_RECORD).write_text(json.dumps(record, indent=2), encoding="utf-8")
-        del tuned
-        reembed(root, index_dir, str(target.resolve()), echo)
-        report.installed, report.model = True, str(target.resolve())
+        target = _install_tuned(tuned, index_dir, report)
+        del tuned  # the re-embed loads the installed copy
+        reembed(root, index_dir, str(target), echo)
+        report.installed, report.model = True, str(target)
         report.message = (f"installed: the tuned model beats {base} on the held-out commits "
-                          f"(Acc@5 {report.before['acc@5']:.2f} -> {report.after['acc@5']:.2f}); the index uses {target}")
+                          f"(Acc@5 {report.before['acc@5']:.2f} -> {report.after['acc@5']:.2f}); "
+                          f"the index uses {index_dir / TUNED_MODEL_DIRNAME}")
     else:
         config = _index_config(index_dir)
         report.model = config.model if config else base
@@ -254,6 +202,88 @@ def tune(path: str | Path, index: str | Path | None = None, cfg: TuneConfig | No
     report.minutes = round((time.time() - t0) / 60, 2)
     echo(report.message)
     return report
+
+
+def _saved_plan(work: Path, head: str, base: str) -> dict | None:
+    """The plan of an interrupted tune of the same commit and model, else None (and the work folder cleared)."""
+    plan_path = work / PLAN
+    plan = json.loads(plan_path.read_text(encoding="utf-8")) if plan_path.is_file() else None
+    if plan and (plan["head"], plan["base_model"]) != (head, base):
+        plan = None  # another commit or another model: start again
+    if plan is None and work.exists():
+        shutil.rmtree(work)
+    return plan
+
+
+def _new_plan(root: Path, split, split_cfg: SplitConfig, counter, mined, base_emb, chunks, cfg: TuneConfig,
+              t0: float, work: Path, base: str, echo: Echo) -> dict:
+    """Mine the training pairs, measure the base model, size the training to the budget; write and return the plan."""
+    from codesift.data.pipeline import write_pairs
+    from codesift.eval.bm25 import BM25Index
+    from codesift.tune.evaluate import evaluate
+    from codesift.tune.history import training_pairs
+
+    echo("mining pairs from the history and the docstrings ...")
+    pairs, counts = training_pairs(root, split, split_cfg, counter, BM25Index, mined)
+    if len(pairs) < 4:
+        raise RepositoryProblem(f"{root} gave {len(pairs)} training pair(s) before its held-out commits; "
+                                "`codesift tune` needs at least 4")
+    work.mkdir(parents=True, exist_ok=True)
+    write_pairs(pairs, work / "pairs.jsonl")
+    echo(f"{counts['commit_pairs']} commit pairs, {counts['docstring_pairs']} docstring pairs; measuring the base "
+         f"model on {len(split.held_out)} held-out commits ...")
+    te = time.time()
+    before = evaluate(base_emb, chunks, split.held_out)
+    eval_s = time.time() - te
+    batch = max(2, min(cfg.batch_size, len(pairs) // 2))
+    budget = cfg.minutes * 60 - (time.time() - t0) - 2 * eval_s  # the after measure and the re-embed remain
+    steps = _plan_steps(budget, eval_s, len(chunks) + len(split.held_out), len(pairs), cfg, batch)
+    plan = {"head": split.head, "base_model": base, "cutoff": split.cutoff, "pairs": counts, "before": before,
+            "eval_s": eval_s, "batch_size": batch, "steps": steps, "trained": False}
+    (work / PLAN).write_text(json.dumps(plan, indent=2), encoding="utf-8")
+    return plan
+
+
+def _train_tune(plan: dict, cfg: TuneConfig, base: str, pooling: str, max_length: int, work: Path, t0: float,
+                report: TuneReport, echo: Echo) -> None:
+    """Train the planned steps into ``work/run`` (resuming from its last checkpoint), then mark the plan trained."""
+    import torch
+
+    from codesift.train.checkpoint import list_checkpoints
+    from codesift.train.config import TrainConfig
+    from codesift.train.loop import train
+
+    run_dir = work / "run"
+    train_cfg = TrainConfig().replace(
+        model=base, pooling=pooling, max_length=min(cfg.max_length, max_length),
+        save_max_length=max_length, data=[str(work / "pairs.jsonl")], group_by="file",
+        hard_negatives=cfg.hard_negatives, steps=plan["steps"], batch_size=plan["batch_size"],
+        mini_batch_size=min(16, plan["batch_size"]), lr=cfg.lr, bf16=torch.cuda.is_available(),
+        device=cfg.device, out=str(run_dir), save_every=max(1, plan["steps"] // 5), keep_last=1, peak_probe_s=0.0,
+        progress=True)
+    found = list_checkpoints(run_dir)
+    report.resumed_from_step = found[-1][0] if found else 0
+    echo(f"training {plan['steps']} steps of {plan['batch_size']} pairs"
+         + (f", from step {report.resumed_from_step}" if found else "") + " ...")
+    train(train_cfg, resume=bool(found), stop_at=t0 + cfg.minutes * 60 - 2 * plan["eval_s"])
+    plan["trained"] = True
+    (work / PLAN).write_text(json.dumps(plan, indent=2), encoding="utf-8")
+
+
+def _install_tuned(tuned, index_dir: Path, report: TuneReport) -> Path:
+    """Save ``tuned`` as the index's tuned model (staged, then renamed) and record it; return its folder."""
+    target = index_dir / TUNED_MODEL_DIRNAME
+    staging = index_dir / (TUNED_MODEL_DIRNAME + ".new")
+    shutil.rmtree(staging, ignore_errors=True)
+    tuned.save(staging)
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+    target = target.resolve()
+    record = {"installed": True, "model": str(target), "base_model": report.base_model, "head": report.head,
+              "cutoff": report.cutoff, "before": report.before, "after": report.after, "pairs": report.pairs,
+              "installed_at": time.time()}
+    (index_dir / TUNE_RECORD).write_text(json.dumps(record, indent=2), encoding="utf-8")
+    return target
 
 
 def revert(path: str | Path, index: str | Path | None = None, echo: Echo = _stderr) -> dict:
