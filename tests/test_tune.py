@@ -207,3 +207,21 @@ def test_bad_repositories_get_one_clear_message_and_nothing_changes(repo, tmp_pa
 
     (repo / "parse.py").write_text("# edited\n")
     _refused(repo, monkeypatch, capsys, "uncommitted changes", "parse.py")
+
+
+def test_the_tuned_model_is_saved_in_the_base_models_stored_dtype(tiny_bert_dir, tmp_path):
+    """A float16 base gives a float16 tuned folder (no bigger than the base), with the same vectors within 1e-3."""
+    from codesift.model.embedder import Embedder
+    from codesift.tune.run import save_like_base, stored_dtype
+
+    emb = Embedder(str(tiny_bert_dir), device="cpu", dtype="float32")
+    assert stored_dtype(str(tiny_bert_dir)) == "float32"
+    half_base = save_like_base(emb, tmp_path / "base16", "float16")
+    assert stored_dtype(str(half_base)) == "float16"
+    tuned = save_like_base(emb, tmp_path / "tuned", stored_dtype(str(half_base)))
+    size = lambda d: sum(p.stat().st_size for p in Path(d).glob("*.safetensors"))
+    assert size(tuned) <= size(half_base) < size(tiny_bert_dir)
+    texts = ["def add(a, b): return a + b", "parse the config file"]
+    a = emb.encode(texts, task="nl2code", role="document")
+    b = Embedder(str(tuned), device="cpu", dtype="float32").encode(texts, task="nl2code", role="document")
+    assert float((a * b).sum(axis=1).min()) > 1 - 1e-3

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from codesift.index.request import SearchRequest
     from codesift.index.search import CodeIndex, open_index, stored_dtype
     from codesift.index.searcher import FileResult, SearchResult
+    from codesift.model.encoder import Encoder
 
 
 def __getattr__(name: str):
@@ -32,7 +33,7 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'codesift.index' has no attribute {name!r}")
 
 
-def build_index(root, index_dir=None, config: IndexConfig | None = None, embedder=None, progress=None) -> IndexReport:
+def build_index(root, index_dir=None, config: IndexConfig | None = None, embedder: Encoder | None = None, progress=None) -> IndexReport:
     """Build or update the index of ``root`` (default index dir: ``root/.codesift``); returns the run's report."""
     from codesift.index.indexer import Indexer
 

@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -28,6 +29,9 @@ from codesift.index.engines import open_store
 from codesift.index.manifest import FileRecord, Manifest, damaged_message
 from codesift.index.store import Store, is_milvus_uri, make_row
 from codesift.model.loading import canonical_model_name
+
+if TYPE_CHECKING:
+    from codesift.model.encoder import Encoder
 
 log = logging.getLogger(__name__)
 
@@ -87,15 +91,14 @@ def sha256_text(text: str) -> str:
 class DocumentTokens:
     """The chunker's ``PieceCounter`` over an Embedder: tokens as the model sees a chunk (nl2code document)."""
 
-    def __init__(self, embedder) -> None:
+    def __init__(self, embedder: Encoder) -> None:
         self.embedder = embedder
 
     def spans(self, text: str):
         """``text`` tokenized once (offsets), or None where the tokenizer has no offsets."""
         from codesift.data.chunking import TokenSpans
 
-        token_spans = getattr(self.embedder, "token_spans", None)  # stand-in embedders may only count
-        found = token_spans(text, task="nl2code", role="document") if token_spans else None
+        found = self.embedder.token_spans(text, task="nl2code", role="document")
         return None if found is None else TokenSpans.from_offsets(*found)
 
     def count(self, texts) -> list[int]:
@@ -149,7 +152,7 @@ class Indexer:
     """Keeps one index directory in step with one source tree."""
 
     def __init__(self, root: str | Path, index_dir: str | Path | None = None, config: IndexConfig | None = None,
-                 embedder=None, manifest: Manifest | None = None, store: Store | None = None,
+                 embedder: Encoder | None = None, manifest: Manifest | None = None, store: Store | None = None,
                  release_holder: bool = True) -> None:
         self.root = Path(root).resolve()
         if not self.root.is_dir():
@@ -185,7 +188,7 @@ class Indexer:
 
     # lazily built parts: an unchanged tree never loads the model nor opens the store
     @property
-    def embedder(self):
+    def embedder(self) -> Encoder:
         """The Embedder (loaded on first use)."""
         if self._embedder is None:
             from codesift.model.embedder import Embedder
@@ -204,7 +207,7 @@ class Indexer:
             raise ValueError(f"model {self._embedder.name!r} is not the one that built index {self.index_dir} "
                              f"(weights {fingerprint}); pass --model with that model, or --rebuild to re-embed")
         loaded = canonical_model_name(self._embedder.name)
-        precision = getattr(self._embedder, "precision", None) or self.config.dtype  # stand-ins may have none
+        precision = self._embedder.precision
         if loaded != self.config.model or precision != self.config.dtype:
             log.info("recording the loaded model %s, %s (configured: %s, %s)", loaded, precision, self.config.model,
                      self.config.dtype)
@@ -212,7 +215,7 @@ class Indexer:
             self.manifest.set_meta(config=self.config.to_meta())
 
     @property
-    def loaded_embedder(self):
+    def loaded_embedder(self) -> Encoder | None:
         """The Embedder if it was loaded or given (None: not needed yet)."""
         return self._embedder
 
@@ -387,7 +390,7 @@ class Indexer:
 
     def chunk_limit(self) -> int:
         """Tokens per chunk: the configured cap, or the model's own limit where that is lower (no chunk is truncated)."""
-        return min(self.config.max_tokens, getattr(self.embedder, "max_length", None) or self.config.max_tokens)
+        return min(self.config.max_tokens, self.embedder.max_length)
 
     def _write_batch(self, batch: list[tuple[FileStat, str, str, str | None]], report: IndexReport) -> None:
         from codesift.data.chunking import chunk_text

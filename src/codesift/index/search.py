@@ -25,6 +25,8 @@ from codesift.index.store import ChunkFilter, Store, StoreLockedError, is_milvus
 if TYPE_CHECKING:
     from typing_extensions import Self  # typing.Self from Python 3.11
 
+    from codesift.model.encoder import Encoder
+
 
 def _file_identity(path: Path) -> tuple[int, int] | None:
     """(device, inode) of ``path``, None if it is gone."""
@@ -38,7 +40,7 @@ def _file_identity(path: Path) -> tuple[int, int] | None:
 class CodeIndex:
     """An index directory opened for search, status and refresh."""
 
-    def __init__(self, index_dir: str | Path, embedder=None, search_config: SearchConfig | None = None,
+    def __init__(self, index_dir: str | Path, embedder: Encoder | None = None, search_config: SearchConfig | None = None,
                  release_holder: bool = True) -> None:
         self.index_dir = Path(index_dir).resolve()
         # a store one process at a time may open (Milvus Lite): ask its holder to let go first (see engines.open_store);
@@ -66,7 +68,7 @@ class CodeIndex:
 
     # ---- lazily opened parts
     @property
-    def embedder(self):
+    def embedder(self) -> Encoder:
         """The index's Embedder (loaded on first use, from the model the index was built with)."""
         if self._embedder is None:
             from codesift.model.embedder import Embedder
@@ -260,7 +262,7 @@ def tuned_record(index_dir: str | Path, model: str) -> dict | None:
     return {k: record.get(k) for k in ("base_model", "before", "after", "head", "installed_at")}
 
 
-def open_index(index_dir: str | Path, embedder=None) -> CodeIndex:
+def open_index(index_dir: str | Path, embedder: Encoder | None = None) -> CodeIndex:
     """Open an existing index (a ``.codesift`` dir, or a source root that holds one) for search."""
     p = Path(index_dir)
     if not p.exists():

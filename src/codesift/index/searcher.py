@@ -25,6 +25,7 @@ from codesift.model.norm import l2_normalize
 if TYPE_CHECKING:
     from codesift.index.config import SearchConfig
     from codesift.index.manifest import Manifest
+    from codesift.model.encoder import Encoder
 
 
 @dataclass
@@ -77,7 +78,7 @@ class OpenIndex(Protocol):
     def store(self) -> Store: ...
 
     @property
-    def embedder(self): ...
+    def embedder(self) -> Encoder: ...
 
 
 def rrf_fuse(lists: list[list[dict]], weights: list[float], k: float) -> list[tuple[float, dict]]:
@@ -251,10 +252,7 @@ class Searcher:
         """
         emb = self.index.embedder
         cfg = self.config
-        count = getattr(emb, "count_tokens", None)
-        limit = getattr(emb, "max_length", None)
-        if count is None or limit is None:  # an embedder without a tokenizer (stubs): let it cut
-            return emb.encode([text], task=task, role="query", normalize=True, truncate=True, show_progress=False)
+        count, limit = emb.count_tokens, emb.max_length
         if count([text], task=task, role="query")[0] <= limit or cfg.long_query == "truncate":
             return emb.encode([text], task=task, role="query", normalize=True, truncate=True, show_progress=False)
         overhead = count([""], task=task, role="query")[0]  # prefix and special tokens, paid by every window
@@ -313,8 +311,7 @@ class Searcher:
         answers and comments best under their own. Plain encoders (no prefixes) skip this.
         """
         emb = self.index.embedder
-        prefix = getattr(emb, "prefix", None)
-        if prefix is None or prefix(task, "document") == prefix("nl2code", "document"):
+        if emb.prefix(task, "document") == emb.prefix("nl2code", "document"):
             return cands
         top = cands[: cfg.task_rerank_depth]
         results = self.results([(c.score, c.row or {"id": c.id}) for c in top], cfg)
