@@ -139,6 +139,11 @@ class Searcher:
                             request.budget)
 
     # ---- filters
+    def forget_file_list(self) -> None:
+        """Drop the cached file list and glob matches: the next filter reads the manifest again (a cold filter)."""
+        self._files_view = None
+        self._glob_cache.clear()
+
     def _indexed_files(self) -> tuple[list[str], set[str]]:
         """(sorted paths of indexed files with chunks, their languages), re-read only when the index changed."""
         meta = self.index.manifest.get_meta()
