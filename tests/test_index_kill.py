@@ -203,17 +203,16 @@ def test_sigkill_inside_a_keyword_segment_merge_then_next_run_finishes(tmp_path,
 
 MIGRATE_CHILD = r"""
 import sys, time
-from codesift.index import sqlite_terms
+from codesift.index import sqlite_store
 from codesift.index.manifest import Manifest
-from codesift.index.sqlite_store import SQLiteStore
 path, marker = sys.argv[1:3]
-orig = sqlite_terms.add_chunks
+orig = sqlite_store.add_chunks  # the store calls the postings writer by this name
 def add_chunks(db, chunks):
     orig(db, chunks)
     open(marker, "w").close()
     time.sleep(120)
-sqlite_terms.add_chunks = add_chunks
-SQLiteStore(Manifest(path), 8, 4)
+sqlite_store.add_chunks = add_chunks
+sqlite_store.SQLiteStore(Manifest(path), 8, 4)
 """
 
 
