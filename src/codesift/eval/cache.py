@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from codesift.model.inputs import texts_digest
+
 logger = logging.getLogger(__name__)
 
 
@@ -20,15 +22,6 @@ def default_cache_dir() -> Path:
 
     return codesift_cache_dir() / "embeddings"
 
-
-def texts_hash(texts: list[str]) -> str:
-    """A SHA-256 over the texts in order (length-prefixed, so boundaries count)."""
-    h = hashlib.sha256()
-    for t in texts:
-        b = t.encode("utf-8")
-        h.update(len(b).to_bytes(8, "little"))
-        h.update(b)
-    return h.hexdigest()
 
 
 class EmbeddingCache:
@@ -40,7 +33,7 @@ class EmbeddingCache:
     @staticmethod
     def key(fingerprint: str, task: str, role: str, dim: int | None, texts: list[str]) -> str:
         """The cache key of one embedding matrix."""
-        parts = json.dumps([fingerprint, task, role, dim, texts_hash(texts)])
+        parts = json.dumps([fingerprint, task, role, dim, texts_digest(texts)])
         return hashlib.sha256(parts.encode()).hexdigest()[:32]
 
     def get(self, key: str) -> np.ndarray | None:

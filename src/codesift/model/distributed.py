@@ -15,7 +15,6 @@ Ray is optional (``pip install 'codesift[ray]'``): it is imported inside the fun
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -29,6 +28,8 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+
+from codesift.model.inputs import texts_digest
 
 log = logging.getLogger(__name__)
 
@@ -199,15 +200,6 @@ def shard_ranges(n: int, shard_size: int) -> list[tuple[int, int]]:
         raise RayEmbedError(f"--shard-size must be at least 1, got {shard_size}")
     return [(s, min(s + shard_size, n)) for s in range(0, n, shard_size)]
 
-
-def texts_digest(texts: Sequence[str]) -> str:
-    """sha256 over the texts (length-prefixed, so boundaries count)."""
-    h = hashlib.sha256()
-    for t in texts:
-        b = t.encode("utf-8")
-        h.update(len(b).to_bytes(8, "little"))
-        h.update(b)
-    return h.hexdigest()
 
 
 def shard_path(folder: Path, shard: int) -> Path:

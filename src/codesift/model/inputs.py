@@ -8,6 +8,9 @@ be a wrong answer. Files read by the indexer are the one exception (see ``codesi
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
+
 
 class InvalidTextError(ValueError):
     """A text is not valid Unicode (invalid UTF-8 bytes, or a lone surrogate)."""
@@ -50,3 +53,14 @@ def printable(text: str) -> str:
         return text
     return "".join(f"\\x{ord(c) - 0xDC00:02x}" if 0xDC80 <= ord(c) <= 0xDCFF else
                    f"\\u{ord(c):04x}" if 0xD800 <= ord(c) <= 0xDFFF else c for c in text)
+
+
+def texts_digest(texts: Sequence[str]) -> str:
+    """SHA-256 over the texts in order (length-prefixed, so boundaries count): the key of a cached or sharded
+    embedding job."""
+    h = hashlib.sha256()
+    for t in texts:
+        b = t.encode("utf-8")
+        h.update(len(b).to_bytes(8, "little"))
+        h.update(b)
+    return h.hexdigest()
