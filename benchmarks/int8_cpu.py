@@ -91,6 +91,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from codesift import Embedder
+    from codesift.model.device import cpu_flags
 
     dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
     load_before = os.getloadavg()
@@ -150,7 +151,8 @@ def main() -> None:
 
     result = {"command": " ".join(["benchmarks/int8_cpu.py", *sys.argv[1:]]), "model": args.model,
               "texts": len(texts), "tokens": tokens, "tree": tree_facts, "results": table,
-              "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
+              "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                          "cpu_flags": sorted(f for f in cpu_flags() if f.startswith(("avx", "amx", "fma"))), "python": platform.python_version(),
                           "load_avg_before": load_before, "load_avg_after": os.getloadavg(),
                           "peak_rss_mb_this_process": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}
     out = Path(args.out)

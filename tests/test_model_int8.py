@@ -96,7 +96,8 @@ def test_int8_refuses_what_it_cannot_run(tiny_qwen_dir, bert_dir):
         Embedder(bert_dir, device="cpu", dtype="int4")
 
 
-def test_auto_picks_int8_only_where_its_loss_was_measured(tmp_path, bert_dir):
+def test_auto_picks_int8_only_where_its_loss_was_measured(tmp_path, bert_dir, monkeypatch):
+    monkeypatch.setattr(int8, "cpu_has_int8_dot", lambda: True)
     assert int8.fastest_dtype(str(bert_dir), "cpu") == "auto"  # never measured
     good = with_int8_record(bert_dir, tmp_path / "good", loss=0.2)
     assert int8.fastest_dtype(str(good), "cpu") == "int8"
@@ -105,16 +106,32 @@ def test_auto_picks_int8_only_where_its_loss_was_measured(tmp_path, bert_dir):
     assert int8.fastest_dtype(str(stale), "cpu") == "auto"
 
 
+def test_auto_keeps_float32_on_a_cpu_without_int8_dot_products(tmp_path, bert_dir, monkeypatch):
+    good = with_int8_record(bert_dir, tmp_path / "good", loss=0.2)
+    monkeypatch.setattr(int8, "cpu_has_int8_dot", lambda: False)  # plain AVX2: int8 measured no faster
+    assert int8.fastest_dtype(str(good), "cpu") == "auto"
+
+
+def test_cpu_flags_come_from_cpuinfo():
+    from codesift.model.device import cpu_flags, cpu_has_fast_bf16, cpu_has_int8_dot
+
+    flags = cpu_flags()
+    assert cpu_has_int8_dot() == bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
+    assert cpu_has_fast_bf16() == bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
 def test_the_shipped_model_records_its_int8_quality():
     from codesift.model.loading import resolve_model
 
     record = resolve_model("codesift-mini").int8_quality
     assert record["recipe"] == int8.RECIPE and isinstance(record["ndcg10_loss"], float)
-    expected = "int8" if record["ndcg10_loss"] <= int8.MAX_NDCG_LOSS else "auto"  # measured 0.55: over the limit
+    fast = record["ndcg10_loss"] <= int8.MAX_NDCG_LOSS and int8.cpu_has_int8_dot()
+    expected = "int8" if fast else "auto"  # measured 0.55: over the limit
     assert int8.fastest_dtype("codesift-mini", "cpu") == expected
 
 
-def test_index_records_the_dtype_and_search_embeds_queries_the_same_way(tmp_path, bert_dir):
+def test_index_records_the_dtype_and_search_embeds_queries_the_same_way(tmp_path, bert_dir, monkeypatch):
+    monkeypatch.setattr(int8, "cpu_has_int8_dot", lambda: True)  # auto picks int8 where VNNI makes it pay
     model = with_int8_record(bert_dir, tmp_path / "model", loss=0.2)
     root = tmp_path / "repo"
     root.mkdir()

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from codesift.model.device import pick_device
+from codesift.model.device import cpu_has_int8_dot, pick_device
 from codesift.model.loading import ModelSource, codesift_cache_dir, resolve_model
 
 log = logging.getLogger(__name__)
@@ -76,9 +76,10 @@ def int8_keeps_quality(source: ModelSource) -> bool:
 
 
 def fastest_dtype(model: str | os.PathLike | None, device: str = "auto") -> str:
-    """The dtype of the fastest path that keeps quality: ``int8`` on a CPU for a model whose int8 loss was
-    measured within the limit (and ONNX Runtime installed), else ``auto`` (the torch dtype the hardware runs best)."""
-    if pick_device(device).type != "cpu" or not onnxruntime_available():
+    """The dtype of the fastest path that keeps quality: ``int8`` on a CPU with int8 dot-product instructions
+    (VNNI, AMX) for a model whose int8 loss was measured within the limit (and ONNX Runtime installed), else
+    ``auto`` (the torch dtype the hardware runs best). On a CPU without them int8 is no faster than float32."""
+    if pick_device(device).type != "cpu" or not onnxruntime_available() or not cpu_has_int8_dot():
         return "auto"
     return "int8" if int8_keeps_quality(resolve_model(model)) else "auto"
 
