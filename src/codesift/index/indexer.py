@@ -24,7 +24,7 @@ import numpy as np
 
 from codesift.data.files import is_test_path
 from codesift.data.walk import FileStat, walk_files
-from codesift.index.config import DB_NAME, INDEX_DIRNAME, IndexConfig
+from codesift.index.config import DB_NAME, INDEX_DIRNAME, IndexConfig, collection_name
 from codesift.index.engines import open_store
 from codesift.index.manifest import FileRecord, Manifest, damaged_message
 from codesift.index.store import Store, is_milvus_uri, make_row
@@ -176,6 +176,8 @@ class Indexer:
             raise ValueError(f"index {self.index_dir} belongs to {meta['root']}, not {self.root}; if the repository "
                              f"moved, rebuild it here with `codesift index {self.root} --rebuild`, else pass another --index")
         config = replace(config, model=canonical_model_name(config.model))
+        if config.collection is None:  # a Milvus store: one collection per index, named when the index is created
+            config = replace(config, collection=stored.collection if stored else collection_name(self.root, self.index_dir))
         if meta.get("config") and canonical_model_name(meta["config"].get("model") or "") != config.model:
             raise ValueError(
                 f"index {self.index_dir} was built with model {meta['config'].get('model')!r}, not {config.model!r}; "
