@@ -34,6 +34,28 @@ def tiny_bert_dir(tmp_path_factory) -> Path:
     return make_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
 
 
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A local Ray cluster (2 CPUs) for one test module; its workers import this checkout's codesift."""
+    import codesift
+
+    ray = pytest.importorskip("ray")  # the optional extra: pip install 'codesift[ray]'
+    src = str(Path(codesift.__file__).resolve().parents[1])
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join([src, old] if old else [src])
+    # Ray kills a worker that has not registered within 60 s; on a loaded machine importing ray takes longer.
+    os.environ.setdefault("RAY_worker_register_timeout_seconds", "600")
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=150 * 2**20, log_to_driver=False)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+        if old is None:
+            del os.environ["PYTHONPATH"]
+        else:
+            os.environ["PYTHONPATH"] = old
+
+
 @pytest.fixture
 def bm25_index(tmp_path, monkeypatch):
     """An index of test_index_ranking's REPO built with a stand-in model, its query server enabled (it answers

@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import codesift
 from codesift import Embedder
 from codesift.model.distributed import (
     EmbedSpec,
@@ -36,25 +35,6 @@ TOL = 1e-5
 SHARD = 5
 # 23 texts of very different lengths, so that shards (and batches inside them) differ in padding
 TEXTS = [f"def f{i}(x):\n    return x * {i}\n" * (1 + i % 4) + "# " + "word " * (i % 7) for i in range(23)]
-
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    """A local Ray cluster for this module; its workers import this checkout's codesift."""
-    src = str(Path(codesift.__file__).resolve().parents[1])
-    old = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join([src, old] if old else [src])
-    # Ray kills a worker that has not registered within 60 s; on a loaded machine importing ray takes longer.
-    os.environ.setdefault("RAY_worker_register_timeout_seconds", "600")
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=150 * 2**20, log_to_driver=False)
-    try:
-        yield ray
-    finally:
-        ray.shutdown()
-        if old is None:
-            del os.environ["PYTHONPATH"]
-        else:
-            os.environ["PYTHONPATH"] = old
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -37,8 +38,9 @@ def _sqlite_errors(index_dir: Path):
 
 
 def _progress_printer(bar: bool, lines_every_s: float = 15.0):
-    """A (phase, done, total) callback on stderr: a rich progress bar (``bar``), else a line every ``lines_every_s``
-    seconds (logs, CI, an agent's captured stderr); returns (the bar or None, the callback)."""
+    """A (phase, done, total) callback on stderr: a rich progress bar per phase (files; repositories and chunks when
+    there are several repositories) (``bar``), else a line every ``lines_every_s`` seconds (logs, CI, an agent's
+    captured stderr); returns (the bar or None, the callback)."""
     if not bar:
         start = last = time.monotonic()
 
@@ -47,18 +49,21 @@ def _progress_printer(bar: bool, lines_every_s: float = 15.0):
             now = time.monotonic()
             if now - last >= lines_every_s and total:
                 last = now
-                typer.echo(f"indexing: {done:,} of {total:,} files ({done / total:.0%}), {now - start:.0f} s", err=True)
+                typer.echo(f"indexing: {done:,} of {total:,} {phase} ({done / total:.0%}), {now - start:.0f} s",
+                           err=True)
 
         return None, line
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    progress_bar = Progress(TextColumn("indexing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                            console=Console(stderr=True), transient=True)
-    task = progress_bar.add_task("files", total=None)
+    progress_bar = Progress(TextColumn("indexing {task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+    tasks: dict[str, int] = {}
 
     def update(phase: str, done: int, total: int) -> None:
-        progress_bar.update(task, completed=done, total=total)
+        if phase not in tasks:
+            tasks[phase] = progress_bar.add_task(phase, total=None)
+        progress_bar.update(tasks[phase], completed=done, total=total)
 
     return progress_bar, update
 
@@ -139,31 +144,99 @@ def _search(index_dir: Path, request, refresh: bool, use_server: bool) -> dict:
 
 
 def index_command(
-    path: str = typer.Argument(".", help="Root of the source tree."),
+    paths: list[str] = typer.Argument(None, help="Roots of the source trees (default: the current directory)."),
     model: str = typer.Option(None, "--model", "-m", help="Embedding model (default: the index's, else $CODESIFT_MODEL, else jina-code-embeddings-0.5b with a GPU, codesift-mini without)."),
-    index: str = typer.Option(None, "--index", help="Index directory (default PATH/.codesift)."),
-    store_uri: str = typer.Option(None, "--store-uri", help="Milvus server URI, e.g. http://host:19530, or a Milvus Lite file (*.db) (default: SQLite in the index dir)."),
+    index: str = typer.Option(None, "--index", help="Index directory (default PATH/.codesift; one PATH only)."),
+    store_uri: str = typer.Option(None, "--store-uri", help="Milvus server URI, e.g. http://host:19530, or a Milvus Lite file (*.db) (default: SQLite in the index dir). Each index gets its own collection there."),
     store_token: str = typer.Option(None, "--store-token", envvar="CODESIFT_STORE_TOKEN",
                                     help="Milvus server credentials, user:password or an API key."),
     max_tokens: int = typer.Option(None, "--max-tokens", help="Chunk size cap in tokens (default 512)."),
     dtype: str = typer.Option(None, "--dtype", help="Model precision of a new index: auto (default: int8 on a CPU "
                               "where it keeps quality, else bf16/fp32), int8, float32, bfloat16. Search uses the index's."),
     rebuild: bool = typer.Option(False, "--rebuild", help="Delete the index first (e.g. to change the model)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the run summary as JSON."),
+    as_json: bool = typer.Option(False, "--json", help="Print the run summary as JSON (a list for several PATHs)."),
+    repos_file: Path = typer.Option(None, "--repos-file", help="Also index the source trees listed in FILE, one path "
+                                    "a line ('#' starts a comment)."),
+    ray: str = typer.Option(None, "--ray", help="Embed on Ray workers: 'local' (this machine) or a cluster's "
+                            "HOST:PORT (e.g. head:6379) or ray://HOST:PORT; walking, chunking and store writes stay "
+                            "here. A rerun resumes from the vectors already cached."),
+    workers: int = typer.Option(None, "--workers", help="With --ray: workers (each loads the model once). Default: "
+                                "one per 4 CPUs of the cluster."),
+    shard_size: int = typer.Option(None, "--shard-size", help="With --ray: chunks per shard (default 512), the unit "
+                                   "of work and of retry."),
 ) -> None:
-    """Build or update the search index of a source tree (incremental)."""
+    """Build or update the search index of one or more source trees (incremental)."""
+    from codesift.index.fanout import IndexJob, index_repositories
+    from codesift.index.indexer import default_index_dir
+    from codesift.model.distributed import DEFAULT_SHARD_SIZE, check_ray
+
+    roots = _repositories(paths, repos_file)
+    if index and len(roots) > 1:
+        raise ValueError("--index names the index folder of one source tree; with several, each gets its own "
+                         "PATH/.codesift")
+    if ray is None and (workers is not None or shard_size is not None):
+        raise ValueError("--workers and --shard-size go with --ray local|HOST:PORT")
+    if max_tokens is not None and max_tokens < 1:  # checked before anything is stored
+        raise ValueError(f"--max-tokens must be a positive number of tokens (e.g. 512), got {max_tokens}")
+    if ray is not None:
+        check_ray(ray)  # a wrong address or a missing extra: said before --rebuild deletes anything
+    overrides = {k: v for k, v in (("model", model), ("store_uri", store_uri), ("store_token", store_token),
+                                   ("max_tokens", max_tokens), ("dtype", dtype)) if v is not None}
+    jobs = []
+    for root in roots:
+        index_dir = Path(index) if index else default_index_dir(root)
+        jobs.append(IndexJob(root, index_dir, _index_config(index_dir, rebuild, overrides)))
+    bar, progress = _progress_printer(sys.stderr.isatty() and not as_json)
+    with bar if bar else contextlib.nullcontext():
+        result = index_repositories(jobs, ray=ray, workers=workers, progress=progress,
+                                    shard_size=DEFAULT_SHARD_SIZE if shard_size is None else shard_size)
+    if ray is not None:
+        _print_ray_summary(result)
+    if len(roots) == 1:
+        _print_report(result.reports[0].to_dict(), as_json)
+    elif as_json:
+        typer.echo(json.dumps([r.to_dict() for r in result.reports], indent=2))
+    else:
+        for r in result.reports:
+            _print_report(r.to_dict(), False)
+
+
+def _repositories(paths: list[str] | None, repos_file: Path | None) -> list[Path]:
+    """The source trees to index: the PATHs, then those --repos-file lists (each once), all checked before any work."""
+    listed = [(p, "") for p in paths or ()]
+    if repos_file is not None:
+        try:
+            lines = Path(repos_file).read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            raise FileNotFoundError(f"--repos-file {repos_file} does not exist; pass a file that lists one source "
+                                    "tree a line") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"--repos-file {repos_file} cannot be read ({getattr(exc, 'strerror', None) or exc}); "
+                             "pass a UTF-8 text file that lists one source tree a line") from None
+        found = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
+        if not found:
+            raise ValueError(f"--repos-file {repos_file} lists no source tree; write one path a line")
+        listed += [(p, f" (listed in {repos_file})") for p in found]
+    roots: dict[Path, Path] = {}
+    for path, where in listed or [(".", "")]:
+        root = Path(path).expanduser()
+        if not root.exists():
+            raise FileNotFoundError(f"{path}{where} does not exist; pass the root of a source tree to index")
+        if not root.is_dir():
+            raise FileNotFoundError(f"{path}{where} is not a directory; pass the root of the source tree to index")
+        roots.setdefault(root.resolve(), root)
+    return list(roots.values())
+
+
+def _index_config(index_dir: Path, rebuild: bool, overrides: dict):
+    """The settings of one index: its stored ones (a new or rebuilt index: a model `codesift tune` installed there,
+    else $CODESIFT_MODEL, else the default), with the command line's options over them."""
     from dataclasses import replace
 
     from codesift.index.config import DB_NAME, IndexConfig, installed_tuned_model
-    from codesift.index.indexer import Indexer, clear_index, default_index_dir
+    from codesift.index.indexer import clear_index
     from codesift.index.manifest import Manifest
 
-    root = Path(path)
-    if not root.is_dir():
-        raise FileNotFoundError(f"{path} is not a directory; pass the root of the source tree to index")
-    if max_tokens is not None and max_tokens < 1:  # checked before anything is stored
-        raise ValueError(f"--max-tokens must be a positive number of tokens (e.g. 512), got {max_tokens}")
-    index_dir = Path(index) if index else default_index_dir(root)
     if rebuild and index_dir.exists():
         clear_index(index_dir)  # keeps a model that `codesift tune` installed (pass --model to use it)
     config = None
@@ -172,28 +245,25 @@ def index_command(
         with _sqlite_errors(index_dir):
             config = IndexConfig.from_meta(m.get_meta())
         m.close()
+        dtype = overrides.get("dtype")
         if config is not None and dtype and dtype != config.dtype:
             raise ValueError(f"index {index_dir} holds {config.dtype} vectors, not {dtype}; "
                              "pass --rebuild to re-embed it with --dtype " + dtype)
-    if config is None:  # a new (or rebuilt) index: --model, else a model `codesift tune` installed here,
-        from codesift.model.loading import default_model  # else $CODESIFT_MODEL, else the default
+    if config is None:
+        from codesift.model.loading import default_model
 
         config = IndexConfig(model=installed_tuned_model(index_dir) or default_model())
-    overrides = {k: v for k, v in (("model", model), ("store_uri", store_uri), ("store_token", store_token),
-                                   ("max_tokens", max_tokens), ("dtype", dtype)) if v is not None}
-    config = replace(config, **overrides)
-    bar, progress = _progress_printer(sys.stderr.isatty() and not as_json)
-    with _sqlite_errors(index_dir):
-        ix = Indexer(root, index_dir, config)
-        try:
-            if bar:
-                with bar:
-                    report = ix.update(progress)
-            else:
-                report = ix.update(progress)
-        finally:
-            ix.close()
-    _print_report(report.to_dict(), as_json)
+    return replace(config, **overrides)
+
+
+def _print_ray_summary(result) -> None:
+    if not result.workers:
+        typer.echo("nothing to embed: no Ray worker was started", err=True)
+        return
+    retried = sum(result.retried.values())
+    typer.echo(f"embedded {result.chunks_embedded:,} chunks in {result.shards} shards on {result.workers} Ray workers x "
+               f"{result.threads} threads (startup {result.startup_seconds:.1f} s"
+               f"{f', {retried} failed attempts retried' if retried else ''}); {result.seconds:.1f} s in all", err=True)
 
 
 def search_command(

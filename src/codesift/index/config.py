@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -16,6 +18,17 @@ TUNED_MODEL_DIRNAME = "tuned-model"
 TUNE_RECORD = "tune.json"
 TUNE_WORK_DIRNAME = "tune"
 KEPT_ON_REBUILD = (TUNED_MODEL_DIRNAME, TUNE_RECORD, TUNE_WORK_DIRNAME, ".gitignore")
+SHARED_COLLECTION = "codesift_chunks"  # the one collection of every index made before each index named its own
+
+
+def collection_name(root: str | Path, index_dir: str | Path) -> str:
+    """The Milvus collection of a new index: the repository's folder name and a hash of the index folder, so that
+    many indexes share one Milvus server without touching each other's chunks (``codesift_myrepo_1a2b3c4d``).
+
+    Milvus allows letters, digits and underscores, starting with a letter or an underscore."""
+    name = re.sub(r"[^0-9A-Za-z_]+", "_", Path(root).resolve().name).strip("_")[:40] or "repo"
+    digest = hashlib.sha256(str(Path(index_dir).resolve()).encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"codesift_{name}_{digest}"
 
 
 def read_tune_record(index_dir: str | Path) -> dict | None:
@@ -49,7 +62,8 @@ class IndexConfig:
     # Milvus server credentials ("user:password" or an API key): never written into the index (a repository's
     # folder others may read or commit); later runs take them from --store-token or $CODESIFT_STORE_TOKEN
     store_token: str | None = None
-    collection: str = "codesift_chunks"  # the Milvus collection
+    # the Milvus collection; None: named after the index when it is created (``collection_name``), one per index
+    collection: str | None = None
     extra_excludes: tuple[str, ...] = field(default_factory=tuple)
     # The embedding model's precision. "auto": when the index is first built, the fastest path that keeps quality
     # (model/int8.py: int8 on a CPU for a model whose int8 loss was measured within the limit, else the torch
@@ -65,6 +79,7 @@ class IndexConfig:
             return None
         fields = {k: (tuple(v) if isinstance(v, list) else v) for k, v in stored.items()
                   if k in cls.__dataclass_fields__}
+        fields.setdefault("collection", SHARED_COLLECTION)  # an index stored before collections were named per index
         if "dtype" not in stored and meta.get("fingerprint"):
             fields["dtype"] = str(meta["fingerprint"]).rsplit("-", 1)[-1]
         return cls(**fields)

@@ -15,7 +15,7 @@ import os
 import shutil
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,7 +24,7 @@ import numpy as np
 
 from codesift.data.files import is_test_path
 from codesift.data.walk import FileStat, walk_files
-from codesift.index.config import DB_NAME, INDEX_DIRNAME, IndexConfig
+from codesift.index.config import DB_NAME, INDEX_DIRNAME, IndexConfig, collection_name
 from codesift.index.engines import open_store
 from codesift.index.manifest import FileRecord, Manifest, damaged_message
 from codesift.index.store import Store, is_milvus_uri, make_row
@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 OLD_LAYOUT = ("milvus.db", ".milvus.db.lock", "vectors.npz")
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
+LoadEncoder = Callable[[str, str], "Encoder"]   # (model, dtype) -> the model that embeds an index's chunks
 
 
 @dataclass
@@ -81,6 +82,14 @@ def pick_small_dim(dim: int, matryoshka_dims: tuple[int, ...] | list[int] | None
     dims = sorted(d for d in (matryoshka_dims or ()) if d < dim)
     good = [d for d in dims if d >= 64]
     return good[0] if good else (dims[-1] if dims else max(1, dim // 4))
+
+
+def load_index_encoder(model: str, dtype: str) -> Encoder:
+    """The model of an index: an Embedder of ``model``; ``dtype`` "auto" is the fastest path that keeps quality."""
+    from codesift.model.embedder import Embedder
+    from codesift.model.int8 import fastest_dtype
+
+    return Embedder(model, dtype=dtype if dtype != "auto" else fastest_dtype(model))
 
 
 def sha256_text(text: str) -> str:
@@ -153,7 +162,9 @@ class Indexer:
 
     def __init__(self, root: str | Path, index_dir: str | Path | None = None, config: IndexConfig | None = None,
                  embedder: Encoder | None = None, manifest: Manifest | None = None, store: Store | None = None,
-                 release_holder: bool = True) -> None:
+                 release_holder: bool = True, load_encoder: LoadEncoder = load_index_encoder) -> None:
+        """``embedder``: the model, given (no check against the index's); else ``load_encoder(model, dtype)`` loads
+        it on first use (checked, and recorded in the index); pass one that shares a model between indexes."""
         self.root = Path(root).resolve()
         if not self.root.is_dir():
             raise FileNotFoundError(f"{root} is not a directory; pass the root of the source tree to index")
@@ -176,6 +187,8 @@ class Indexer:
             raise ValueError(f"index {self.index_dir} belongs to {meta['root']}, not {self.root}; if the repository "
                              f"moved, rebuild it here with `codesift index {self.root} --rebuild`, else pass another --index")
         config = replace(config, model=canonical_model_name(config.model))
+        if config.collection is None:  # a Milvus store: one collection per index, named when the index is created
+            config = replace(config, collection=stored.collection if stored else collection_name(self.root, self.index_dir))
         if meta.get("config") and canonical_model_name(meta["config"].get("model") or "") != config.model:
             raise ValueError(
                 f"index {self.index_dir} was built with model {meta['config'].get('model')!r}, not {config.model!r}; "
@@ -183,7 +196,10 @@ class Indexer:
             )
         self.config = config
         self._embedder = embedder
+        self._load_encoder = load_encoder
         self._store = store
+        self._chunked: dict[tuple[str, str], list] = {}   # (path, sha256) -> chunks, from ``chunks_to_embed``
+        self._embedded_elsewhere: set[str] = set()         # see ``update``
         self._release_holder = release_holder  # see engines.open_store
 
     # lazily built parts: an unchanged tree never loads the model nor opens the store
@@ -191,11 +207,7 @@ class Indexer:
     def embedder(self) -> Encoder:
         """The Embedder (loaded on first use)."""
         if self._embedder is None:
-            from codesift.model.embedder import Embedder
-            from codesift.model.int8 import fastest_dtype
-
-            dtype = self.config.dtype if self.config.dtype != "auto" else fastest_dtype(self.config.model)
-            self._embedder = Embedder(self.config.model, dtype=dtype)
+            self._embedder = self._load_encoder(self.config.model, self.config.dtype)
             self._record_loaded_model()
         return self._embedder
 
@@ -258,12 +270,51 @@ class Indexer:
         gone = [p for p in records if p not in seen]
         return files, records, todo, gone
 
-    def update(self, progress: Progress | None = None) -> IndexReport:
+    def chunks_to_embed(self) -> dict[str, str]:
+        """The texts (by chunk hash) that ``update`` would embed now: chunks of new or changed files without a
+        cached vector. Embed them elsewhere (``codesift index --ray``), put the vectors in the manifest's cache, and
+        ``update`` embeds nothing; the chunks are kept for it, so each file is chunked once."""
+        _, records, todo, _ = self.scan()
+        texts: dict[str, str] = {}
+        for f in todo:
+            text, _, language = self._read(f)
+            if text is None:
+                continue
+            sha = sha256_text(text)
+            if not self._content_changed(records.get(f.path), sha):
+                continue
+            for c in self._chunks(f.path, text, sha, language):
+                texts.setdefault(c.content_hash, c.text)
+        if not texts:
+            return {}
+        cached = self.manifest.cached_hashes(list(texts), self.embedder.fingerprint)
+        return {h: t for h, t in texts.items() if h not in cached}
+
+    @staticmethod
+    def _content_changed(prev: FileRecord | None, sha: str) -> bool:
+        """Whether a readable file's text differs from what the index holds (new, edited, or left unfinished)."""
+        return prev is None or prev.status != "done" or prev.sha256 != sha
+
+    def _chunks(self, path: str, text: str, sha: str, language: str | None) -> list:
+        """The chunks of one file, cut once per content: those ``chunks_to_embed`` cut are kept for ``update``."""
+        from codesift.data.chunking import chunk_text
+
+        key = (path, sha)
+        if key not in self._chunked:
+            self._chunked[key] = chunk_text(text, path, language=language, max_tokens=self.chunk_limit(),
+                                            counter=DocumentTokens(self.embedder))
+        return self._chunked[key]
+
+    def update(self, progress: Progress | None = None, embedded_elsewhere: Collection[str] = ()) -> IndexReport:
         """Bring the index in line with the tree; returns what changed.
 
         A store that lost rows the manifest lists (rolled back to an earlier save, or damaged) is
         repaired: every file is written again, its vectors from the embedding cache.
+
+        ``embedded_elsewhere``: chunk hashes whose vectors were embedded for this run by someone else and put in
+        the cache (``codesift index --ray``); the report counts them as embedded, not as cached.
         """
+        self._embedded_elsewhere = set(embedded_elsewhere)
         if self.manifest.get_meta().get("dim"):
             damage = self.store.damage()
             if damage:  # rows a killed run cannot leave: remove them, write their files again (vectors from the cache)
@@ -330,7 +381,7 @@ class Indexer:
                 report.files_skipped += 1
                 continue
             sha = sha256_text(text)
-            if prev is not None and prev.status == "done" and prev.sha256 == sha:
+            if not self._content_changed(prev, sha):
                 touched.append(FileRecord(f.path, f.mtime_ns, f.size, sha, prev.language, prev.n_chunks, "done"))
                 continue
             report.files_changed += 1
@@ -393,13 +444,9 @@ class Indexer:
         return min(self.config.max_tokens, self.embedder.max_length)
 
     def _write_batch(self, batch: list[tuple[FileStat, str, str, str | None]], report: IndexReport) -> None:
-        from codesift.data.chunking import chunk_text
-
-        chunks_by_file = []
-        counter = DocumentTokens(self.embedder)
-        limit = self.chunk_limit()
-        for f, text, sha, language in batch:
-            chunks_by_file.append(chunk_text(text, f.path, language=language, max_tokens=limit, counter=counter))
+        chunks_by_file = [self._chunks(f.path, text, sha, language) for f, text, sha, language in batch]
+        for f, _, sha, _ in batch:
+            self._chunked.pop((f.path, sha), None)
         all_chunks = [c for cs in chunks_by_file for c in cs]
         vectors = self._vectors(all_chunks, report)
         small = self.store.small_dim
@@ -436,9 +483,12 @@ class Indexer:
         hashes = list(dict.fromkeys(c.content_hash for c in chunks))
         found = self.manifest.cached_vectors(hashes, fingerprint)
         missing = [h for h in hashes if h not in found]
+        fresh = self._embedded_elsewhere.intersection(found)  # embedded for this run, counted once
+        self._embedded_elsewhere -= fresh
+        report.chunks_embedded += len(fresh)
         # a chunk whose text another chunk of this batch also has is embedded once: the others count as cached,
         # so that embedded + cached = chunks written
-        report.chunks_cached += len(chunks) - len(missing)
+        report.chunks_cached += len(chunks) - len(missing) - len(fresh)
         if missing:
             text_of = {c.content_hash: c.text for c in chunks}
             step = self.config.embed_batch_chunks

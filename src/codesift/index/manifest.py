@@ -237,13 +237,19 @@ class Manifest:
     # embedding cache
     def cached_vectors(self, hashes: list[str], fingerprint: str) -> dict[str, np.ndarray]:
         """Cached full-dim vectors for the chunk hashes that have one."""
-        out: dict[str, np.ndarray] = {}
+        return {h: np.frombuffer(blob, dtype=np.float32) for h, blob in self._cache_rows(hashes, fingerprint, "vector")}
+
+    def cached_hashes(self, hashes: list[str], fingerprint: str) -> set[str]:
+        """The chunk hashes that have a cached vector (``cached_vectors`` without reading the vectors)."""
+        return {h for h, _ in self._cache_rows(hashes, fingerprint, "NULL")}
+
+    def _cache_rows(self, hashes: list[str], fingerprint: str, column: str) -> Iterator[tuple[str, object]]:
+        """(hash, ``column``) of the cache rows of ``hashes``, 500 hashes a query (SQLite's variable limit)."""
         for i in range(0, len(hashes), 500):
             part = hashes[i:i + 500]
-            q = f"SELECT chunk_hash, vector FROM embed_cache WHERE fingerprint = ? AND chunk_hash IN ({','.join('?' * len(part))})"
-            for h, blob in self.db.execute(q, [fingerprint, *part]):
-                out[h] = np.frombuffer(blob, dtype=np.float32)
-        return out
+            q = (f"SELECT chunk_hash, {column} FROM embed_cache WHERE fingerprint = ? "
+                 f"AND chunk_hash IN ({','.join('?' * len(part))})")
+            yield from self.db.execute(q, [fingerprint, *part])
 
     def cache_vectors(self, vectors: dict[str, np.ndarray], fingerprint: str) -> None:
         """Add vectors to the cache."""

@@ -9,6 +9,10 @@ missing shards; the vectors are assembled in input order at the end. A shard tha
 exception, or a worker process that died; Ray restarts the worker) is retried ``retries`` times on
 whichever worker is free.
 
+The pieces are reusable: ``start_workers`` gives a ``WorkerPool``, and ``run_shards`` feeds it any stream of
+``Shard``s and hands each result to a ``save`` callback (``codesift index --ray`` caches them in the
+repositories' indexes instead of a shard folder).
+
 Ray is optional (``pip install 'codesift[ray]'``): it is imported inside the functions here only.
 """
 
@@ -22,7 +26,7 @@ import socket
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -151,15 +155,21 @@ def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
                             "or use --ray local") from None
 
 
+def check_ray(address: str):
+    """The ray module, once ``address`` answers (``local`` and ``auto`` are not checked) and Ray is installed: a
+    job calls this before its own work, so that a wrong address or a missing extra stops it at once."""
+    if address not in ("local", "auto"):
+        check_reachable(address)
+    return import_ray()
+
+
 @contextlib.contextmanager
 def ray_session(address: str) -> Iterator[object]:
     """Connect to ``address`` (``local`` starts a one-machine cluster) for the block; reuse a running session.
 
     A session that this block started is shut down at its end; one the caller started is left alone.
     """
-    if address not in ("local", "auto"):
-        check_reachable(address)
-    ray = import_ray()
+    ray = check_ray(address)
     if ray.is_initialized():
         yield ray
         return
@@ -297,6 +307,8 @@ def embed_on_ray(
     ``make_encoder`` builds each worker's model from ``spec`` (default: an Embedder); it must be
     importable on the workers. Returns the vectors in input order.
     """
+    from tqdm.auto import tqdm
+
     started = time.perf_counter()
     folder = Path(shard_dir)
     texts = list(texts)
@@ -309,11 +321,25 @@ def embed_on_ray(
     result = RayEmbedResult(np.zeros((0, 0), np.float32), skipped=sorted(done))
     if todo:
         with ray_session(address) as ray:
-            actors, result.threads = _start_workers(ray, spec, workers, make_encoder, folder, manifest)
-            result.workers = len(actors)
+            pool = start_workers(ray, spec, workers, make_encoder)
+            check_fingerprint(folder, manifest, pool.fingerprint, spec.dim or pool.dimension)
+            result.workers, result.threads = len(pool.actors), pool.threads
             result.startup_seconds = time.perf_counter() - started
-            result.computed, result.retried = _run_shards(ray, actors, texts, ranges, todo, folder, retries,
-                                                          show_progress)
+            already = sum(end - start for i, (start, end) in enumerate(ranges) if i in done)
+            bar = tqdm(total=len(texts), initial=already, unit="text", desc=f"embedding on {len(pool.actors)} Ray "
+                       "workers", disable=not (sys.stderr.isatty() if show_progress is None else show_progress))
+
+            def save(shard: Shard, vectors: np.ndarray) -> None:
+                save_shard(folder, shard.key, vectors)
+                bar.update(len(shard.texts))
+
+            shards = (Shard(i, texts[s:e], f"shard {i} (texts {s}..{e - 1})") for i, (s, e) in enumerate(ranges)
+                      if i not in done)
+            with contextlib.closing(bar):
+                result.computed, result.retried = run_shards(
+                    ray, pool, shards, save, retries,
+                    resume_hint=f"The finished shards are kept in {folder}: run the same command again to resume")
+            result.computed.sort()
     elif "dimension" not in manifest:
         raise RayEmbedError(f"{folder}: shard files without a finished manifest; delete it to start over")
     result.vectors = assemble(folder, ranges, int(manifest["dimension"]))
@@ -321,8 +347,28 @@ def embed_on_ray(
     return result
 
 
-def _start_workers(ray, spec: EmbedSpec, workers: int | None, make_encoder, folder: Path,
-                   manifest: dict) -> tuple[list, int]:
+# ---------------------------------------------------------------- the pool of workers and the shard loop
+@dataclass
+class WorkerPool:
+    """Started workers that all loaded the same model."""
+
+    actors: list
+    threads: int          # torch threads (and Ray CPUs) per worker
+    fingerprint: str      # the model's, as every worker reported it
+    dimension: int
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One unit of work, of retry and of resume: texts to embed, and the caller's name for where they go."""
+
+    key: Hashable      # what ``save`` and the result name the shard by (its number, a repository and a part, ...)
+    texts: list[str]
+    label: str         # how an error names it: "shard 3 (texts 15..19)"
+
+
+def start_workers(ray, spec: EmbedSpec, workers: int | None = None,
+                  make_encoder: Callable[[EmbedSpec], Encoder] | None = None) -> WorkerPool:
     """Start the actors, wait until each has loaded the model, and check they all load the same one."""
     cpus = int(ray.cluster_resources().get("CPU", 0))
     largest = max((int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n.get("Alive")), default=cpus)
@@ -349,64 +395,55 @@ def _start_workers(ray, spec: EmbedSpec, workers: int | None, make_encoder, fold
         hosts = sorted({f["host"] for f in facts})
         raise RayEmbedError(f"the workers on {', '.join(hosts)} loaded different models ({', '.join(sorted(prints))}); "
                             "give every node the same model files")
-    check_fingerprint(folder, manifest, facts[0]["fingerprint"], spec.dim or facts[0]["dimension"])
-    return actors, threads
+    return WorkerPool(actors, threads, facts[0]["fingerprint"], int(facts[0]["dimension"]))
 
 
-def _run_shards(ray, actors: list, texts: list[str], ranges: list[tuple[int, int]], todo: list[int], folder: Path,
-                retries: int, show_progress: bool | None) -> tuple[list[int], dict[int, int]]:
-    """Keep every worker fed, save each finished shard, retry failed ones; (shards computed, failures per shard).
+def run_shards(ray, pool: WorkerPool, shards: Iterable[Shard], save: Callable[[Shard, np.ndarray], None],
+               retries: int = DEFAULT_RETRIES, resume_hint: str = "") -> tuple[list, dict]:
+    """Keep every worker fed, ``save`` each finished shard, retry failed ones; (keys computed, failures per key).
 
-    When a shard fails more than ``retries`` times no new shard is started, the shards in flight are
-    still saved as they finish (less to redo on the rerun), and then the job stops.
+    ``shards`` is drawn lazily, as workers have room, so the caller may still be preparing later ones; ``save``
+    runs in this thread as each shard comes back. When a shard fails more than ``retries`` times no new shard
+    is started, the shards in flight are still saved as they finish (less to redo on the rerun), and then the
+    job stops with an error that ends with ``resume_hint``.
     """
-    from tqdm.auto import tqdm
-
-    if show_progress is None:
-        show_progress = sys.stderr.isatty()
-    pending = deque(todo)
-    failures: dict[int, int] = {}
-    computed: list[int] = []
+    source = iter(shards)
+    pending: deque[Shard] = deque()
+    failures: dict = {}
+    computed: list = []
     fatal: str | None = None
     inflight: dict = {}  # object ref -> (shard, actor index)
-    load = [0] * len(actors)
-    todo_set = set(todo)
-    already = sum(end - start for i, (start, end) in enumerate(ranges) if i not in todo_set)
-    bar = tqdm(total=len(texts), initial=already, unit="text", desc=f"embedding on {len(actors)} Ray workers",
-               disable=not show_progress)
-    try:
-        while pending or inflight:
-            for w in sorted(range(len(actors)), key=lambda k: load[k]):
-                while pending and load[w] < QUEUED_PER_WORKER:
-                    shard = pending.popleft()
-                    start, end = ranges[shard]
-                    inflight[actors[w].embed.remote(texts[start:end])] = (shard, w)
-                    load[w] += 1
-            ready, _ = ray.wait(list(inflight), num_returns=1)
-            shard, w = inflight.pop(ready[0])
-            load[w] -= 1
-            try:
-                vectors = ray.get(ready[0])
-            except ray.exceptions.RayError as exc:
-                failures[shard] = failures.get(shard, 0) + 1
-                if failures[shard] <= retries:
-                    log.warning("shard %d failed (attempt %d of %d), retrying: %s", shard, failures[shard],
-                                retries + 1, _cause(exc))
-                    pending.appendleft(shard)
-                elif fatal is None:
-                    fatal = (f"shard {shard} (texts {ranges[shard][0]}..{ranges[shard][1] - 1}) failed "
-                             f"{failures[shard]} time{'s' if failures[shard] > 1 else ''}; last error: {_cause(exc)}")
-                    pending.clear()
-                continue
-            save_shard(folder, shard, vectors)
-            computed.append(shard)
-            bar.update(ranges[shard][1] - ranges[shard][0])
-    finally:
-        bar.close()
+    load = [0] * len(pool.actors)
+    while True:
+        for w in sorted(range(len(pool.actors)), key=lambda k: load[k]):
+            while load[w] < QUEUED_PER_WORKER and fatal is None:
+                shard = pending.popleft() if pending else next(source, None)
+                if shard is None:
+                    break
+                inflight[pool.actors[w].embed.remote(shard.texts)] = (shard, w)
+                load[w] += 1
+        if not inflight:
+            break
+        ready, _ = ray.wait(list(inflight), num_returns=1)
+        shard, w = inflight.pop(ready[0])
+        load[w] -= 1
+        try:
+            vectors = ray.get(ready[0])
+        except ray.exceptions.RayError as exc:
+            failures[shard.key] = failures.get(shard.key, 0) + 1
+            if failures[shard.key] <= retries:
+                log.warning("%s failed (attempt %d of %d), retrying: %s", shard.label, failures[shard.key],
+                            retries + 1, _cause(exc))
+                pending.appendleft(shard)
+            elif fatal is None:
+                times = failures[shard.key]
+                fatal = f"{shard.label} failed {times} time{'s' if times > 1 else ''}; last error: {_cause(exc)}"
+            continue
+        save(shard, vectors)
+        computed.append(shard.key)
     if fatal is not None:
-        raise RayEmbedError(f"{fatal}. The finished shards are kept in {folder}: run the same command again to "
-                            "resume")
-    return sorted(computed), failures
+        raise RayEmbedError(f"{fatal}. {resume_hint}" if resume_hint else fatal)
+    return computed, failures
 
 
 def _cause(exc: BaseException) -> str:
@@ -417,4 +454,5 @@ def _cause(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
 
 
-__all__ = ["EmbedSpec", "Encoder", "RayEmbedError", "RayEmbedResult", "ShardWorker", "embed_on_ray", "plan_workers"]
+__all__ = ["EmbedSpec", "Encoder", "RayEmbedError", "RayEmbedResult", "Shard", "ShardWorker", "WorkerPool", "embed_on_ray",
+           "plan_workers", "run_shards", "start_workers"]
