@@ -45,7 +45,6 @@ from codesift.model.distributed import (
     shard_ranges,
     start_workers,
 )
-from codesift.model.distributed import Encoder as WorkerEncoder
 
 if TYPE_CHECKING:
     from codesift.model.encoder import Encoder
@@ -85,7 +84,7 @@ class ManyIndexResult:
 def index_repositories(jobs: Sequence[IndexJob], *, ray: str | None = None, workers: int | None = None,
                        shard_size: int = DEFAULT_SHARD_SIZE, retries: int = DEFAULT_RETRIES,
                        progress: Progress | None = None,
-                       make_encoder: Callable[[EmbedSpec], WorkerEncoder] | None = None) -> ManyIndexResult:
+                       make_encoder: Callable[[EmbedSpec], Encoder] | None = None) -> ManyIndexResult:
     """Index every repository of ``jobs``: in this process, or with ``ray`` (``local`` or a cluster's address)
     the embedding on Ray workers (``workers``, ``shard_size`` chunks a shard, each retried ``retries`` times).
 

@@ -29,10 +29,10 @@ from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 
+from codesift.model.encoder import Encoder
 from codesift.model.inputs import texts_digest
 
 log = logging.getLogger(__name__)
@@ -51,17 +51,6 @@ INSTALL_HINT = "pip install 'codesift[ray]'"
 
 class RayEmbedError(RuntimeError):
     """A distributed embedding job cannot run or finish (no Ray, no cluster, a shard that keeps failing, ...)."""
-
-
-class Encoder(Protocol):
-    """What a worker needs from a model: ``Embedder`` is one; tests wrap it."""
-
-    fingerprint: str
-    dimension: int
-
-    def encode(self, texts: Sequence[str], task: str = ..., role: str | None = ..., dim: int | None = ...,
-               normalize: bool = ..., truncate: bool = ..., batch_tokens: int | None = ...,
-               show_progress: bool | None = ...) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
@@ -454,5 +443,5 @@ def _cause(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
 
 
-__all__ = ["EmbedSpec", "Encoder", "RayEmbedError", "RayEmbedResult", "Shard", "ShardWorker", "WorkerPool", "embed_on_ray",
+__all__ = ["EmbedSpec", "RayEmbedError", "RayEmbedResult", "Shard", "ShardWorker", "WorkerPool", "embed_on_ray",
            "plan_workers", "run_shards", "start_workers"]
