@@ -24,9 +24,12 @@ page cache; the time to take them from an in-memory float16 matrix instead is st
 - ``binary``: the sign bits (48 bytes a row), Hamming distance to the query's signs (``np.bitwise_count``);
 - ``binary_m128``: the sign bits of the Matryoshka 128-dim prefix (16 bytes a row), Hamming likewise;
 - ``m128``: the Matryoshka 128-dim prefix, renormalised, float16 ``_scores`` (today's ``two_stage`` first stage).
+``int8_dim`` is left out by default: in a trial at 100k rows it matched ``int8_row`` (recall 1.000 at depth 20,
+the same scan time), and a row's own scale needs nothing from the other rows when rows are added.
 Figures per mode and (k, depth), k = 10 (a search's answer) and 100 (what search asks the store for, the
-candidates fed into fusion): bytes held in memory for the scan, per-query latency (median and p95; scan +
-rescoring + top-k, one process, thread counts recorded), recall@k of the true top-k over the whole matrix
+candidates fed into fusion): bytes held in memory for the scan, per-query latency (median and p95 over the queries
+of each query's least time of ``--repeat`` runs, so that a query preempted by another job on a shared machine is
+timed again; scan + rescoring + top-k, one process, thread counts recorded), recall@k of the true top-k over the whole matrix
 (the stored float16 rows in float32 arithmetic, which is what rescoring computes; today's float16 scan is scored
 against it too), and CoSQA nDCG@10 over the queries run.
 """
@@ -237,25 +240,34 @@ def stats(times: list[float]) -> dict:
     return {"median_ms": float(np.median(a)), "p95_ms": float(np.percentile(a, 95))}
 
 
+def best_of(repeat: int, fn):
+    """(the least wall time of ``repeat`` calls, the last result): a query preempted by another job is timed again."""
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t)
+    return best, out
+
+
 def run_mode(mode: str, enc: dict, x16: np.ndarray, db: sqlite3.Connection, queries: np.ndarray,
-             truth: dict[int, list[np.ndarray]], real: dict) -> dict:
+             truth: dict[int, list[np.ndarray]], real: dict, repeat: int) -> dict:
     """One compressed mode: scan, then each (k, depth) rescoring, timed per query; quality against ``truth``."""
     configs = CONFIGS[mode]
     memory = enc[mode].nbytes + (enc["row_scale"].nbytes if mode == "int8_row" else 0)
     scan_t, post_t, mem_t = [], {c: [] for c in configs}, {c: [] for c in configs}
     tops = {c: [] for c in configs}
+    deepest = max(d for _, d in configs)
     for q in queries:
-        t = time.perf_counter()
-        cand, _ = _top_k(scan(mode, enc, q), max(d for _, d in configs), None)
-        scan_t.append(time.perf_counter() - t)
+        t, (cand, _) = best_of(repeat, lambda q=q: _top_k(scan(mode, enc, q), deepest, None))
+        scan_t.append(t)
         for k, d in configs:
-            t = time.perf_counter()
-            tops[k, d].append(rescore(db, cand[:d], q, x16.shape[1], k))
-            post_t[k, d].append(time.perf_counter() - t)
-            t = time.perf_counter()
             c = cand[:d]
-            c[_top_k(x16[c].astype(np.float32) @ q, k, None)[0]]
-            mem_t[k, d].append(time.perf_counter() - t)
+            t, top = best_of(repeat, lambda q=q, k=k, c=c: rescore(db, c, q, x16.shape[1], k))
+            tops[k, d].append(top)
+            post_t[k, d].append(t)
+            mem_t[k, d].append(best_of(repeat, lambda q=q, k=k, c=c: c[_top_k(x16[c].astype(np.float32) @ q, k,
+                                                                              None)[0]])[0])
     out = {"memory_bytes": memory, "scan": stats(scan_t), "configs": []}
     for k, d in configs:
         total = [a + b for a, b in zip(scan_t, post_t[k, d])]
@@ -270,15 +282,15 @@ def run_mode(mode: str, enc: dict, x16: np.ndarray, db: sqlite3.Connection, quer
     return out
 
 
-def run_exact(x16: np.ndarray, queries: np.ndarray, truth: dict[int, list[np.ndarray]], real: dict) -> dict:
+def run_exact(x16: np.ndarray, queries: np.ndarray, truth: dict[int, list[np.ndarray]], real: dict,
+              repeat: int) -> dict:
     """Today's store: ``_scores`` + ``_top_k`` over the float16 matrix, top-10 and top-100."""
     out = {"memory_bytes": x16.nbytes, "configs": []}
     for k in (10, 100):
         tops, times = [], []
         for q in queries:
-            t = time.perf_counter()
-            idx, _ = _top_k(_scores(x16, q), k, None)
-            times.append(time.perf_counter() - t)
+            t, (idx, _) = best_of(repeat, lambda q=q, k=k: _top_k(_scores(x16, q), k, None))
+            times.append(t)
             tops.append(idx)
         row = {"k": k, **stats(times), f"recall_at_{k}": recall(tops, truth[k])}
         if k == 10:
@@ -303,9 +315,9 @@ def run_size(real: dict, n: int, args) -> dict:
     out = {"rows": n, "distractors": distractors, "sqlite_file_bytes": path.stat().st_size,
            "today_small_matrix_bytes": n * args.small_dim * 2,
            "truth_ndcg_at_10": ndcg(real, truth[10], len(real["docs"])),
-           "float16": run_exact(x16, queries, truth, real)}
+           "float16": run_exact(x16, queries, truth, real, args.repeat)}
     for mode in args.modes.split(","):
-        out[mode] = run_mode(mode, enc, x16, db, queries, truth, real)
+        out[mode] = run_mode(mode, enc, x16, db, queries, truth, real, args.repeat)
     db.close()
     path.unlink()
     return out
@@ -317,7 +329,8 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=500, help="CoSQA queries, timed and scored (at most 500)")
     ap.add_argument("--noise", type=float, default=0.6, help="distractor noise, times the real covariance's root")
     ap.add_argument("--small-dim", type=int, default=128, help="today's two_stage small dim (codesift-mini)")
-    ap.add_argument("--modes", default=",".join(CONFIGS))
+    ap.add_argument("--modes", default="int8_row,binary,binary_m128,m128", help=f"of {', '.join(CONFIGS)}")
+    ap.add_argument("--repeat", type=int, default=3, help="each query timed this many times, the least kept")
     ap.add_argument("--model", default="codesift-mini")
     ap.add_argument("--work", type=Path, default=Path("/tmp/cs_store_vectors"))
     ap.add_argument("--out", type=Path, default=RESULTS / "store_vectors.json")
@@ -327,7 +340,7 @@ def main() -> None:
     real = real_vectors(args.model)
     report = {"command": " ".join(sys.argv),
               "machine": {"cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-                          "torch_threads": torch.get_num_threads(), "numpy": np.__version__, "torch": torch.__version__,
+                          "torch_threads": torch.get_num_threads(), "repeat": args.repeat, "numpy": np.__version__, "torch": torch.__version__,
                           "load_avg_at_start": os.getloadavg()},
               "vectors": {"model": args.model, "fingerprint": real["fingerprint"], "max_length": real["max_length"],
                           "real_documents": real["per_set"], "queries": min(args.queries, len(real["queries"])),
