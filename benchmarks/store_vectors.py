@@ -1,7 +1,8 @@
 """Smaller vectors in the embedded store: today's float16 exact scan vs int8, binary and Matryoshka-truncated rows
 with float16 rescoring, at 100k and 1M rows: memory, query latency and quality, side by side in one run.
 
-    python benchmarks/store_vectors.py [--rows 100000,1000000] [--queries 200] [--noise 0.6]
+    python benchmarks/store_vectors.py [--rows 100000,1000000] [--queries 200] [--repeat 3] [--threads 1]
+                                       [--noise 0.6] [--modes int8_row,binary,binary_m128,m128]
                                        [--work /tmp/cs_store_vectors] [--out benchmarks/results/store_vectors.json]
 
 Vectors are real embeddings from the shipped default model (codesift-mini, int8 engine, its 256-token limit),
@@ -28,8 +29,8 @@ page cache; the time to take them from an in-memory float16 matrix instead is st
 the same scan time), and a row's own scale needs nothing from the other rows when rows are added.
 Figures per mode and (k, depth), k = 10 (a search's answer) and 100 (what search asks the store for, the
 candidates fed into fusion): bytes held in memory for the scan, per-query latency (median and p95 over the queries
-of each query's least time of ``--repeat`` runs, so that a query preempted by another job on a shared machine is
-timed again; scan + rescoring + top-k, one process, thread counts recorded), recall@k of the true top-k over the whole matrix
+of each query's least time of ``--repeat`` runs; with ``--threads 1`` the time is the thread's CPU time, so that
+other jobs on a shared machine add nothing; scan + rescoring + top-k, one process, thread counts recorded), recall@k of the true top-k over the whole matrix
 (the stored float16 rows in float32 arithmetic, which is what rescoring computes; today's float16 scan is scored
 against it too), and CoSQA nDCG@10 over the queries run.
 """
@@ -43,10 +44,15 @@ import platform
 import sqlite3
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if "--threads" in sys.argv:  # before numpy and torch load their thread pools
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = sys.argv[sys.argv.index("--threads") + 1]
 
 import numpy as np
 
@@ -240,18 +246,26 @@ def stats(times: list[float]) -> dict:
     return {"median_ms": float(np.median(a)), "p95_ms": float(np.percentile(a, 95))}
 
 
-def best_of(repeat: int, fn):
-    """(the least wall time of ``repeat`` calls, the last result): a query preempted by another job is timed again."""
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t)
-    return best, out
+@dataclass
+class Timing:
+    """How a query is timed: the least of ``repeat`` runs on ``clock`` (one thread: its CPU time, which a job that
+    preempts it on a shared machine does not add to; else wall time)."""
+
+    repeat: int
+    clock: Callable[[], float]
+
+    def best(self, fn):
+        """(the least time of ``repeat`` calls of ``fn``, the last result)."""
+        best = float("inf")
+        for _ in range(self.repeat):
+            t = self.clock()
+            out = fn()
+            best = min(best, self.clock() - t)
+        return best, out
 
 
 def run_mode(mode: str, enc: dict, x16: np.ndarray, db: sqlite3.Connection, queries: np.ndarray,
-             truth: dict[int, list[np.ndarray]], real: dict, repeat: int) -> dict:
+             truth: dict[int, list[np.ndarray]], real: dict, timing: Timing) -> dict:
     """One compressed mode: scan, then each (k, depth) rescoring, timed per query; quality against ``truth``."""
     configs = CONFIGS[mode]
     memory = enc[mode].nbytes + (enc["row_scale"].nbytes if mode == "int8_row" else 0)
@@ -259,14 +273,14 @@ def run_mode(mode: str, enc: dict, x16: np.ndarray, db: sqlite3.Connection, quer
     tops = {c: [] for c in configs}
     deepest = max(d for _, d in configs)
     for q in queries:
-        t, (cand, _) = best_of(repeat, lambda q=q: _top_k(scan(mode, enc, q), deepest, None))
+        t, (cand, _) = timing.best(lambda q=q: _top_k(scan(mode, enc, q), deepest, None))
         scan_t.append(t)
         for k, d in configs:
             c = cand[:d]
-            t, top = best_of(repeat, lambda q=q, k=k, c=c: rescore(db, c, q, x16.shape[1], k))
+            t, top = timing.best(lambda q=q, k=k, c=c: rescore(db, c, q, x16.shape[1], k))
             tops[k, d].append(top)
             post_t[k, d].append(t)
-            mem_t[k, d].append(best_of(repeat, lambda q=q, k=k, c=c: c[_top_k(x16[c].astype(np.float32) @ q, k,
+            mem_t[k, d].append(timing.best(lambda q=q, k=k, c=c: c[_top_k(x16[c].astype(np.float32) @ q, k,
                                                                               None)[0]])[0])
     out = {"memory_bytes": memory, "scan": stats(scan_t), "configs": []}
     for k, d in configs:
@@ -283,13 +297,13 @@ def run_mode(mode: str, enc: dict, x16: np.ndarray, db: sqlite3.Connection, quer
 
 
 def run_exact(x16: np.ndarray, queries: np.ndarray, truth: dict[int, list[np.ndarray]], real: dict,
-              repeat: int) -> dict:
+              timing: Timing) -> dict:
     """Today's store: ``_scores`` + ``_top_k`` over the float16 matrix, top-10 and top-100."""
     out = {"memory_bytes": x16.nbytes, "configs": []}
     for k in (10, 100):
         tops, times = [], []
         for q in queries:
-            t, (idx, _) = best_of(repeat, lambda q=q, k=k: _top_k(_scores(x16, q), k, None))
+            t, (idx, _) = timing.best(lambda q=q, k=k: _top_k(_scores(x16, q), k, None))
             times.append(t)
             tops.append(idx)
         row = {"k": k, **stats(times), f"recall_at_{k}": recall(tops, truth[k])}
@@ -315,9 +329,9 @@ def run_size(real: dict, n: int, args) -> dict:
     out = {"rows": n, "distractors": distractors, "sqlite_file_bytes": path.stat().st_size,
            "today_small_matrix_bytes": n * args.small_dim * 2,
            "truth_ndcg_at_10": ndcg(real, truth[10], len(real["docs"])),
-           "float16": run_exact(x16, queries, truth, real, args.repeat)}
+           "float16": run_exact(x16, queries, truth, real, args.timing)}
     for mode in args.modes.split(","):
-        out[mode] = run_mode(mode, enc, x16, db, queries, truth, real, args.repeat)
+        out[mode] = run_mode(mode, enc, x16, db, queries, truth, real, args.timing)
     db.close()
     path.unlink()
     return out
@@ -331,16 +345,23 @@ def main() -> None:
     ap.add_argument("--small-dim", type=int, default=128, help="today's two_stage small dim (codesift-mini)")
     ap.add_argument("--modes", default="int8_row,binary,binary_m128,m128", help=f"of {', '.join(CONFIGS)}")
     ap.add_argument("--repeat", type=int, default=3, help="each query timed this many times, the least kept")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch and BLAS threads (default: theirs); 1 on a shared machine, where a thread waiting for "
+                         "a preempted sibling stalls the whole product")
     ap.add_argument("--model", default="codesift-mini")
     ap.add_argument("--work", type=Path, default=Path("/tmp/cs_store_vectors"))
     ap.add_argument("--out", type=Path, default=RESULTS / "store_vectors.json")
     args = ap.parse_args()
     import torch
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.timing = Timing(args.repeat, time.thread_time if args.threads == 1 else time.perf_counter)
     real = real_vectors(args.model)
     report = {"command": " ".join(sys.argv),
               "machine": {"cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-                          "torch_threads": torch.get_num_threads(), "repeat": args.repeat, "numpy": np.__version__, "torch": torch.__version__,
+                          "torch_threads": torch.get_num_threads(), "repeat": args.repeat,
+                          "clock": "thread CPU time" if args.threads == 1 else "wall", "numpy": np.__version__, "torch": torch.__version__,
                           "load_avg_at_start": os.getloadavg()},
               "vectors": {"model": args.model, "fingerprint": real["fingerprint"], "max_length": real["max_length"],
                           "real_documents": real["per_set"], "queries": min(args.queries, len(real["queries"])),

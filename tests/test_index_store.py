@@ -263,6 +263,7 @@ def test_binary_rows_find_the_exact_top_hits_and_follow_updates(tmp_path, monkey
     two = binary.dense(q, 10, ChunkFilter(), two_stage=True)
     assert len(two) == 10 and not {h["id"] for h in two} & {f"c{i}" for i in range(120)}  # rewritten, deleted
     np.testing.assert_allclose([h["distance"] for h in two], [vecs[h["id"]] @ q for h in two], atol=1e-4)
+    assert len(binary.dense(q, 300, ChunkFilter())) == 300  # a limit past the depth: as many candidates
     with pytest.raises(ValueError, match="float16, binary"):
         SQLiteStore(Manifest(tmp_path / "x.sqlite"), 8, 4, "int4")
 

@@ -349,7 +349,7 @@ class SQLiteStore:
     def dense(self, vector: np.ndarray, limit: int, flt: ChunkFilter, two_stage: bool = False,
               depth: int = 100) -> list[dict]:
         """Top-k by inner product, filter mask applied before the cut: exact over the float16 matrix; with binary
-        rows, the ``max(depth, BINARY_DEPTH)`` nearest by Hamming distance rescored exactly (two-stage: the
+        rows, the ``max(depth, limit, BINARY_DEPTH)`` nearest by Hamming distance rescored exactly (two-stage: the
         small dim's bits)."""
         self._sync()
         q = np.asarray(vector, dtype=np.float32)
@@ -357,7 +357,7 @@ class SQLiteStore:
         rows = self._rows
         if rows.binary:
             nbytes = max(self.small_dim // 8, 1) if two_stage else rows.bits.shape[1]
-            idx, _ = _top_k(hamming_scores(rows.bits[:, :nbytes], q), max(depth, BINARY_DEPTH), mask)
+            idx, _ = _top_k(hamming_scores(rows.bits[:, :nbytes], q), max(depth, limit, BINARY_DEPTH), mask)
             seqs, full = self._rescore(rows.seq[idx], q)
             order = _top_k(full, limit, None)[0]
             return self._rows_at(seqs[order], full[order])
