@@ -218,12 +218,14 @@ def embedding_like_rows(n: int, dim: int, seed: int = 0) -> list[dict]:
 
 
 def test_binary_rows_find_the_exact_top_hits_and_follow_updates(tmp_path, monkeypatch):
-    """Sign bits pick 50 of 600 rows by Hamming distance, those are rescored with their float16 vectors: the top 10
-    (ids and scores) equal the float16 store's exact ones, for queries near a chunk, before and after edits; the
+    """Sign bits pick 100 of 600 rows by Hamming distance (10 x the limit: the depth cut down for the test), those are rescored with their float16 vectors: the top 10
+    (ids and scores) are the exact ones (stored float16 vectors, float32 arithmetic), with and without a filter, for
+    queries near a chunk, before and after edits, and the float16 store's scores within its rounding; the
     bits take a sixteenth of the float16 matrix; two-stage (the small dim's bits) scores its hits exactly."""
     from codesift.index.manifest import Manifest
 
     monkeypatch.setattr(sqlite_store, "BINARY_DEPTH", 50)
+    monkeypatch.setattr(sqlite_store, "BINARY_FACTOR", 10)
     rows = embedding_like_rows(600, 128)
     for r in rows:
         r["path"] = f"f{int(r['id'][1:]) // 6}.py"
