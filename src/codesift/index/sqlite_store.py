@@ -11,7 +11,8 @@ point leaves the last committed batch and nothing half-written, with no second c
   compacted away once they are a quarter), so following a one-file edit costs the change, not the matrix.
   A query is one matrix-vector product and an exact top-k. An index built with ``--vectors binary`` holds only
   the vectors' sign bits in memory (48 bytes a row for 384 dims, not 768 + 256): a query takes the Hamming-nearest
-  rows (popcount; 20 x the limit, 500 at least), reads their float16 vectors from ``chunk_vectors``, ranks them exactly;
+  rows (popcount; 20 x the limit, 500 and a thousandth of the rows at least), reads their float16 vectors from
+  ``chunk_vectors``, ranks them exactly;
   benchmarks/store_vectors.py measured it at 100k and 1M rows (BENCHMARKS.md).
 - Keyword search is BM25 over ``keyword_text`` terms (identifiers whole and split, stemmed): posting lists
   in segments (``sqlite_terms.py``), read for the query's terms and scored in memory over the same rows as
@@ -45,11 +46,13 @@ from codesift.model.norm import l2_normalize
 
 log = logging.getLogger(__name__)
 
-# Binary rows: the Hamming-nearest max(BINARY_FACTOR x limit, BINARY_DEPTH) are rescored (two-stage: its depth if
-# deeper). benchmarks/store_vectors.py, real vectors at 100k and 1M rows: recall@10 of the exact top 10 >= 0.99
-# from 500 candidates, recall@100 (search asks the store for 100, fed into fusion) >= 0.99 from 2,000 (1,000: 0.986).
+# Binary rows: the Hamming-nearest max(BINARY_FACTOR x limit, BINARY_DEPTH, rows / BINARY_SHARE) are rescored
+# (two-stage: its depth if deeper); the crowd around a query grows with the rows. benchmarks/store_vectors.py, real
+# vectors: recall@10 of the exact top 10 0.999 from 500 candidates at 100k rows, 0.994 from 1,000 at 1M (500: 0.968);
+# recall@100 (search asks the store for 100, fed into fusion) 0.995 from 2,000 at 100k, 0.984 at 1M.
 BINARY_DEPTH = 500
 BINARY_FACTOR = 20
+BINARY_SHARE = 1000
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS chunks (
@@ -351,15 +354,15 @@ class SQLiteStore:
     def dense(self, vector: np.ndarray, limit: int, flt: ChunkFilter, two_stage: bool = False,
               depth: int = 100) -> list[dict]:
         """Top-k by inner product, filter mask applied before the cut: exact over the float16 matrix; with binary
-        rows, the ``max(BINARY_FACTOR x limit, BINARY_DEPTH)`` nearest by Hamming distance rescored exactly
-        (two-stage: over the small dim's bits, ``depth`` of them if deeper)."""
+        rows, the ``max(BINARY_FACTOR x limit, BINARY_DEPTH, rows / BINARY_SHARE)`` nearest by Hamming distance,
+        rescored exactly (two-stage: over the small dim's bits, ``depth`` of them if deeper)."""
         self._sync()
         q = np.asarray(vector, dtype=np.float32)
         mask = self._mask(flt)
         rows = self._rows
         if rows.binary:
             nbytes = max(self.small_dim // 8, 1) if two_stage else rows.bits.shape[1]
-            want = max(BINARY_FACTOR * limit, BINARY_DEPTH, depth if two_stage else 0)
+            want = max(BINARY_FACTOR * limit, BINARY_DEPTH, rows.n // BINARY_SHARE, depth if two_stage else 0)
             idx, _ = _top_k(hamming_scores(rows.bits[:, :nbytes], q), want, mask)
             seqs, full = self._rescore(rows.seq[idx], q)
             order = _top_k(full, limit, None)[0]
