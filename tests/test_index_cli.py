@@ -55,6 +55,26 @@ def test_index_search_status_json(tmp_path, tiny_qwen_dir, app):
         assert isinstance(res.exception, exc), (args, res.output)
 
 
+def test_vectors_layout_is_recorded_and_changes_without_reembedding(tmp_path, tiny_qwen_dir, app):
+    """`--vectors binary` on an existing index: recorded, shown by status, nothing re-embedded, the same top hit."""
+    root = tmp_path / "repo"
+    root.mkdir()
+    (root / "conf.py").write_text("def parse_config(path):\n    return open(path).read()\n")
+    (root / "net.py").write_text("def open_socket(host):\n    return connect(host)\n")
+    run = CliRunner().invoke
+    assert run(app, ["index", str(root), "--model", str(tiny_qwen_dir), "--json"]).exit_code == 0
+    query = ["search", "parse config", str(root), "--json", "--mode", "dense", "--no-server"]
+    before = json.loads(run(app, query).stdout)
+    res = run(app, ["index", str(root), "--vectors", "binary", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["chunks_embedded"] == 0
+    assert json.loads(run(app, ["status", str(root), "--json"]).stdout)["vectors"] == "binary"
+    after = json.loads(run(app, query).stdout)
+    assert [h["path"] for h in after] == [h["path"] for h in before]
+    res = run(app, ["index", str(root), "--vectors", "int4"])
+    assert isinstance(res.exception, ValueError) and "float16, binary" in str(res.exception)
+
+
 def test_progress_without_a_terminal_is_a_line_now_and_then(capsys):
     """Piped or logged (no TTY), `codesift index` still shows progress: a plain stderr line at most every N s."""
     from codesift.index.cli import _progress_printer

@@ -9,7 +9,8 @@ import math
 import numpy as np
 import pytest
 
-from codesift.index import IndexConfig, build_index, open_index
+from codesift.index import IndexConfig, build_index, open_index, sqlite_store
+from codesift.index.config import VECTORS
 from codesift.index.milvus_store import filter_expr
 from codesift.index.sqlite_store import SQLiteStore, filter_sql
 from codesift.index.store import ChunkFilter, is_milvus_lite, is_milvus_uri, keyword_text, symbol_names
@@ -36,13 +37,16 @@ def brute_force(ix, q, k, keep) -> list[tuple[str, float]]:
     return scored[:k]
 
 
-def test_dense_is_exact_and_filters_apply_before_the_cut(tmp_path):
+@pytest.mark.parametrize("vectors", VECTORS)
+def test_dense_is_exact_and_filters_apply_before_the_cut(tmp_path, vectors):
+    """Both layouts: binary rows rescore every row here (fewer than ``BINARY_DEPTH``), so both are exact."""
     root = tmp_path / "repo"
     write_tree(root)
     emb = BagOfWords()
-    build_index(root, config=IndexConfig(model="bag-of-words"), embedder=emb)
+    build_index(root, config=IndexConfig(model="bag-of-words", vectors=vectors), embedder=emb)
     with open_index(root, embedder=emb) as ix:
         assert isinstance(ix.store, SQLiteStore) and ix.status()["engine"] == "sqlite"
+        assert ix.store.vectors == ix.status()["vectors"] == vectors
         q = emb.encode(["sum of values handler"])[0]
         some_id = next(ix.store.rows(["path"]))["id"]
         cases = [(ChunkFilter(), lambda r: True),
@@ -170,29 +174,100 @@ def test_segments_merge_and_drop_dead_postings_without_changing_scores(tmp_path)
                                                                                              negate_paths=True)))
 
 
-def test_rows_in_memory_follow_edits_in_place_and_compact_dead_ones(tmp_path):
+@pytest.mark.parametrize("vectors", VECTORS)
+def test_rows_in_memory_follow_edits_in_place_and_compact_dead_ones(tmp_path, vectors):
     """After the first read, an edit appends into spare capacity and marks the old rows dead (the matrix is not
-    copied); once a quarter of the rows are dead they are compacted; every answer equals a fresh read's."""
+    copied); once a quarter of the rows are dead they are compacted; every answer equals a fresh read's, and a
+    float16 store's (binary rows: every row rescored here)."""
     from codesift.index.manifest import Manifest
 
     path = tmp_path / "s.sqlite"
-    store = SQLiteStore(Manifest(path), 8, 4)
+    store = SQLiteStore(Manifest(path), 8, 4, vectors)
     for f in range(40):
         store.replace_files([], synthetic_rows(f * 5, 5, path=f"f{f}.py"))
     q = synthetic_rows(999, 1)[0]["vector"]
     store.dense(q, 5, ChunkFilter())
     rows = store._rows
-    buffer = rows._vectors
+    held = "bits" if vectors == "binary" else "vectors"
+    buffer = rows._cols[held]
     store.replace_files(["f3.py"], synthetic_rows(500, 5, path="f3.py"))  # one file edited
     got = store.dense(q, 200, ChunkFilter())
-    assert rows._vectors is buffer and rows.dead == 5 and len(got) == 200
-    fresh = SQLiteStore(Manifest(path), 8, 4)
+    assert rows._cols[held] is buffer and rows.dead == 5 and len(got) == 200
+    fresh = SQLiteStore(Manifest(path), 8, 4, vectors)
     assert [h["id"] for h in got] == [h["id"] for h in fresh.dense(q, 200, ChunkFilter())]
+    want = SQLiteStore(Manifest(path), 8, 4).dense(q, 200, ChunkFilter())  # float16 query there: near-ties may swap
+    np.testing.assert_allclose([h["distance"] for h in got], [h["distance"] for h in want], atol=2e-3)
     assert ranking(store, "parse config") == ranking(fresh, "parse config")
     store.delete_paths([f"f{f}.py" for f in range(10, 30)])  # half the rows go: compacted
     got = store.dense(q, 200, ChunkFilter())
     assert rows.dead == 0 and rows.n == store.count() == 100 and len(got) == 100
     assert [h["id"] for h in got] == [h["id"] for h in SQLiteStore(Manifest(path), 8, 4).dense(q, 200, ChunkFilter())]
+
+
+def embedding_like_rows(n: int, dim: int, seed: int = 0) -> list[dict]:
+    """Unit vectors shaped like a code model's: a direction all rows share, 30 topics, and each chunk's own part."""
+    rng = np.random.default_rng(seed)
+    shared = rng.standard_normal(dim)
+    topics = rng.standard_normal((30, dim)) / np.sqrt(dim)
+    vecs = (0.6 * shared / np.linalg.norm(shared) + topics[rng.integers(0, 30, n)]
+            + 0.5 * rng.standard_normal((n, dim)) / np.sqrt(dim))
+    rows = synthetic_rows(0, n, dim=dim)
+    for r, v in zip(rows, vecs):
+        r["vector"] = (v / np.linalg.norm(v)).astype(np.float32)
+    return rows
+
+
+def test_binary_rows_find_the_exact_top_hits_and_follow_updates(tmp_path, monkeypatch):
+    """Sign bits pick 100 of 600 rows by Hamming distance (10 x the limit: the depth cut down for the test), those are rescored with their float16 vectors: the top 10
+    (ids and scores) are the exact ones (stored float16 vectors, float32 arithmetic), with and without a filter, for
+    queries near a chunk, before and after edits, and the float16 store's scores within its rounding; the
+    bits take a sixteenth of the float16 matrix; two-stage (the small dim's bits) scores its hits exactly."""
+    from codesift.index.manifest import Manifest
+
+    monkeypatch.setattr(sqlite_store, "BINARY_DEPTH", 50)
+    monkeypatch.setattr(sqlite_store, "BINARY_FACTOR", 10)
+    rows = embedding_like_rows(600, 128)
+    for r in rows:
+        r["path"] = f"f{int(r['id'][1:]) // 6}.py"
+    exact, binary = (SQLiteStore(Manifest(tmp_path / f"{v}.sqlite"), 128, 32, v) for v in VECTORS)
+    rng = np.random.default_rng(1)
+
+    def same_top_hits():
+        stored = list(binary.rows(["vector", "is_test"]))  # float16 as stored, in float32 arithmetic: the truth
+        vecs = np.stack([r["vector"] for r in stored])
+        for i in rng.choice(len(rows), 20, replace=False):
+            q = rows[i]["vector"] + 0.7 * rng.standard_normal(128) / np.sqrt(128)
+            q = (q / np.linalg.norm(q)).astype(np.float32)
+            for flt, keep in ((ChunkFilter(), np.ones(len(stored), bool)),
+                              (ChunkFilter(exclude_tests=True), np.array([not r["is_test"] for r in stored]))):
+                scores = np.where(keep, vecs @ q, -np.inf)
+                truth = [stored[j]["id"] for j in np.argsort(-scores, kind="stable")[:10]]
+                got = binary.dense(q, 10, flt)
+                assert [h["id"] for h in got] == truth
+                np.testing.assert_allclose([h["distance"] for h in got], np.sort(scores)[::-1][:10], atol=1e-5)
+                want = exact.dense(q, 10, flt)  # the float16 scan casts the query to float16: near-ties may swap
+                np.testing.assert_allclose([h["distance"] for h in got], [h["distance"] for h in want], atol=2e-3)
+        return q
+
+    for store in (exact, binary):
+        store.replace_files([], rows)
+    same_top_hits()
+    assert binary._rows.bits.nbytes * 16 == exact._rows.vectors.nbytes
+    edited = embedding_like_rows(60, 128, seed=2)  # ten files rewritten, ten deleted
+    for j, r in enumerate(edited):
+        r.update(id=f"e{j}", path=f"f{j // 6}.py")
+    for store in (exact, binary):
+        store.replace_files([f"f{f}.py" for f in range(10)], edited)
+        store.delete_paths([f"f{f}.py" for f in range(10, 20)])
+    q = same_top_hits()
+    assert binary._rows.dead == 120 and binary._rows.n == 660  # not yet a quarter dead: not compacted
+    vecs = {r["id"]: r["vector"] for r in binary.rows(["vector"])}
+    two = binary.dense(q, 10, ChunkFilter(), two_stage=True)
+    assert len(two) == 10 and not {h["id"] for h in two} & {f"c{i}" for i in range(120)}  # rewritten, deleted
+    np.testing.assert_allclose([h["distance"] for h in two], [vecs[h["id"]] @ q for h in two], atol=1e-4)
+    assert len(binary.dense(q, 300, ChunkFilter())) == 300  # a limit past the depth: as many candidates
+    with pytest.raises(ValueError, match="float16, binary"):
+        SQLiteStore(Manifest(tmp_path / "x.sqlite"), 8, 4, "int4")
 
 
 def to_fts5_layout(path) -> None:

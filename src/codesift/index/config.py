@@ -45,6 +45,9 @@ def installed_tuned_model(index_dir: str | Path) -> str | None:
     record = read_tune_record(index_dir) or {}
     model = record.get("model")
     return model if record.get("installed") and model and Path(model).is_dir() else None
+# How the embedded store holds the vectors in memory (IndexConfig.vectors): "float16", the full matrix and the
+# Matryoshka prefix; "binary", only the sign bits (1/16 of the float16 bytes), the nearest rescored from the file.
+VECTORS = ("float16", "binary")
 
 
 @dataclass
@@ -69,6 +72,10 @@ class IndexConfig:
     # (model/int8.py: int8 on a CPU for a model whose int8 loss was measured within the limit, else the torch
     # dtype the hardware runs best); the choice is stored here, and search embeds its queries the same way.
     dtype: str = "auto"
+    # How the embedded (SQLite) store holds the vectors in memory for search: "float16" (the full matrix, exact)
+    # or "binary" (sign bits, 1/16 of the memory; the Hamming-nearest candidates rescored exactly from the file).
+    # Only the layout in memory: the file is the same, so it can change on an existing index (docs/search.md).
+    vectors: str = "float16"
 
     @classmethod
     def from_meta(cls, meta: dict) -> IndexConfig | None:

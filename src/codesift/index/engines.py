@@ -41,4 +41,4 @@ def open_store(index_dir: Path, config: IndexConfig, manifest: Manifest, dim: in
         return MilvusStore(config.store_uri, config.collection, dim, small_dim, token=token, release=release)
     from codesift.index.sqlite_store import SQLiteStore
 
-    return SQLiteStore(manifest, dim, small_dim)
+    return SQLiteStore(manifest, dim, small_dim, config.vectors)

@@ -97,7 +97,7 @@ class QueryServer:
         meta = self.index.manifest.get_meta()
         cfg = meta.get("config", {})
         return {"root": meta.get("root"), "fingerprint": meta.get("fingerprint"), "model": cfg.get("model"),
-                "store_uri": cfg.get("store_uri"), "collection": cfg.get("collection")}
+                "store_uri": cfg.get("store_uri"), "collection": cfg.get("collection"), "vectors": cfg.get("vectors")}
 
     def _still_ours(self) -> bool:
         try:
@@ -182,7 +182,7 @@ class QueryServer:
             except Exception as exc:  # noqa: BLE001 (the index directory was deleted or replaced)
                 now = {"error": str(exc)}
             if now != self.loaded:
-                why = "the index changed (model, fingerprint, root or store)"
+                why = "the index changed (model, fingerprint, root, store or vector layout)"
         if why:
             log.info("exiting: %s", why)
             self._reply(conn, {"restart": True, "reason": why, "pid": os.getpid()})

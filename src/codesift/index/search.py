@@ -153,7 +153,7 @@ class CodeIndex:
             if r.status == "done" and r.language:
                 langs[r.language] = langs.get(r.language, 0) + 1
         out = {"root": str(self.root), "index_dir": str(self.index_dir), "model": self.config.model,
-               "dtype": self.config.dtype,
+               "dtype": self.config.dtype, "vectors": self.config.vectors,
                "fingerprint": meta.get("fingerprint"), "dim": meta.get("dim"), "small_dim": meta.get("small_dim"),
                "store": store_location(self.index_dir, self.config),
                "engine": "milvus" if is_milvus_uri(self.config.store_uri) else "sqlite",

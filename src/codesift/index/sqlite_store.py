@@ -9,7 +9,11 @@ point leaves the last committed batch and nothing half-written, with no second c
   write bumps in its own transaction: a changed generation appends only the rows added since (``seq`` only
   grows, into spare capacity) and marks the rows whose ``seq`` is gone as dead (left out of every top-k,
   compacted away once they are a quarter), so following a one-file edit costs the change, not the matrix.
-  A query is one matrix-vector product and an exact top-k.
+  A query is one matrix-vector product and an exact top-k. An index built with ``--vectors binary`` holds only
+  the vectors' sign bits in memory (48 bytes a row for 384 dims, not 768 + 256): a query takes the Hamming-nearest
+  rows (popcount; 20 x the limit, 500 and a thousandth of the rows at least), reads their float16 vectors from
+  ``chunk_vectors``, ranks them exactly;
+  benchmarks/store_vectors.py measured it at 100k and 1M rows (BENCHMARKS.md).
 - Keyword search is BM25 over ``keyword_text`` terms (identifiers whole and split, stemmed): posting lists
   in segments (``sqlite_terms.py``), read for the query's terms and scored in memory over the same rows as
   the matrix, with each chunk's term count kept beside its ``seq``.
@@ -26,6 +30,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
+from codesift.index.config import VECTORS
 from codesift.index.manifest import Manifest, damaged_message
 from codesift.index.sqlite_terms import SCHEMA as TERMS_SCHEMA
 from codesift.index.sqlite_terms import SQL_IN, add_chunks, bm25_scores, delete_chunks, length_norm, locate
@@ -40,6 +45,14 @@ from codesift.index.store import (
 from codesift.model.norm import l2_normalize
 
 log = logging.getLogger(__name__)
+
+# Binary rows: the Hamming-nearest max(BINARY_FACTOR x limit, BINARY_DEPTH, rows / BINARY_SHARE) are rescored
+# (two-stage: its depth if deeper); the crowd around a query grows with the rows. benchmarks/store_vectors.py, real
+# vectors: recall@10 of the exact top 10 0.999 from 500 candidates at 100k rows, 0.994 from 1,000 at 1M (500: 0.968);
+# recall@100 (search asks the store for 100, fed into fusion) 0.995 from 2,000 at 100k, 0.984 at 1M.
+BINARY_DEPTH = 500
+BINARY_FACTOR = 20
+BINARY_SHARE = 1000
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS chunks (
@@ -78,82 +91,90 @@ def filter_sql(flt: ChunkFilter, table: str = "chunks") -> tuple[str, list]:
 
 
 class MemoryRows:
-    """The stored chunks in memory, in ``seq`` order: seq, keyword-term count, full and small vectors, alive or not.
+    """The stored chunks in memory, in ``seq`` order: seq, keyword-term count, alive or not, and the vectors in the
+    index's layout (``VECTORS``): full-dim float16 and the Matryoshka small-dim prefix, or only their sign bits.
 
     Rows are appended into spare capacity (an eighth at least; grown by half when full) and deleted rows only marked
     dead, so an update costs the rows it changes; dead rows are compacted away when they are a quarter of all.
     """
 
-    def __init__(self, dim: int, small_dim: int) -> None:
+    def __init__(self, dim: int, small_dim: int, vectors: str = "float16") -> None:
         self.n, self.dead = 0, 0
-        self._seq = np.zeros(0, dtype=np.int64)
-        self._lengths = np.zeros(0, dtype=np.int32)
-        self._vectors = np.zeros((0, dim), dtype=np.float16)
-        self._small = np.zeros((0, small_dim), dtype=np.float16)
-        self._alive = np.zeros(0, dtype=bool)
+        self.binary, self.small_dim = vectors == "binary", small_dim
+        shapes: dict[str, tuple[tuple[int, ...], type]] = {"seq": ((), np.int64), "lengths": ((), np.int32),
+                                                           "alive": ((), bool)}
+        if self.binary:
+            shapes["bits"] = ((-(-dim // 8),), np.uint8)
+        else:
+            shapes |= {"vectors": ((dim,), np.float16), "small": ((small_dim,), np.float16)}
+        self._cols = {name: np.zeros((0, *shape), dtype) for name, (shape, dtype) in shapes.items()}
         self.norm = np.zeros(0, dtype=np.float32)
 
     @property
     def seq(self) -> np.ndarray:
         """Ascending seqs, dead rows included."""
-        return self._seq[:self.n]
+        return self._cols["seq"][:self.n]
 
     @property
     def vectors(self) -> np.ndarray:
-        """Full-dim float16 vectors, row by row with ``seq``."""
-        return self._vectors[:self.n]
+        """Full-dim float16 vectors, row by row with ``seq`` (float16 layout only)."""
+        return self._cols["vectors"][:self.n]
 
     @property
     def small(self) -> np.ndarray:
-        """The Matryoshka small-dim prefixes, renormalised."""
-        return self._small[:self.n]
+        """The Matryoshka small-dim prefixes, renormalised (float16 layout only)."""
+        return self._cols["small"][:self.n]
+
+    @property
+    def bits(self) -> np.ndarray:
+        """The full-dim vectors' sign bits, packed (binary layout only); the small dim's are the first bytes."""
+        return self._cols["bits"][:self.n]
 
     @property
     def alive(self) -> np.ndarray | None:
         """Which rows are stored still (None: all of them)."""
-        return self._alive[:self.n] if self.dead else None
+        return self._cols["alive"][:self.n] if self.dead else None
 
     def last_seq(self) -> int:
         """The highest seq held (0 when empty): rows above it are new."""
-        return int(self._seq[self.n - 1]) if self.n else 0
+        return int(self._cols["seq"][self.n - 1]) if self.n else 0
 
     def update(self, live: np.ndarray, seq: np.ndarray, lengths: np.ndarray, vecs: np.ndarray) -> None:
         """Mark rows whose seq is not in ``live`` (ascending) dead; append the new rows (seqs above ``last_seq``)."""
+        alive = self._cols["alive"]
         if self.n:
             _, found = locate(live, self.seq)
-            self._alive[:self.n] &= found
-            self.dead = self.n - int(np.count_nonzero(self._alive[:self.n]))
+            alive[:self.n] &= found
+            self.dead = self.n - int(np.count_nonzero(alive[:self.n]))
         if self.dead * 4 > self.n:
             self._compact()
         need = self.n + len(seq)
-        if need > len(self._seq):  # an eighth spare at least, so the next edits append in place
-            self._grow(max(need + max(need // 8, 1024), int(len(self._seq) * 1.5)))
+        if need > len(self._cols["seq"]):  # an eighth spare at least, so the next edits append in place
+            self._grow(max(need + max(need // 8, 1024), int(len(self._cols["seq"]) * 1.5)))
+        new = {"seq": seq, "lengths": lengths, "alive": True}
+        if self.binary:
+            new["bits"] = sign_bits(vecs)
+        else:
+            new |= {"vectors": vecs, "small": l2_normalize(vecs[:, :self.small_dim]).astype(np.float16)}
         end = self.n + len(seq)
-        self._seq[self.n:end] = seq
-        self._lengths[self.n:end] = lengths
-        self._vectors[self.n:end] = vecs
-        self._small[self.n:end] = l2_normalize(vecs[:, :self._small.shape[1]]).astype(np.float16)
-        self._alive[self.n:end] = True
+        for name, values in new.items():
+            self._cols[name][self.n:end] = values
         self.n = end
-        alive = self._alive[:self.n]
-        avg = float(self._lengths[:self.n][alive].mean()) if alive.any() else 1.0
-        self.norm = length_norm(self._lengths[:self.n], avg)
+        alive = self._cols["alive"][:self.n]
+        lengths_held = self._cols["lengths"][:self.n]
+        avg = float(lengths_held[alive].mean()) if alive.any() else 1.0
+        self.norm = length_norm(lengths_held, avg)
 
     def _grow(self, capacity: int) -> None:
-        def grown(a: np.ndarray) -> np.ndarray:
-            out = np.zeros((capacity, *a.shape[1:]), dtype=a.dtype)
-            out[:self.n] = a[:self.n]
-            return out
-
-        self._seq, self._lengths, self._alive = grown(self._seq), grown(self._lengths), grown(self._alive)
-        self._vectors, self._small = grown(self._vectors), grown(self._small)
+        for name, a in self._cols.items():
+            grown = np.zeros((capacity, *a.shape[1:]), dtype=a.dtype)
+            grown[:self.n] = a[:self.n]
+            self._cols[name] = grown
 
     def _compact(self) -> None:
-        keep = self._alive[:self.n]
-        self._seq, self._lengths = self._seq[:self.n][keep], self._lengths[:self.n][keep]
-        self._vectors, self._small = self._vectors[:self.n][keep], self._small[:self.n][keep]
-        self.n, self.dead = len(self._seq), 0
-        self._alive = np.ones(self.n, dtype=bool)
+        keep = self._cols["alive"][:self.n]
+        self._cols = {name: a[:self.n][keep] for name, a in self._cols.items()}
+        self.n, self.dead = int(np.count_nonzero(keep)), 0
 
 
 class SQLiteStore:
@@ -161,9 +182,11 @@ class SQLiteStore:
 
     shares_manifest = True
 
-    def __init__(self, manifest: Manifest, dim: int, small_dim: int) -> None:
+    def __init__(self, manifest: Manifest, dim: int, small_dim: int, vectors: str = "float16") -> None:
+        if vectors not in VECTORS:
+            raise ValueError(f"unknown vector layout {vectors!r}; use one of {', '.join(VECTORS)}")
         self.manifest, self.db = manifest, manifest.db
-        self.dim, self.small_dim = dim, small_dim
+        self.dim, self.small_dim, self.vectors = dim, small_dim, vectors
         self.db.executescript(SCHEMA)
         self._from_fts5()
         self.close()
@@ -176,7 +199,7 @@ class SQLiteStore:
         """Drop the rows in memory (the connection belongs to the manifest)."""
         self._generation: int | None = None    # of the rows in memory
         self._masks: dict[ChunkFilter, np.ndarray | None] = {}
-        self._rows = MemoryRows(self.dim, self.small_dim)
+        self._rows = MemoryRows(self.dim, self.small_dim, self.vectors)
 
     def _from_fts5(self) -> None:
         """An index written before the postings (an FTS5 ``chunk_terms`` table): move its terms over, once."""
@@ -330,11 +353,20 @@ class SQLiteStore:
 
     def dense(self, vector: np.ndarray, limit: int, flt: ChunkFilter, two_stage: bool = False,
               depth: int = 100) -> list[dict]:
-        """Exact top-k by inner product over the in-memory matrix, filter mask applied before the cut."""
+        """Top-k by inner product, filter mask applied before the cut: exact over the float16 matrix; with binary
+        rows, the ``max(BINARY_FACTOR x limit, BINARY_DEPTH, rows / BINARY_SHARE)`` nearest by Hamming distance,
+        rescored exactly (two-stage: over the small dim's bits, ``depth`` of them if deeper)."""
         self._sync()
         q = np.asarray(vector, dtype=np.float32)
         mask = self._mask(flt)
         rows = self._rows
+        if rows.binary:
+            nbytes = max(self.small_dim // 8, 1) if two_stage else rows.bits.shape[1]
+            want = max(BINARY_FACTOR * limit, BINARY_DEPTH, rows.n // BINARY_SHARE, depth if two_stage else 0)
+            idx, _ = _top_k(hamming_scores(rows.bits[:, :nbytes], q), want, mask)
+            seqs, full = self._rescore(rows.seq[idx], q)
+            order = _top_k(full, limit, None)[0]
+            return self._rows_at(seqs[order], full[order])
         if not two_stage:
             idx, scores = _top_k(_scores(rows.vectors, q), limit, mask)
         else:
@@ -343,6 +375,16 @@ class SQLiteStore:
             order = np.argsort(-full, kind="stable")[:limit]
             idx, scores = idx[order], full[order]
         return self._rows_at(rows.seq[idx], scores)
+
+    def _rescore(self, seqs: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(seqs, exact scores) of these chunks, their float16 vectors read from ``chunk_vectors`` (a chunk deleted
+        by another process since the rows were read is left out)."""
+        found = self.db.execute(f"SELECT seq, vector FROM chunk_vectors WHERE seq IN {SQL_IN}",
+                                (json.dumps(seqs.tolist()),)).fetchall()
+        if any(len(r[1]) != 2 * self.dim for r in found):
+            raise self._damaged()
+        vecs = np.frombuffer(b"".join(r[1] for r in found), dtype=np.float16).reshape(len(found), self.dim)
+        return np.fromiter((r[0] for r in found), np.int64, len(found)), vecs.astype(np.float32) @ q
 
     def _rows_at(self, seqs: np.ndarray, scores: np.ndarray) -> list[dict]:
         """META_FIELDS rows of these seqs, in this order, with their scores as ``distance``."""
@@ -419,6 +461,24 @@ class SQLiteStore:
             if "vector" in row:
                 row["vector"] = np.frombuffer(row["vector"], dtype=np.float16).astype(np.float32)
             yield row
+
+
+def sign_bits(vecs: np.ndarray) -> np.ndarray:
+    """Each row's signs (a dim > 0: 1), packed 8 to a byte, first dims first (a Matryoshka prefix's are a prefix)."""
+    return np.packbits(np.asarray(vecs) > 0, axis=-1)
+
+
+def hamming_scores(bits: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Minus the Hamming distance from each row of packed sign bits to ``q``'s signs over as many dims (higher is
+    nearer): a popcount of 8 bytes at a time where the row's width allows."""
+    qbits = sign_bits(q)[:bits.shape[1]]
+    if bits.shape[1] % 8 == 0:
+        bits, qbits = bits.view(np.uint64), qbits.view(np.uint64)
+    counts = np.bitwise_count(bits ^ qbits)
+    dist = np.zeros(len(bits), dtype=np.int32)
+    for j in range(counts.shape[1]):  # column by column: faster than counts.sum(axis=1) for a few wide words
+        dist += counts[:, j]
+    return -dist.astype(np.float32)
 
 
 def _scores(matrix: np.ndarray, q: np.ndarray) -> np.ndarray:
